@@ -1,0 +1,652 @@
+//! `modelship.io/v1alpha1`: the `ModelDeployment` resource.
+//!
+//! Every rule a user can break is checked by the API server itself, through the OpenAPI
+//! schema (ranges, lengths, patterns, enums) and CEL rules (`x-kubernetes-validations`).
+//! Each CEL message names the field it guards, so `kubectl apply` tells the user exactly
+//! what to fix.
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The longest `metadata.name` accepted: children are named `<name>-preview`, `<name>-canary`
+/// and so on, and must stay valid DNS labels (63 characters).
+pub const MAX_NAME_LENGTH: usize = 50;
+
+/// A model served on Kubernetes and rolled out version by version.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "modelship.io",
+    version = "v1alpha1",
+    kind = "ModelDeployment",
+    plural = "modeldeployments",
+    singular = "modeldeployment",
+    shortname = "md",
+    category = "modelship",
+    namespaced,
+    status = "ModelDeploymentStatus",
+    derive = "PartialEq",
+    doc = "A machine-learning model served by Modelship and rolled out version by version",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.selector"
+    ),
+    printcolumn(name = "Version", type_ = "string", json_path = ".spec.model.version", description = "Desired model version"),
+    printcolumn(name = "Stable", type_ = "string", json_path = ".status.stableVersion", description = "Version that serves when no rollout is in progress"),
+    printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy.type", priority = 1),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight", description = "Share of replicas, and so of traffic, on the candidate version"),
+    printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
+    printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.size() <= 50")
+        .message("metadata.name must be at most 50 characters: child objects append suffixes such as -preview"),
+    validation = Rule::new("!has(oldSelf.status) || !has(oldSelf.status.candidateVersion) || self.spec.strategy.type == oldSelf.spec.strategy.type")
+        .message("spec.strategy.type cannot change while a rollout is in progress (status.candidateVersion is set): promote it or set spec.model.version back to status.stableVersion first")
+        .field_path(".spec.strategy.type"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentSpec {
+    /// The model artifact and the version to serve.
+    pub model: ModelSpec,
+
+    /// Total number of serving pods across all versions. This is the `/scale` subresource:
+    /// when `autoscaling` is set, the HorizontalPodAutoscaler owns this field, so leave it
+    /// out of manifests that also set `autoscaling`.
+    #[serde(default = "default_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// The serving container: image, port, resources, batching, authentication.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving: Option<ServingSpec>,
+
+    /// A HorizontalPodAutoscaler that targets this ModelDeployment's `/scale` subresource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// How a new `model.version` reaches production.
+    #[serde(default)]
+    pub strategy: StrategySpec,
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// The model artifact.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSpec {
+    /// Name served at `/v2/models/{name}`; defaults to `metadata.name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+    )]
+    pub name: Option<String>,
+
+    /// The model version. Any change starts a rollout. It becomes a label value, so it is at
+    /// most 63 characters of letters, digits, `.`, `_` and `-`.
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+    )]
+    pub version: String,
+
+    /// Where the model file lives: `pvc://<claim>/<path>`, `http(s)://...` or `file:///<path>`
+    /// (a path inside the serving image or on the node).
+    #[x_kube(validation = Rule::new("self.startsWith('pvc://') || self.startsWith('http://') || self.startsWith('https://') || self.startsWith('file:///')")
+        .message("spec.model.uri must start with pvc://, http://, https:// or file:///"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub uri: String,
+
+    /// The model format.
+    #[serde(default)]
+    pub format: ModelFormat,
+
+    /// Optional feature statistics the serving pods compare live traffic with to compute
+    /// `ml_data_drift_score`. Same URI schemes as `uri`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('pvc://') || self.startsWith('http://') || self.startsWith('https://') || self.startsWith('file:///')")
+        .message("spec.model.referenceData must start with pvc://, http://, https:// or file:///"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub reference_data: Option<String>,
+
+    /// Expected SHA-256 of the model file (hex). Downloads that do not match are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[a-f0-9]{64}$"))]
+    pub sha256: Option<String>,
+}
+
+/// Model file formats the serving binary loads.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelFormat {
+    /// ONNX, including the ONNX-ML operators that scikit-learn models export to.
+    #[default]
+    Onnx,
+}
+
+/// The serving container.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ServingSpec {
+    /// Serving image; defaults to the image the operator was configured with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    pub image: Option<String>,
+
+    /// Image pull policy of the serving container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// Container port for HTTP (inference, health and metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub port: Option<i32>,
+
+    /// CPU and memory requests and limits of the serving container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// Extra environment variables for the serving container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub env: Vec<EnvVar>,
+
+    /// Dynamic batching of concurrent inference requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<BatchingSpec>,
+
+    /// Name of a Secret in the same namespace whose `token` key is the bearer token required
+    /// for inference requests. Health and metrics never require it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub auth_secret_name: Option<String>,
+
+    /// Seconds a terminating pod keeps serving before it drains, so that endpoint removal
+    /// reaches every proxy first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 120))]
+    pub drain_seconds: Option<i32>,
+
+    /// Grace period for a terminating serving pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1").message("spec.serving.terminationGracePeriodSeconds must be at least 1"))]
+    #[schemars(range(max = 600))]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// Image pull policy.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Dynamic batching: concurrent requests are grouped into one model call.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchingSpec {
+    /// Largest number of rows in one model call.
+    #[serde(default = "default_max_batch_size")]
+    #[schemars(range(min = 1, max = 1024))]
+    pub max_batch_size: i32,
+
+    /// Longest time a request waits for others to join its batch.
+    #[serde(default = "default_max_delay_micros")]
+    #[schemars(range(min = 0, max = 100_000))]
+    pub max_delay_micros: i32,
+
+    /// Requests waiting beyond this queue length are answered 429.
+    #[serde(default = "default_queue_capacity")]
+    #[schemars(range(min = 1, max = 65536))]
+    pub queue_capacity: i32,
+}
+
+fn default_max_batch_size() -> i32 {
+    32
+}
+fn default_max_delay_micros() -> i32 {
+    500
+}
+fn default_queue_capacity() -> i32 {
+    1024
+}
+
+/// A HorizontalPodAutoscaler on the ModelDeployment's `/scale` subresource.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+    .message("spec.autoscaling.minReplicas must be less than or equal to spec.autoscaling.maxReplicas")
+    .field_path(".minReplicas"))]
+pub struct AutoscalingSpec {
+    /// Fewest replicas the autoscaler keeps.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+
+    /// Most replicas the autoscaler may create.
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+
+    /// Target average CPU use, in percent of the request. Defaults to 80 when no target is set.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "targetCPUUtilizationPercentage"
+    )]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percentage: Option<i32>,
+
+    /// Target average memory use, in percent of the request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub target_memory_utilization_percentage: Option<i32>,
+
+    /// Scaling behaviour, passed to the HorizontalPodAutoscaler as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+fn default_min_replicas() -> i32 {
+    1
+}
+
+/// How a new version reaches production.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.type == 'BlueGreen' || !has(self.blueGreen)")
+        .message("spec.strategy.blueGreen is allowed only when spec.strategy.type is BlueGreen")
+        .field_path(".blueGreen"),
+    validation = Rule::new("self.type == 'Canary' || !has(self.canary)")
+        .message("spec.strategy.canary is allowed only when spec.strategy.type is Canary")
+        .field_path(".canary"),
+    validation = Rule::new("self.type != 'Canary' || has(self.canary)")
+        .message("spec.strategy.canary is required when spec.strategy.type is Canary: set canary.weight or canary.steps")
+        .field_path(".type"),
+    validation = Rule::new("self.type != 'RollingUpdate' || !has(self.analysis)")
+        .message("spec.strategy.analysis needs a BlueGreen or Canary strategy: a RollingUpdate has no candidate to analyse")
+        .field_path(".analysis"),
+)]
+pub struct StrategySpec {
+    /// `RollingUpdate`, `BlueGreen` or `Canary`.
+    #[serde(default, rename = "type")]
+    pub type_: StrategyType,
+
+    /// Options of the BlueGreen strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenSpec>,
+
+    /// Options of the Canary strategy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanarySpec>,
+
+    /// Promotion gate for manual steps: setting it to the candidate's version releases an
+    /// indefinite canary pause or a blue-green switch that waits for approval. It names a
+    /// version, so it never approves the next one by accident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub approved_version: Option<String>,
+
+    /// Automatic analysis of the candidate against the stable version, from the serving pods'
+    /// own metrics. Failures beyond `failureLimit` roll back automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisSpec>,
+
+    /// A rollout that makes no progress for this long is marked Degraded.
+    #[serde(default = "default_progress_deadline")]
+    #[schemars(range(min = 10, max = 86400))]
+    pub progress_deadline_seconds: i32,
+}
+
+impl Default for StrategySpec {
+    fn default() -> Self {
+        Self {
+            type_: StrategyType::default(),
+            blue_green: None,
+            canary: None,
+            approved_version: None,
+            analysis: None,
+            progress_deadline_seconds: default_progress_deadline(),
+        }
+    }
+}
+
+fn default_progress_deadline() -> i32 {
+    600
+}
+
+/// Rollout strategies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum StrategyType {
+    /// One Deployment; a new version replaces pods gradually.
+    #[default]
+    RollingUpdate,
+    /// A second color is brought up in full, then the Service switches to it at once.
+    BlueGreen,
+    /// A share of the replicas, and so of the traffic, runs the new version first.
+    Canary,
+}
+
+/// Options of the BlueGreen strategy.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BlueGreenSpec {
+    /// Switch as soon as the new color is ready. When false, the switch waits until
+    /// `spec.strategy.approvedVersion` names the new version.
+    #[serde(default = "default_true")]
+    pub auto_promote: bool,
+
+    /// Create a `<name>-preview` Service that always selects the newest color.
+    #[serde(default = "default_true")]
+    pub preview_service: bool,
+
+    /// Pods of the new color before promotion; defaults to the full replica count. Fewer
+    /// pods save capacity while waiting for approval; the color is scaled to full before
+    /// the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub preview_replicas: Option<i32>,
+
+    /// How long the old color keeps running after the switch, for an instant switch back
+    /// and for proxies that learn of the switch late.
+    #[serde(default = "default_scale_down_delay")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_delay_seconds: i32,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_scale_down_delay() -> i32 {
+    30
+}
+
+/// Options of the Canary strategy: either a manual `weight` or automatic `steps`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("has(self.weight) != has(self.steps)")
+        .message("spec.strategy.canary needs exactly one of weight (manual) or steps (automatic)"),
+)]
+pub struct CanarySpec {
+    /// Share of replicas, and so of traffic, on the candidate, in percent. 100 promotes the
+    /// candidate; 0 sends all traffic back to the stable version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: Option<i32>,
+
+    /// Automatic progression: weights and pauses, walked in order; the candidate is
+    /// promoted after the last step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 50))]
+    pub steps: Option<Vec<CanaryStep>>,
+}
+
+/// One step of a canary: set a weight, or pause.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.setWeight) != has(self.pause)")
+    .message("each entry of spec.strategy.canary.steps sets exactly one of setWeight or pause"))]
+pub struct CanaryStep {
+    /// Move to this weight, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub set_weight: Option<i32>,
+
+    /// Wait: for `seconds`, or, without `seconds`, until `spec.strategy.approvedVersion`
+    /// names the candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+}
+
+/// A pause in a canary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStep {
+    /// How long to wait; absent means until approved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub seconds: Option<i32>,
+}
+
+/// Candidate analysis from the serving pods' own metrics.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisSpec {
+    /// Seconds between two measurements.
+    #[serde(default = "default_analysis_interval")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub interval_seconds: i32,
+
+    /// Failed measurements tolerated; one more rolls the candidate back.
+    #[serde(default = "default_failure_limit")]
+    #[schemars(range(min = 0, max = 100))]
+    pub failure_limit: i32,
+
+    /// Measurements with fewer requests than this are inconclusive, neither pass nor fail.
+    #[serde(default = "default_min_requests")]
+    #[schemars(range(min = 1, max = 1_000_000))]
+    pub min_requests: i32,
+
+    /// Highest share of failed requests (0 to 1) on the candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate: Option<f64>,
+
+    /// Highest 95th-percentile latency on the candidate, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message("spec.strategy.analysis.maxLatencyP95Seconds must be greater than 0"))]
+    pub max_latency_p95_seconds: Option<f64>,
+
+    /// Highest data drift score reported by the candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 0.0").message("spec.strategy.analysis.maxDriftScore must not be negative"))]
+    pub max_drift_score: Option<f64>,
+}
+
+fn default_analysis_interval() -> i32 {
+    30
+}
+fn default_failure_limit() -> i32 {
+    2
+}
+fn default_min_requests() -> i32 {
+    20
+}
+
+/// Observed state, written by the operator only.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelDeploymentStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Progressing, Paused, Healthy, Degraded or RolledBack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// The version that serves when no rollout is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_version: Option<String>,
+
+    /// The version being rolled out, while a rollout is in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_version: Option<String>,
+
+    /// A version that was rolled back automatically. It is not tried again until
+    /// `spec.model.version` names another version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_version: Option<String>,
+
+    /// BlueGreen: the color the Service selects (`blue` or `green`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_color: Option<String>,
+
+    /// Share of replicas on the candidate, in percent.
+    #[serde(default)]
+    pub canary_weight: i32,
+
+    /// Canary with steps: index of the step in progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step: Option<i32>,
+
+    /// When the current step began (RFC 3339), so timed pauses survive operator restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_started_at: Option<String>,
+
+    /// When the rollout last made progress (RFC 3339); the progress deadline counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_progress_at: Option<String>,
+
+    /// BlueGreen: when the previous color is scaled down (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_at: Option<String>,
+
+    /// Pods across all tracks, as the `/scale` subresource reports them.
+    #[serde(default)]
+    pub replicas: i32,
+
+    /// Ready pods across all tracks.
+    #[serde(default)]
+    pub ready_replicas: i32,
+
+    /// Label selector of the pods the autoscaler measures.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+
+    /// Each Deployment the operator runs for this model.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tracks: Vec<TrackStatus>,
+
+    /// Available, Progressing, Degraded and Paused.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+
+    /// The latest analysis of the candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStatus>,
+
+    /// Finished rollouts, newest first, at most ten.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RolloutRecord>,
+}
+
+/// Lifecycle phase shown by `kubectl get md`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Phase {
+    /// A rollout or scale change is under way.
+    Progressing,
+    /// A rollout waits for time to pass or for approval.
+    Paused,
+    /// Every pod runs the desired version and is ready.
+    Healthy,
+    /// Something needs attention: see the Degraded condition.
+    Degraded,
+    /// The candidate failed its analysis and was removed; the stable version serves.
+    RolledBack,
+}
+
+/// One Deployment run for this model.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackStatus {
+    /// `main`, `stable`, `canary`, `blue` or `green`.
+    pub name: String,
+    /// Model version its pods run.
+    pub version: String,
+    /// Pods wanted.
+    pub replicas: i32,
+    /// Pods ready.
+    pub ready_replicas: i32,
+}
+
+/// The latest analysis of the candidate.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStatus {
+    /// The version analysed.
+    pub version: String,
+    /// Measurements taken.
+    pub measurements: i32,
+    /// Measurements that failed a threshold.
+    pub failures: i32,
+    /// Measurements without enough requests to judge.
+    pub inconclusive: i32,
+    /// When the last measurement was taken (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_measured_at: Option<String>,
+    /// Candidate error rate at the last measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    /// Candidate 95th-percentile latency, in seconds, at the last measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95_seconds: Option<f64>,
+    /// Highest drift score among candidate pods at the last measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_score: Option<f64>,
+    /// Requests counted in the last measurement.
+    #[serde(default)]
+    pub requests: i64,
+    /// Why the last measurement passed or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How a rollout ended.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    /// The candidate version.
+    pub version: String,
+    /// Promoted, RolledBack, Superseded or Abandoned.
+    pub outcome: RolloutOutcome,
+    /// When it ended (RFC 3339).
+    pub finished_at: String,
+    /// Details, such as the failed analysis threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// How a rollout ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RolloutOutcome {
+    /// The candidate became the stable version.
+    Promoted,
+    /// The candidate failed its analysis and was removed.
+    RolledBack,
+    /// A newer version replaced the candidate mid-rollout.
+    Superseded,
+    /// The user set `spec.model.version` back to the stable version.
+    Abandoned,
+}
+
+fn conditions_schema(_: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["lastTransitionTime", "message", "reason", "status", "type"],
+            "properties": {
+                "lastTransitionTime": {"type": "string", "format": "date-time"},
+                "message": {"type": "string", "maxLength": 32768},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                "reason": {"type": "string", "maxLength": 1024},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "type": {"type": "string", "maxLength": 316}
+            }
+        }
+    })
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1 with
+# generated certificates, RBAC and PodSecurity admission, all state in STATE_DIR.
+# Usage: up.sh STATE_DIR   (then: export KUBECONFIG=STATE_DIR/kubeconfig; stop with down.sh)
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+
+state=${1:?usage: up.sh STATE_DIR}
+mkdir -p "$state"/{pki,logs,etcd}
+state=$(cd "$state" && pwd)
+bin=$("$CONTROLPLANE_DIR/build.sh")
+tools=$("$CONTROLPLANE_DIR/tools.sh")
+started=$(date +%s.%N)
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# --- certificates ---------------------------------------------------------------------
+pki=$state/pki
+ossl() { openssl "$@" 2>/dev/null; }
+ossl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=modelship-local-ca" \
+  -keyout "$pki/ca.key" -out "$pki/ca.crt"
+# issue NAME SUBJECT [SAN]: a key and a certificate signed by the local CA.
+issue() {
+  local name=$1 subject=$2 san=${3:-}
+  ossl req -newkey rsa:2048 -nodes -subj "$subject" -keyout "$pki/$name.key" -out "$pki/$name.csr"
+  if [[ -n $san ]]; then
+    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$pki/$name.ext"
+  else
+    printf 'extendedKeyUsage=clientAuth\n' >"$pki/$name.ext"
+  fi
+  ossl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$pki/$name.ext" -out "$pki/$name.crt"
+}
+issue apiserver "/CN=kube-apiserver" \
+  "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+issue admin "/O=system:masters/CN=modelship-admin"
+issue controller-manager "/CN=system:kube-controller-manager"
+issue scheduler "/CN=system:kube-scheduler"
+ossl genrsa -out "$pki/sa.key" 2048
+ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
+
+etcd_port=$(free_port); etcd_peer_port=$(free_port); api_port=$(free_port)
+server=https://127.0.0.1:$api_port
+
+kubeconfig() {
+  local file=$1 cert=$2
+  cat >"$file" <<KUBECONFIG
+apiVersion: v1
+kind: Config
+clusters:
+- name: modelship-local
+  cluster: {server: "$server", certificate-authority: "$pki/ca.crt"}
+users:
+- name: $cert
+  user: {client-certificate: "$pki/$cert.crt", client-key: "$pki/$cert.key"}
+contexts:
+- name: modelship-local
+  context: {cluster: modelship-local, user: $cert}
+current-context: modelship-local
+KUBECONFIG
+}
+kubeconfig "$state/kubeconfig" admin
+kubeconfig "$state/controller-manager.kubeconfig" controller-manager
+kubeconfig "$state/scheduler.kubeconfig" scheduler
+
+: >"$state/pids"
+spawn() {
+  local name=$1; shift
+  "$@" >"$state/logs/$name.log" 2>&1 &
+  echo "$! $name" >>"$state/pids"
+}
+
+# --- processes ------------------------------------------------------------------------
+spawn etcd "$bin/etcd" --name modelship-local --data-dir "$state/etcd" \
+  --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+  --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+  --initial-cluster "modelship-local=http://127.0.0.1:$etcd_peer_port" \
+  --listen-metrics-urls "" --log-level warn --quota-backend-bytes 4294967296 --unsafe-no-fsync
+
+spawn kube-apiserver "$bin/kube-apiserver" \
+  --etcd-servers "http://127.0.0.1:$etcd_port" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+  --client-ca-file "$pki/ca.crt" \
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+  --service-account-issuer https://kubernetes.default.svc \
+  --service-cluster-ip-range 10.96.0.0/16 \
+  --authorization-mode Node,RBAC \
+  --enable-admission-plugins NodeRestriction,PodSecurity \
+  --allow-privileged=false --profiling=false \
+  --max-requests-inflight 1600 --max-mutating-requests-inflight 800 \
+  --endpoint-reconciler-type none \
+  --v 1
+
+export KUBECONFIG=$state/kubeconfig
+kubectl() { "$tools/kubectl" "$@"; }
+for _ in $(seq 1 600); do
+  if kubectl get --raw /readyz >/dev/null 2>&1; then break; fi
+  if ! kill -0 "$(awk '$2=="kube-apiserver"{print $1}' "$state/pids")" 2>/dev/null; then
+    echo "kube-apiserver exited; last log lines:" >&2; tail -20 "$state/logs/kube-apiserver.log" >&2; exit 1
+  fi
+  sleep 0.1
+done
+kubectl get --raw /readyz >/dev/null
+ready=$(date +%s.%N)
+
+spawn kube-controller-manager "$bin/kube-controller-manager" \
+  --kubeconfig "$state/controller-manager.kubeconfig" \
+  --authentication-kubeconfig "$state/controller-manager.kubeconfig" \
+  --authorization-kubeconfig "$state/controller-manager.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
+  --use-service-account-credentials \
+  --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+  --controllers '*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle-controller,-persistentvolume-binder-controller,-persistentvolume-expander-controller,-attachdetach-controller,-bootstrap-signer-controller,-token-cleaner-controller,-certificatesigningrequest-signing-controller' \
+  --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
+  --concurrent-service-endpoint-syncs 20 --kube-api-qps 400 --kube-api-burst 800 \
+  --horizontal-pod-autoscaler-sync-period 5s \
+  --v 1
+spawn kube-scheduler "$bin/kube-scheduler" \
+  --kubeconfig "$state/scheduler.kubeconfig" \
+  --authentication-kubeconfig "$state/scheduler.kubeconfig" \
+  --authorization-kubeconfig "$state/scheduler.kubeconfig" \
+  --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
+  --kube-api-qps 400 --kube-api-burst 800 --v 1
+
+cat >"$state/env" <<ENV
+export KUBECONFIG=$state/kubeconfig
+export PATH=$tools:\$PATH
+export MODELSHIP_CONTROLPLANE=$state
+ENV
+awk -v s="$started" -v r="$ready" 'BEGIN { printf "kube-apiserver ready in %.1fs\n", r - s }' >&2
+log "Control plane up at $server (state in $state); source $state/env to use it"
