@@ -1,0 +1,587 @@
+//! TreeEnsembleClassifier and TreeEnsembleRegressor.
+//!
+//! Trees are flattened once at load: `(tree_id, node_id)` pairs become indices into one node
+//! array, leaf weights sit in one array addressed by a range per leaf, and the structure is
+//! checked (children exist, features are in range, every tree is a tree) so evaluation can
+//! neither fail nor loop.
+
+use std::collections::HashMap;
+
+use super::attrs;
+use super::transform::{PostTransform, argmax, logistic};
+use crate::error::Result;
+use crate::runtime::proto::NodeProto;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Leq,
+    Lt,
+    Gte,
+    Gt,
+    Eq,
+    Neq,
+    Leaf,
+}
+
+impl Mode {
+    fn parse(node: &NodeProto, s: &str) -> Result<Self> {
+        Ok(match s {
+            "BRANCH_LEQ" => Self::Leq,
+            "BRANCH_LT" => Self::Lt,
+            "BRANCH_GTE" => Self::Gte,
+            "BRANCH_GT" => Self::Gt,
+            "BRANCH_EQ" => Self::Eq,
+            "BRANCH_NEQ" => Self::Neq,
+            "LEAF" => Self::Leaf,
+            other => {
+                return Err(attrs::bad(
+                    node,
+                    "nodes_modes",
+                    &format!("holds unknown mode {other}"),
+                ));
+            }
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    threshold: f32,
+    feature: u32,
+    if_true: u32,
+    if_false: u32,
+    leaf_start: u32,
+    leaf_end: u32,
+    mode: Mode,
+    nan_true: bool,
+}
+
+/// The flattened trees shared by both operators.
+#[derive(Clone, Debug)]
+struct Forest {
+    nodes: Vec<Node>,
+    roots: Vec<u32>,
+    /// Class or target index of each leaf weight.
+    leaf_ids: Vec<u32>,
+    leaf_weights: Vec<f32>,
+    /// Every branch is BRANCH_LEQ (all scikit-learn trees): take the fast comparison.
+    all_leq: bool,
+}
+
+/// What the leaf-weight attributes told us beyond the forest itself.
+struct LeafStats {
+    distinct_ids: usize,
+    all_non_negative: bool,
+}
+
+impl Forest {
+    /// `prefix` is `class` or `target`; `outputs` bounds the ids in `{prefix}_ids`.
+    fn new(
+        node: &NodeProto,
+        features: usize,
+        prefix: &str,
+        outputs: usize,
+    ) -> Result<(Self, LeafStats)> {
+        let tree_ids = attrs::required_ints(node, "nodes_treeids")?;
+        let node_ids = attrs::required_ints(node, "nodes_nodeids")?;
+        let feature_ids = attrs::required_ints(node, "nodes_featureids")?;
+        let modes = attrs::strings(node, "nodes_modes");
+        let values = attrs::required_floats(node, "nodes_values")?;
+        let true_ids = attrs::required_ints(node, "nodes_truenodeids")?;
+        let false_ids = attrs::required_ints(node, "nodes_falsenodeids")?;
+        let nan_true = attrs::ints(node, "nodes_missing_value_tracks_true");
+        let n = tree_ids.len();
+        let lens = [
+            ("nodes_nodeids", node_ids.len()),
+            ("nodes_featureids", feature_ids.len()),
+            ("nodes_modes", modes.len()),
+            ("nodes_values", values.len()),
+            ("nodes_truenodeids", true_ids.len()),
+            ("nodes_falsenodeids", false_ids.len()),
+        ];
+        for (name, len) in lens {
+            if len != n {
+                return Err(attrs::bad(
+                    node,
+                    name,
+                    &format!("has {len} values, nodes_treeids has {n}"),
+                ));
+            }
+        }
+        if !nan_true.is_empty() && nan_true.len() != n {
+            return Err(attrs::bad(
+                node,
+                "nodes_missing_value_tracks_true",
+                "length differs from nodes_treeids",
+            ));
+        }
+        let u32_len = |len: usize| u32::try_from(len).ok();
+        if u32_len(n).is_none() || n == 0 {
+            return Err(attrs::bad(
+                node,
+                "nodes_treeids",
+                "must hold between 1 and 2^32 nodes",
+            ));
+        }
+
+        let mut index = HashMap::with_capacity(n);
+        for (i, key) in tree_ids.iter().zip(&node_ids).enumerate() {
+            if index.insert((*key.0, *key.1), i as u32).is_some() {
+                return Err(attrs::bad(
+                    node,
+                    "nodes_nodeids",
+                    &format!("repeats node {} of tree {}", key.1, key.0),
+                ));
+            }
+        }
+        let resolve = |tree: i64, id: i64, name: &str| {
+            index.get(&(tree, id)).copied().ok_or_else(|| {
+                attrs::bad(
+                    node,
+                    name,
+                    &format!("points at node {id} of tree {tree}, which does not exist"),
+                )
+            })
+        };
+
+        let mut nodes = Vec::with_capacity(n);
+        for i in 0..n {
+            let mode = Mode::parse(node, &modes[i])?;
+            let (if_true, if_false, feature) = if mode == Mode::Leaf {
+                (0, 0, 0)
+            } else {
+                (
+                    resolve(tree_ids[i], true_ids[i], "nodes_truenodeids")?,
+                    resolve(tree_ids[i], false_ids[i], "nodes_falsenodeids")?,
+                    attrs::index(node, "nodes_featureids", feature_ids[i], features)?,
+                )
+            };
+            nodes.push(Node {
+                threshold: values[i],
+                feature,
+                if_true,
+                if_false,
+                leaf_start: 0,
+                leaf_end: 0,
+                mode,
+                nan_true: nan_true.get(i).is_some_and(|&v| v != 0),
+            });
+        }
+
+        let (leaf_ids, leaf_weights, stats) =
+            attach_leaves(node, prefix, outputs, &mut nodes, &resolve)?;
+        let roots = find_roots(node, &tree_ids, &nodes)?;
+        check_trees(node, &nodes, &roots)?;
+        let all_leq = nodes
+            .iter()
+            .all(|n| matches!(n.mode, Mode::Leq | Mode::Leaf));
+        Ok((
+            Self {
+                nodes,
+                roots,
+                leaf_ids,
+                leaf_weights,
+                all_leq,
+            },
+            stats,
+        ))
+    }
+
+    /// Walk one tree to its leaf.
+    #[inline]
+    fn leaf(&self, root: u32, x: &[f32]) -> &Node {
+        let mut n = &self.nodes[root as usize];
+        if self.all_leq {
+            while n.mode != Mode::Leaf {
+                let v = x[n.feature as usize];
+                let go = v <= n.threshold || (n.nan_true && v.is_nan());
+                n = &self.nodes[if go { n.if_true } else { n.if_false } as usize];
+            }
+        } else {
+            while n.mode != Mode::Leaf {
+                let v = x[n.feature as usize];
+                let t = n.threshold;
+                let go = match n.mode {
+                    Mode::Leq => v <= t,
+                    Mode::Lt => v < t,
+                    Mode::Gte => v >= t,
+                    Mode::Gt => v > t,
+                    Mode::Eq => v == t,
+                    Mode::Neq => v != t,
+                    Mode::Leaf => unreachable!("loop condition"),
+                } || (n.nan_true && v.is_nan());
+                n = &self.nodes[if go { n.if_true } else { n.if_false } as usize];
+            }
+        }
+        n
+    }
+
+    /// Calls `f(id, weight)` for every leaf weight this row reaches, tree by tree.
+    #[inline]
+    fn for_each_weight(&self, x: &[f32], mut f: impl FnMut(usize, f32)) {
+        for &root in &self.roots {
+            let leaf = self.leaf(root, x);
+            let range = leaf.leaf_start as usize..leaf.leaf_end as usize;
+            for (&id, &w) in self.leaf_ids[range.clone()]
+                .iter()
+                .zip(&self.leaf_weights[range])
+            {
+                f(id as usize, w);
+            }
+        }
+    }
+}
+
+type Resolve<'a> = dyn Fn(i64, i64, &str) -> Result<u32> + 'a;
+
+fn attach_leaves(
+    node: &NodeProto,
+    prefix: &str,
+    outputs: usize,
+    nodes: &mut [Node],
+    resolve: &Resolve<'_>,
+) -> Result<(Vec<u32>, Vec<f32>, LeafStats)> {
+    let name = |s: &str| format!("{prefix}_{s}");
+    let trees = attrs::required_ints(node, &name("treeids"))?;
+    let ids = attrs::required_ints(node, &name("nodeids"))?;
+    let targets = attrs::required_ints(node, &name("ids"))?;
+    let weights = attrs::required_floats(node, &name("weights"))?;
+    if ids.len() != trees.len() || targets.len() != trees.len() || weights.len() != trees.len() {
+        return Err(attrs::bad(
+            node,
+            &name("weights"),
+            "and its sibling leaf attributes differ in length",
+        ));
+    }
+    let mut entries = Vec::with_capacity(trees.len());
+    let mut seen = vec![false; outputs];
+    for k in 0..trees.len() {
+        let at = resolve(trees[k], ids[k], &name("nodeids"))?;
+        if nodes[at as usize].mode != Mode::Leaf {
+            return Err(attrs::bad(
+                node,
+                &name("nodeids"),
+                &format!(
+                    "puts a weight on branch node {} of tree {}",
+                    ids[k], trees[k]
+                ),
+            ));
+        }
+        let target = attrs::index(node, &name("ids"), targets[k], outputs)?;
+        seen[target as usize] = true;
+        entries.push((at, target, weights[k]));
+    }
+    // Stable: weights of one leaf keep their attribute order, as onnxruntime sums them.
+    entries.sort_by_key(|e| e.0);
+    let mut leaf_ids = Vec::with_capacity(entries.len());
+    let mut leaf_weights = Vec::with_capacity(entries.len());
+    let mut i = 0;
+    while i < entries.len() {
+        let at = entries[i].0;
+        let start = leaf_ids.len() as u32;
+        while i < entries.len() && entries[i].0 == at {
+            leaf_ids.push(entries[i].1);
+            leaf_weights.push(entries[i].2);
+            i += 1;
+        }
+        let n = &mut nodes[at as usize];
+        n.leaf_start = start;
+        n.leaf_end = leaf_ids.len() as u32;
+    }
+    let stats = LeafStats {
+        distinct_ids: seen.iter().filter(|&&s| s).count(),
+        all_non_negative: weights.iter().all(|&w| w >= 0.0),
+    };
+    Ok((leaf_ids, leaf_weights, stats))
+}
+
+/// One root per tree (the node no other node points at), in order of first appearance.
+fn find_roots(node: &NodeProto, tree_ids: &[i64], nodes: &[Node]) -> Result<Vec<u32>> {
+    let mut is_child = vec![false; nodes.len()];
+    for n in nodes.iter().filter(|n| n.mode != Mode::Leaf) {
+        is_child[n.if_true as usize] = true;
+        is_child[n.if_false as usize] = true;
+    }
+    let mut order: Vec<i64> = Vec::new();
+    let mut roots: HashMap<i64, Vec<u32>> = HashMap::new();
+    for (i, &t) in tree_ids.iter().enumerate() {
+        let entry = roots.entry(t).or_insert_with(|| {
+            order.push(t);
+            Vec::new()
+        });
+        if !is_child[i] {
+            entry.push(i as u32);
+        }
+    }
+    order
+        .into_iter()
+        .map(|t| match roots[&t].as_slice() {
+            [root] => Ok(*root),
+            r => Err(attrs::bad(
+                node,
+                "nodes_treeids",
+                &format!("tree {t} has {} roots, expected 1", r.len()),
+            )),
+        })
+        .collect()
+}
+
+/// Every node is reached at most once from its root: no cycles, no shared subtrees.
+fn check_trees(node: &NodeProto, nodes: &[Node], roots: &[u32]) -> Result<()> {
+    let mut seen = vec![false; nodes.len()];
+    let mut stack = Vec::new();
+    for &root in roots {
+        stack.push(root);
+        while let Some(i) = stack.pop() {
+            if std::mem::replace(&mut seen[i as usize], true) {
+                return Err(attrs::bad(
+                    node,
+                    "nodes_truenodeids",
+                    "do not describe trees (a node is reached twice)",
+                ));
+            }
+            let n = &nodes[i as usize];
+            if n.mode != Mode::Leaf {
+                stack.push(n.if_true);
+                stack.push(n.if_false);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Clone, Debug)]
+pub struct TreeEnsembleClassifier {
+    forest: Forest,
+    labels: Vec<i64>,
+    base: Vec<f32>,
+    post: PostTransform,
+    /// Two classes and every weight on one class: onnxruntime's single-score layout.
+    binary_single: bool,
+    all_non_negative: bool,
+    features: usize,
+}
+
+impl TreeEnsembleClassifier {
+    pub fn new(node: &NodeProto, features: usize) -> Result<Self> {
+        let labels = attrs::ints(node, "classlabels_int64s");
+        if labels.len() < 2 {
+            return Err(if labels.is_empty() {
+                super::linear::no_int_labels(node, "classlabels_int64s")
+            } else {
+                attrs::bad(node, "classlabels_int64s", "needs at least two classes")
+            });
+        }
+        let (forest, stats) = Forest::new(node, features, "class", labels.len())?;
+        let base = attrs::floats(node, "base_values")?.unwrap_or_default();
+        if base.len() > labels.len()
+            || (labels.len() > 2 && !base.is_empty() && base.len() != labels.len())
+        {
+            return Err(attrs::bad(
+                node,
+                "base_values",
+                &format!("has {} values for {} classes", base.len(), labels.len()),
+            ));
+        }
+        Ok(Self {
+            forest,
+            binary_single: labels.len() == 2 && stats.distinct_ids == 1,
+            all_non_negative: stats.all_non_negative,
+            features,
+            labels,
+            base,
+            post: PostTransform::from_node(node)?,
+        })
+    }
+
+    pub fn labels(&self) -> &[i64] {
+        &self.labels
+    }
+
+    pub fn classes(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn run(&self, x: &[f32], rows: usize, labels: &mut Vec<i64>, scores: &mut Vec<f32>) {
+        let features = self.features;
+        let classes = self.classes();
+        labels.clear();
+        scores.clear();
+        scores.resize(rows * classes, 0.0);
+        let mut has = vec![false; classes];
+        for (row, out) in x
+            .chunks_exact(features)
+            .zip(scores.chunks_exact_mut(classes))
+        {
+            has.iter_mut().for_each(|h| *h = false);
+            self.forest.for_each_weight(row, |id, w| {
+                out[id] += w;
+                has[id] = true;
+            });
+            let label = if classes == 2 {
+                self.finish_binary(out, &has)
+            } else {
+                self.finish_multi(out, &mut has)
+            };
+            labels.push(label);
+        }
+    }
+
+    /// onnxruntime's binary conventions; see feasibility notes in the README.
+    fn finish_binary(&self, out: &mut [f32], has: &[bool]) -> i64 {
+        let mut two_scores = has[1];
+        match self.base.as_slice() {
+            [b0, b1] => {
+                out[0] += b0;
+                out[1] += b1;
+                two_scores = true;
+            }
+            [b0] => out[0] += b0,
+            _ => {}
+        }
+        if two_scores {
+            let label = self.labels[argmax(out)];
+            self.post.apply(out);
+            return label;
+        }
+        let s = out[0];
+        if self.binary_single && self.all_non_negative {
+            // Random forest: the score is already P(class 1).
+            out[0] = 1.0 - s;
+            out[1] = s;
+            if s > 0.5 {
+                self.labels[1]
+            } else {
+                self.labels[0]
+            }
+        } else {
+            // Boosting: the score is a logit.
+            if self.post == PostTransform::Logistic {
+                out[0] = logistic(-s);
+                out[1] = logistic(s);
+            } else {
+                out[0] = -s;
+                out[1] = s;
+            }
+            if s > 0.0 {
+                self.labels[1]
+            } else {
+                self.labels[0]
+            }
+        }
+    }
+
+    fn finish_multi(&self, out: &mut [f32], has: &mut [bool]) -> i64 {
+        for (k, b) in self.base.iter().enumerate() {
+            out[k] += b;
+            has[k] = true;
+        }
+        // Only classes that received a score compete, first maximum wins.
+        let mut best: Option<usize> = None;
+        for k in 0..out.len() {
+            if has[k] && best.is_none_or(|b| out[k] > out[b]) {
+                best = Some(k);
+            }
+        }
+        self.post.apply(out);
+        self.labels[best.unwrap_or(0)]
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Aggregate {
+    Sum,
+    Average,
+    Min,
+    Max,
+}
+
+#[derive(Clone, Debug)]
+pub struct TreeEnsembleRegressor {
+    forest: Forest,
+    targets: usize,
+    base: Vec<f32>,
+    post: PostTransform,
+    aggregate: Aggregate,
+    features: usize,
+}
+
+impl TreeEnsembleRegressor {
+    pub fn new(node: &NodeProto, features: usize) -> Result<Self> {
+        let targets = attrs::int(node, "n_targets").unwrap_or(1);
+        let targets = usize::try_from(targets)
+            .ok()
+            .filter(|&t| (1..=1024).contains(&t))
+            .ok_or_else(|| {
+                attrs::bad(
+                    node,
+                    "n_targets",
+                    &format!("is {targets}, expected 1..=1024"),
+                )
+            })?;
+        let (forest, _) = Forest::new(node, features, "target", targets)?;
+        let base = attrs::floats(node, "base_values")?.unwrap_or_default();
+        if !base.is_empty() && base.len() != targets {
+            return Err(attrs::bad(
+                node,
+                "base_values",
+                &format!("has {} values for {targets} targets", base.len()),
+            ));
+        }
+        let aggregate = match attrs::string(node, "aggregate_function").as_deref() {
+            None | Some("SUM") => Aggregate::Sum,
+            Some("AVERAGE") => Aggregate::Average,
+            Some("MIN") => Aggregate::Min,
+            Some("MAX") => Aggregate::Max,
+            Some(other) => {
+                return Err(attrs::bad(
+                    node,
+                    "aggregate_function",
+                    &format!("value {other} is not supported"),
+                ));
+            }
+        };
+        Ok(Self {
+            forest,
+            targets,
+            base,
+            post: PostTransform::from_node(node)?,
+            aggregate,
+            features,
+        })
+    }
+
+    pub fn targets(&self) -> usize {
+        self.targets
+    }
+
+    pub fn run(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) {
+        let features = self.features;
+        let t = self.targets;
+        out.clear();
+        out.resize(rows * t, 0.0);
+        let mut has = vec![false; t];
+        let trees = self.forest.roots.len() as f32;
+        for (row, o) in x.chunks_exact(features).zip(out.chunks_exact_mut(t)) {
+            has.iter_mut().for_each(|h| *h = false);
+            let agg = self.aggregate;
+            self.forest.for_each_weight(row, |id, w| {
+                let s = &mut o[id];
+                *s = match agg {
+                    Aggregate::Sum | Aggregate::Average => *s + w,
+                    Aggregate::Min if has[id] => s.min(w),
+                    Aggregate::Max if has[id] => s.max(w),
+                    Aggregate::Min | Aggregate::Max => w,
+                };
+                has[id] = true;
+            });
+            for (k, v) in o.iter_mut().enumerate() {
+                if self.aggregate == Aggregate::Average {
+                    *v /= trees;
+                }
+                *v += self.base.get(k).copied().unwrap_or(0.0);
+            }
+            self.post.apply(o);
+        }
+    }
+}
