@@ -1,0 +1,312 @@
+//! BlueGreen: the candidate runs in full on the idle color, the Service selector moves to it
+//! in one step once every pod is ready (readiness means the model answered a warm-up
+//! inference), the switch is confirmed through the Service's EndpointSlices, and the old
+//! color keeps running for `scaleDownDelaySeconds` so a switch back is instant.
+
+use k8s_openapi::jiff::Timestamp;
+use modelship_crds::BlueGreenSpec;
+
+use super::{Draft, Stage, Track, analysis_allows_promotion, apply_measurement, retire_foreign};
+
+fn options(d: &Draft<'_>) -> BlueGreenSpec {
+    d.input
+        .spec
+        .strategy
+        .blue_green
+        .clone()
+        .unwrap_or(BlueGreenSpec {
+            auto_promote: true,
+            preview_service: true,
+            preview_replicas: None,
+            scale_down_delay_seconds: 30,
+        })
+}
+
+pub fn plan(d: &mut Draft<'_>) {
+    let version = d.version().to_string();
+    d.state.current_step = None;
+    d.state.canary_weight = 0;
+    let stable = d
+        .state
+        .stable_version
+        .get_or_insert_with(|| version.clone())
+        .clone();
+    // The Service's selector is the truth about which color serves.
+    let selected = d
+        .input
+        .observed
+        .service_track
+        .flatten()
+        .filter(|t| t.is_color());
+    let active = selected.or(d.state.active_color).unwrap_or(Track::Blue);
+    d.state.active_color = Some(active);
+    if d.state.aborted_version.as_deref() != Some(version.as_str()) {
+        d.state.aborted_version = None;
+    }
+
+    if version == stable {
+        if let Some(candidate) = d.state.candidate_version.clone() {
+            let active = switch_back_if_serving(d, active, &candidate);
+            d.abandon_candidate();
+            d.state.scale_down_at = Some(delay_from_now(d));
+            return steady(d, active, &stable, None);
+        }
+        return steady(d, active, &stable, None);
+    }
+    if d.state.aborted_version.is_some() {
+        let message = format!(
+            "version {version} was rolled back; version {stable} serves. Set spec.model.version \
+             to another version to roll out again"
+        );
+        return steady(d, active, &stable, Some(message));
+    }
+
+    if d.state.candidate_version.as_deref() != Some(version.as_str()) {
+        // A candidate that already took the traffic is kept: it becomes stable, and the new
+        // version goes to the other color.
+        if let Some(previous) = d.state.candidate_version.clone()
+            && selected.is_some_and(|s| d.observed(s).version == previous)
+        {
+            d.promote_candidate();
+            d.state.scale_down_at = None;
+        }
+        d.start_candidate(&version);
+    }
+    let stable = d.state.stable_version.clone().unwrap_or_default();
+    match selected {
+        Some(color) if d.observed(color).version == version => {
+            switched(d, color, &stable, &version)
+        }
+        _ => before_switch(d, active, &stable, &version),
+    }
+}
+
+/// The candidate runs on the idle color; switch when it is complete and allowed to.
+fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str) {
+    let total = d.total();
+    let options = options(d);
+    let idle = active.other_color();
+    let approved = options.auto_promote
+        || d.input.spec.strategy.approved_version.as_deref() == Some(candidate);
+    let size = if approved {
+        total
+    } else {
+        options.preview_replicas.unwrap_or(total).min(total)
+    };
+    d.want(active, stable, total);
+    d.want(idle, candidate, size);
+    d.service_track = Some(active);
+    d.preview_track = options.preview_service.then_some(idle);
+
+    let seen = d.observed(idle);
+    if approved && seen.settled_at(candidate, total) && seen.ready > 0 {
+        d.service_track = Some(idle);
+        d.state.active_color = Some(idle);
+        d.state.scale_down_at = None;
+        d.event(
+            "SwitchedService",
+            format!(
+                "service {} now selects {} (version {candidate})",
+                d.input.name,
+                idle.as_str()
+            ),
+        );
+        d.progressing(
+            "WaitingForEndpoints",
+            format!(
+                "waiting for the endpoints of service {} to hold only {} pods",
+                d.input.name,
+                idle.as_str()
+            ),
+        );
+    } else if !approved && seen.settled_at(candidate, size) {
+        d.paused(
+            "AwaitingApproval",
+            format!(
+                "{} runs version {candidate} ({}/{size} ready); set spec.strategy.approvedVersion \
+                 to {candidate} to switch traffic",
+                idle.as_str(),
+                seen.ready
+            ),
+        );
+    } else {
+        d.progressing(
+            "WaitingForCandidate",
+            format!(
+                "{} version {candidate}: {}/{size} ready",
+                idle.as_str(),
+                seen.ready.min(size)
+            ),
+        );
+    }
+    retire_foreign(d, d.observed(active).ready);
+}
+
+/// The Service selects the candidate's color: confirm, analyse, then retire the old color.
+fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
+    let total = d.total();
+    let options = options(d);
+    let old = color.other_color();
+    let old_seen = d.observed(old);
+    d.want(color, candidate, total);
+    d.service_track = Some(color);
+    d.preview_track = options.preview_service.then_some(color);
+    d.state.active_color = Some(color);
+
+    if let Some(why) = apply_measurement(d, candidate)
+        && old_seen.ready > 0
+    {
+        d.abort_candidate(why.clone());
+        d.service_track = Some(old);
+        d.preview_track = options.preview_service.then_some(old);
+        d.state.active_color = Some(old);
+        d.state.scale_down_at = Some(delay_from_now(d));
+        d.want(old, stable, total);
+        d.want(color, candidate, total);
+        d.stage = Stage::RolledBack {
+            message: format!("version {candidate} rolled back to {stable}: {why}"),
+        };
+        let note = format!(
+            "service {} back on {} (version {stable})",
+            d.input.name,
+            old.as_str()
+        );
+        d.event("SwitchedService", note);
+        return;
+    }
+
+    if d.state.scale_down_at.is_none() {
+        if !endpoints_only(d, color) {
+            d.want(old, stable, old_seen.replicas.max(total));
+            d.progressing(
+                "WaitingForEndpoints",
+                format!(
+                    "waiting for the endpoints of service {} to hold only {} pods",
+                    d.input.name,
+                    color.as_str()
+                ),
+            );
+            return;
+        }
+        let at = delay_from_now(d);
+        d.state.scale_down_at = Some(at);
+        d.event(
+            "TrafficSwitched",
+            format!(
+                "endpoints of service {} hold only {} pods",
+                d.input.name,
+                color.as_str()
+            ),
+        );
+    }
+    let scale_down_at = d.state.scale_down_at.unwrap_or(d.input.now);
+    let analysis = analysis_allows_promotion(d, candidate);
+    if d.input.now < scale_down_at || analysis.is_err() {
+        d.keep_as_is(old);
+        if d.input.now < scale_down_at {
+            d.wake_at(scale_down_at);
+        }
+        let why = match analysis {
+            Err(why) if d.input.now >= scale_down_at => why,
+            _ => format!("until {}", super::state::format_time(scale_down_at)),
+        };
+        d.progressing(
+            "ScaleDownDelay",
+            format!(
+                "version {candidate} serves; {} (version {stable}) kept {why}",
+                old.as_str()
+            ),
+        );
+        return;
+    }
+    if old_seen.replicas > 0 || d.input.observed.tracks.contains_key(&old) {
+        d.want(old, &old_seen.version, 0);
+    }
+    d.state.scale_down_at = None;
+    d.promote_candidate();
+    d.stage = if d.observed(color).settled_at(candidate, total) {
+        Stage::Complete
+    } else {
+        Stage::Progressing {
+            reason: "Scaling",
+            message: format!(
+                "{} {}/{total} ready",
+                color.as_str(),
+                d.observed(color).ready
+            ),
+        }
+    };
+}
+
+/// No rollout: the active color runs the stable version; the other color is kept only until
+/// its scale-down time.
+fn steady(d: &mut Draft<'_>, active: Track, stable: &str, rolled_back: Option<String>) {
+    let total = d.total();
+    let options = options(d);
+    let idle = active.other_color();
+    d.want(active, stable, total);
+    d.service_track = Some(active);
+    d.preview_track = options.preview_service.then_some(active);
+    if let Some(seen) = d.input.observed.tracks.get(&idle).cloned() {
+        match d.state.scale_down_at {
+            Some(at) if d.input.now < at => {
+                d.keep_as_is(idle);
+                d.wake_at(at);
+            }
+            _ => {
+                d.state.scale_down_at = None;
+                d.want(idle, &seen.version, 0);
+            }
+        }
+    } else {
+        d.state.scale_down_at = None;
+    }
+    let seen = d.observed(active);
+    d.stage = match rolled_back {
+        Some(message) => Stage::RolledBack { message },
+        None if seen.settled_at(stable, total) => Stage::Complete,
+        None => Stage::Progressing {
+            reason: "Scaling",
+            message: format!(
+                "{} version {stable}: {}/{total} ready",
+                active.as_str(),
+                seen.ready.min(total)
+            ),
+        },
+    };
+    retire_foreign(d, seen.ready);
+}
+
+/// When the Service already selects the candidate, move it back to the other color, which
+/// still runs the stable version. Returns the color that serves afterwards.
+fn switch_back_if_serving(d: &mut Draft<'_>, active: Track, candidate: &str) -> Track {
+    let serving_candidate = d.observed(active).version == candidate;
+    let other = active.other_color();
+    if serving_candidate && d.observed(other).ready > 0 {
+        d.event(
+            "SwitchedService",
+            format!("service {} back on {}", d.input.name, other.as_str()),
+        );
+        d.state.active_color = Some(other);
+        return other;
+    }
+    active
+}
+
+/// Every ready endpoint of the Service is a pod of `color`'s Deployment, and there is one.
+fn endpoints_only(d: &Draft<'_>, color: Track) -> bool {
+    let prefix = format!("{}-{}-", d.input.name, color.as_str());
+    let ready: Vec<_> = d
+        .input
+        .observed
+        .endpoints
+        .iter()
+        .filter(|e| e.ready)
+        .collect();
+    !ready.is_empty() && ready.iter().all(|e| e.pod.starts_with(&prefix))
+}
+
+fn delay_from_now(d: &Draft<'_>) -> Timestamp {
+    let seconds = options(d).scale_down_delay_seconds;
+    d.input.now + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(seconds))
+}

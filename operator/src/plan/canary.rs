@@ -1,0 +1,345 @@
+//! Canary: a share of the replicas, and so of the traffic, runs the candidate.
+//!
+//! The Service selects both tracks. The weight comes from `spec.strategy.canary.weight`
+//! (manual) or from the steps (automatic). Weight 100 promotes: the stable track takes the
+//! candidate version in place (maxUnavailable 0), and the canary is removed once stable is
+//! settled, so ready pods never drop below the total. Going back to stable grows stable first.
+
+use modelship_crds::CanaryStep;
+
+use super::split::{capacity_safe, split};
+use super::{Draft, Stage, Track, analysis_allows_promotion, apply_measurement, retire_foreign};
+
+/// Where the candidate should stand.
+enum Target {
+    /// Run the split at this weight; `pause` says the rollout then waits.
+    Weight {
+        weight: i32,
+        pause: Option<(&'static str, String)>,
+    },
+    /// Promote the candidate.
+    Promote,
+}
+
+pub fn plan(d: &mut Draft<'_>) {
+    let version = d.version().to_string();
+    let stable = d
+        .state
+        .stable_version
+        .get_or_insert_with(|| version.clone())
+        .clone();
+    d.service_track = None;
+    d.preview_track = None;
+    d.state.active_color = None;
+    d.state.scale_down_at = None;
+    if d.state.aborted_version.as_deref() != Some(version.as_str()) {
+        d.state.aborted_version = None;
+    }
+
+    if version == stable {
+        d.abandon_candidate();
+        return drain(d, &stable, None);
+    }
+    if d.state.aborted_version.is_some() {
+        let message = format!(
+            "version {version} was rolled back; version {stable} serves. Set spec.model.version \
+             to another version to roll out again"
+        );
+        return drain(d, &stable, Some(message));
+    }
+    if d.state.candidate_version.as_deref() != Some(version.as_str()) {
+        d.start_candidate(&version);
+    }
+
+    let stable_seen = d.observed(Track::Stable);
+    let canary_seen = d.observed(Track::Canary);
+    // The stable track already carries the candidate: promotion started and is finished
+    // whatever the weight says now.
+    let promoting = stable_seen.version == version;
+    let exposed = (canary_seen.ready > 0 && canary_seen.version == version) || promoting;
+    if exposed && let Some(why) = apply_measurement(d, &version) {
+        d.abort_candidate(why.clone());
+        return drain(
+            d,
+            &stable,
+            Some(format!("version {version} rolled back: {why}")),
+        );
+    }
+    if promoting {
+        return promote(d, &version);
+    }
+
+    match target(d, &version) {
+        Target::Promote => begin_promotion(d, &stable, &version),
+        Target::Weight { weight, pause } => run_split(d, &stable, &version, weight, pause),
+    }
+}
+
+/// The weight the rollout aims at, walking the steps when there are steps.
+fn target(d: &mut Draft<'_>, candidate: &str) -> Target {
+    let canary = d
+        .input
+        .spec
+        .strategy
+        .canary
+        .clone()
+        .unwrap_or_default_canary();
+    if let Some(weight) = canary.weight {
+        if weight >= 100 {
+            return Target::Promote;
+        }
+        let achieved = split_achieved(d, candidate, weight);
+        let pause = achieved.then(|| {
+            let message = if weight == 0 {
+                format!("candidate {candidate} holds no traffic: raise spec.strategy.canary.weight to continue")
+            } else {
+                format!(
+                    "candidate {candidate} serves {weight}%: raise spec.strategy.canary.weight \
+                     (100 promotes) or set spec.model.version back to roll back"
+                )
+            };
+            ("CanaryWeightReached", message)
+        });
+        return Target::Weight { weight, pause };
+    }
+    let steps = canary.steps.unwrap_or_default();
+    walk_steps(d, candidate, &steps)
+}
+
+fn walk_steps(d: &mut Draft<'_>, candidate: &str, steps: &[CanaryStep]) -> Target {
+    let now = d.input.now;
+    let mut index = d.state.current_step.unwrap_or(0).max(0) as usize;
+    if d.state.current_step.is_none() {
+        d.state.current_step = Some(0);
+        d.state.step_started_at = Some(now);
+    }
+    loop {
+        let Some(step) = steps.get(index) else {
+            return Target::Promote;
+        };
+        let done = if let Some(weight) = step.set_weight {
+            if !split_achieved(d, candidate, weight) {
+                return Target::Weight {
+                    weight,
+                    pause: None,
+                };
+            }
+            true
+        } else {
+            let pause = step.pause.clone().unwrap_or_default();
+            let weight = weight_before(steps, index);
+            match pause.seconds {
+                Some(seconds) => {
+                    let started = d.state.step_started_at.unwrap_or(now);
+                    let until =
+                        started + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(seconds));
+                    if now < until {
+                        d.wake_at(until);
+                        let message = format!(
+                            "step {index}: pausing {seconds}s at {weight}% until {}",
+                            super::state::format_time(until)
+                        );
+                        return Target::Weight {
+                            weight,
+                            pause: Some(("CanaryPause", message)),
+                        };
+                    }
+                    true
+                }
+                None => {
+                    let approved = d.input.spec.strategy.approved_version.as_deref();
+                    if approved != Some(candidate) {
+                        let message = format!(
+                            "step {index}: paused at {weight}% until spec.strategy.approvedVersion \
+                             is set to {candidate}"
+                        );
+                        return Target::Weight {
+                            weight,
+                            pause: Some(("AwaitingApproval", message)),
+                        };
+                    }
+                    true
+                }
+            }
+        };
+        if done {
+            index += 1;
+            d.state.current_step = Some(index as i32);
+            d.state.step_started_at = Some(now);
+            d.state.last_progress_at = Some(now);
+            d.event(
+                "StepCompleted",
+                format!("canary step {} of {} done", index, steps.len()),
+            );
+        }
+    }
+}
+
+/// The weight in force at step `index`: the last `setWeight` before it.
+fn weight_before(steps: &[CanaryStep], index: usize) -> i32 {
+    steps[..index.min(steps.len())]
+        .iter()
+        .rev()
+        .find_map(|s| s.set_weight)
+        .unwrap_or(0)
+}
+
+/// The split for `weight` is in place and every pod of it is ready.
+fn split_achieved(d: &Draft<'_>, candidate: &str, weight: i32) -> bool {
+    let (stable_want, canary_want) = split(d.total(), weight);
+    let stable = d.observed(Track::Stable);
+    let canary = d.observed(Track::Canary);
+    let canary_ok = if canary_want == 0 {
+        canary.replicas == 0
+    } else {
+        canary.settled_at(candidate, canary_want)
+    };
+    canary_ok && stable.replicas == stable_want && stable.ready >= stable_want
+}
+
+fn run_split(
+    d: &mut Draft<'_>,
+    stable: &str,
+    candidate: &str,
+    weight: i32,
+    pause: Option<(&'static str, String)>,
+) {
+    let total = d.total();
+    let stable_seen = d.observed(Track::Stable);
+    let canary_seen = d.observed(Track::Canary);
+    let (stable_replicas, canary_replicas) = capacity_safe(
+        total,
+        split(total, weight),
+        (stable_seen.replicas, canary_seen.replicas),
+        (stable_seen.ready, canary_seen.ready),
+    );
+    d.want(Track::Stable, stable, stable_replicas);
+    d.want(Track::Canary, candidate, canary_replicas);
+    if d.state.canary_weight != weight {
+        d.event("WeightChanged", format!("canary {candidate} at {weight}%"));
+    }
+    d.state.canary_weight = weight;
+    match pause {
+        Some((reason, message)) => d.paused(reason, message),
+        None => d.progressing(
+            "ScalingTracks",
+            format!(
+                "moving to {weight}%: canary {}/{} ready, stable {}/{} ready",
+                canary_seen.ready, canary_replicas, stable_seen.ready, stable_replicas
+            ),
+        ),
+    }
+    retire_foreign(d, stable_seen.ready + canary_seen.ready);
+}
+
+/// Weight 100: once the candidate has proven itself, the stable track takes its version.
+fn begin_promotion(d: &mut Draft<'_>, stable: &str, candidate: &str) {
+    let total = d.total();
+    let stable_seen = d.observed(Track::Stable);
+    let canary_seen = d.observed(Track::Canary);
+    // At least one candidate pod must have run and become ready before promotion.
+    let proving = canary_seen.replicas.max(1).min(total.max(1));
+    let proven = canary_seen.settled_at(candidate, proving);
+    let analysis = analysis_allows_promotion(d, candidate);
+    d.state.canary_weight = 100;
+    match (proven, analysis) {
+        (true, Ok(())) => {
+            d.event(
+                "PromotionStarted",
+                format!("stable track rolling to version {candidate}"),
+            );
+            return promote(d, candidate);
+        }
+        (false, _) => d.progressing(
+            "WaitingForCandidate",
+            format!(
+                "promotion waits for candidate {candidate}: {}/{proving} ready",
+                canary_seen.ready
+            ),
+        ),
+        (true, Err(why)) => d.paused(
+            "WaitingForAnalysis",
+            format!("promotion of {candidate} {why}"),
+        ),
+    }
+    // Until promotion starts, hold the split the candidate already runs at.
+    let (stable_replicas, canary_replicas) = capacity_safe(
+        total,
+        (total - proving, proving),
+        (stable_seen.replicas, canary_seen.replicas),
+        (stable_seen.ready, canary_seen.ready),
+    );
+    d.want(Track::Stable, stable, stable_replicas);
+    d.want(Track::Canary, candidate, canary_replicas);
+    retire_foreign(d, stable_seen.ready + canary_seen.ready);
+}
+
+/// The stable track rolls to the candidate in place; the canary keeps serving until it is done.
+fn promote(d: &mut Draft<'_>, candidate: &str) {
+    let total = d.total();
+    let stable_seen = d.observed(Track::Stable);
+    let canary_seen = d.observed(Track::Canary);
+    d.state.canary_weight = 100;
+    d.want(Track::Stable, candidate, total);
+    if stable_seen.settled_at(candidate, total) {
+        d.promote_candidate();
+        d.state.canary_weight = 0;
+        d.stage = Stage::Complete;
+        retire_foreign(d, stable_seen.ready);
+        return;
+    }
+    if canary_seen.replicas > 0 {
+        d.want(Track::Canary, &canary_seen.version, canary_seen.replicas);
+    }
+    d.progressing(
+        "Promoting",
+        format!(
+            "stable track rolling to version {candidate}: {}/{total} ready",
+            stable_seen.ready
+        ),
+    );
+    retire_foreign(d, stable_seen.ready + canary_seen.ready);
+}
+
+/// No candidate (or a rolled-back one): everything back on stable, capacity first.
+fn drain(d: &mut Draft<'_>, stable: &str, rolled_back: Option<String>) {
+    let total = d.total();
+    let stable_seen = d.observed(Track::Stable);
+    let canary_seen = d.observed(Track::Canary);
+    let (stable_replicas, canary_replicas) = capacity_safe(
+        total,
+        (total, 0),
+        (stable_seen.replicas, canary_seen.replicas),
+        (stable_seen.ready, canary_seen.ready),
+    );
+    d.want(Track::Stable, stable, stable_replicas);
+    if canary_replicas > 0 {
+        d.want(Track::Canary, &canary_seen.version, canary_replicas);
+    }
+    d.state.canary_weight = 0;
+    let settled = stable_seen.settled_at(stable, total) && canary_replicas == 0;
+    d.stage = match rolled_back {
+        Some(message) => Stage::RolledBack { message },
+        None if settled => Stage::Complete,
+        None => Stage::Progressing {
+            reason: "ScalingTracks",
+            message: format!("stable {stable}: {}/{total} ready", stable_seen.ready),
+        },
+    };
+    retire_foreign(d, stable_seen.ready + canary_seen.ready);
+}
+
+trait CanaryDefault {
+    fn unwrap_or_default_canary(self) -> modelship_crds::CanarySpec;
+}
+
+impl CanaryDefault for Option<modelship_crds::CanarySpec> {
+    fn unwrap_or_default_canary(self) -> modelship_crds::CanarySpec {
+        // The API server refuses a Canary strategy without canary options; an object stored
+        // before that rule existed behaves as a manual canary at weight 0.
+        self.unwrap_or(modelship_crds::CanarySpec {
+            weight: Some(0),
+            steps: None,
+        })
+    }
+}

@@ -1,0 +1,73 @@
+//! The rollout state persisted in `status`, so a restarted operator resumes where the last
+//! one stopped: versions, step, timers and analysis all live in the API, never in memory.
+
+use k8s_openapi::jiff::Timestamp;
+use modelship_crds::{AnalysisStatus, RolloutRecord, StrategyType};
+
+use super::{Input, Track};
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RolloutState {
+    pub stable_version: Option<String>,
+    pub candidate_version: Option<String>,
+    pub aborted_version: Option<String>,
+    pub active_color: Option<Track>,
+    pub canary_weight: i32,
+    pub current_step: Option<i32>,
+    pub step_started_at: Option<Timestamp>,
+    pub last_progress_at: Option<Timestamp>,
+    pub scale_down_at: Option<Timestamp>,
+    pub analysis: Option<AnalysisStatus>,
+    pub history: Vec<RolloutRecord>,
+    /// Computed each time, never stored: the progress deadline passed.
+    pub deadline_exceeded: bool,
+}
+
+impl RolloutState {
+    /// Read the persisted state; fill what is missing from the children, so an object whose
+    /// status was lost resumes from what actually runs.
+    pub fn recover(input: &Input<'_>) -> Self {
+        let status = input.status;
+        let observed = input.observed;
+        let active_color = status
+            .active_color
+            .as_deref()
+            .and_then(Track::parse)
+            .filter(|t| t.is_color())
+            .or_else(|| observed.service_track.flatten().filter(|t| t.is_color()));
+        let running_version = || {
+            let base = match input.spec.strategy.type_ {
+                StrategyType::BlueGreen => active_color.unwrap_or(Track::Blue),
+                _ => Track::Stable,
+            };
+            observed
+                .tracks
+                .get(&base)
+                .or_else(|| observed.tracks.get(&Track::Stable))
+                .map(|t| t.version.clone())
+        };
+        RolloutState {
+            stable_version: status.stable_version.clone().or_else(running_version),
+            candidate_version: status.candidate_version.clone(),
+            aborted_version: status.aborted_version.clone(),
+            active_color,
+            canary_weight: status.canary_weight,
+            current_step: status.current_step,
+            step_started_at: status.step_started_at.as_deref().and_then(parse_time),
+            last_progress_at: status.last_progress_at.as_deref().and_then(parse_time),
+            scale_down_at: status.scale_down_at.as_deref().and_then(parse_time),
+            analysis: status.analysis.clone(),
+            history: status.history.clone(),
+            deadline_exceeded: false,
+        }
+    }
+}
+
+/// RFC 3339 with milliseconds, the form stored in status.
+pub fn format_time(at: Timestamp) -> String {
+    format!("{at:.3}")
+}
+
+pub fn parse_time(value: &str) -> Option<Timestamp> {
+    value.parse().ok()
+}

@@ -1,0 +1,193 @@
+//! Status is computed from the plan and what runs, compared with the stored one, and
+//! written only when it changed. Conditions keep their `lastTransitionTime` while their
+//! status stays the same.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
+use modelship_crds::{ModelDeploymentStatus, StrategyType, TrackStatus};
+
+use crate::desired::selector_string;
+use crate::plan::{self, Observed, Plan, Stage, Track, state::format_time};
+
+pub const AVAILABLE: &str = "Available";
+pub const PROGRESSING: &str = "Progressing";
+pub const DEGRADED: &str = "Degraded";
+pub const PAUSED: &str = "Paused";
+
+/// A problem outside the plan, such as a child the API server refused.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+pub struct StatusInput<'a> {
+    pub name: &'a str,
+    pub generation: Option<i64>,
+    pub strategy: StrategyType,
+    pub total: i32,
+    pub previous: &'a ModelDeploymentStatus,
+    pub plan: &'a Plan,
+    pub observed: &'a Observed,
+    pub problem: Option<Problem>,
+    pub now: Timestamp,
+}
+
+pub fn compute(input: &StatusInput<'_>) -> ModelDeploymentStatus {
+    let plan = input.plan;
+    let state = &plan.state;
+    // The pods the Service (and so the autoscaler) counts.
+    let selected: Vec<Track> = match (input.strategy, plan.service_track) {
+        (StrategyType::BlueGreen, Some(track)) => vec![track],
+        _ => Track::ALL.to_vec(),
+    };
+    let counted = |f: fn(&plan::TrackState) -> i32| -> i32 {
+        selected
+            .iter()
+            .filter_map(|t| input.observed.tracks.get(t))
+            .map(f)
+            .sum()
+    };
+    let tracks = input
+        .observed
+        .tracks
+        .iter()
+        .map(|(track, seen)| TrackStatus {
+            name: track.as_str().to_string(),
+            version: seen.version.clone(),
+            replicas: seen.replicas,
+            ready_replicas: seen.ready,
+        })
+        .collect();
+    let ready = counted(|t| t.ready);
+    let mut status = ModelDeploymentStatus {
+        observed_generation: input.generation,
+        phase: Some(plan::phase(plan)),
+        stable_version: state.stable_version.clone(),
+        candidate_version: state.candidate_version.clone(),
+        aborted_version: state.aborted_version.clone(),
+        active_color: state.active_color.map(|t| t.as_str().to_string()),
+        canary_weight: state.canary_weight,
+        current_step: state.current_step,
+        step_started_at: state.step_started_at.map(format_time),
+        last_progress_at: state.last_progress_at.map(format_time),
+        scale_down_at: state.scale_down_at.map(format_time),
+        replicas: counted(|t| t.replicas),
+        ready_replicas: ready,
+        selector: Some(selector_string(
+            input.name,
+            if input.strategy == StrategyType::BlueGreen {
+                plan.service_track
+            } else {
+                None
+            },
+        )),
+        tracks,
+        conditions: Vec::new(),
+        analysis: state.analysis.clone(),
+        history: state.history.clone(),
+    };
+    if input.problem.is_some() {
+        status.phase = Some(modelship_crds::Phase::Degraded);
+    }
+    status.conditions = conditions(input, ready);
+    status
+}
+
+fn conditions(input: &StatusInput<'_>, ready: i32) -> Vec<Condition> {
+    let plan = input.plan;
+    let available = if ready >= input.total {
+        (
+            "True",
+            "MinimumReplicasAvailable",
+            format!("{ready}/{} replicas ready", input.total),
+        )
+    } else {
+        (
+            "False",
+            "MinimumReplicasUnavailable",
+            format!("{ready}/{} replicas ready", input.total),
+        )
+    };
+    let progressing = match &plan.stage {
+        Stage::Progressing { reason, message } if plan.state.deadline_exceeded => (
+            "False",
+            "ProgressDeadlineExceeded",
+            format!("{reason}: {message}"),
+        ),
+        Stage::Progressing { reason, message } => ("True", *reason, message.clone()),
+        Stage::Paused { reason, message } => ("False", *reason, message.clone()),
+        Stage::Complete => ("False", "RolloutComplete", complete_message(plan)),
+        Stage::RolledBack { message } => ("False", "RolledBack", message.clone()),
+    };
+    let degraded = match (&input.problem, &plan.stage) {
+        (Some(problem), _) => ("True", problem.reason, problem.message.clone()),
+        (None, Stage::RolledBack { message }) => ("True", "RolledBack", message.clone()),
+        (None, Stage::Progressing { message, .. }) if plan.state.deadline_exceeded => (
+            "True",
+            "ProgressDeadlineExceeded",
+            format!("no progress within progressDeadlineSeconds: {message}"),
+        ),
+        _ => ("False", "AsExpected", String::new()),
+    };
+    let paused = match &plan.stage {
+        Stage::Paused { reason, message } => ("True", *reason, message.clone()),
+        _ => ("False", "NotPaused", String::new()),
+    };
+    [
+        (AVAILABLE, available),
+        (PROGRESSING, progressing),
+        (DEGRADED, degraded),
+        (PAUSED, paused),
+    ]
+    .into_iter()
+    .map(|(type_, (status, reason, message))| {
+        condition(
+            &input.previous.conditions,
+            type_,
+            status,
+            reason,
+            message,
+            input.generation,
+            input.now,
+        )
+    })
+    .collect()
+}
+
+fn complete_message(plan: &Plan) -> String {
+    match &plan.state.stable_version {
+        Some(version) => format!("every pod runs version {version}"),
+        None => String::new(),
+    }
+}
+
+/// A condition whose `lastTransitionTime` moves only when its status changes.
+fn condition(
+    previous: &[Condition],
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: String,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Condition {
+    let since = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or(Time(now));
+    Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: since,
+    }
+}
+
+/// Whether a freshly computed status differs from the stored one in anything but time.
+pub fn changed(previous: &ModelDeploymentStatus, next: &ModelDeploymentStatus) -> bool {
+    previous != next
+}
