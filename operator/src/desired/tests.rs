@@ -1,1 +1,315 @@
+//! Snapshot tests of every object the operator builds, and a static check of the pod
+//! template against the Pod Security Standards `restricted` profile.
+//!
+//! Snapshots live in `src/desired/snapshots/`; run with `UPDATE_SNAPSHOTS=1` to rewrite them
+//! after an intended change, then review the diff.
 
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use kube::core::ObjectMeta;
+use modelship_crds::{
+    AutoscalingSpec, BatchingSpec, ModelDeploymentSpec, ModelSpec, ServingSpec, StrategySpec,
+    StrategyType,
+};
+
+use super::*;
+
+fn model() -> ModelDeployment {
+    let mut md = ModelDeployment::new(
+        "fraud",
+        ModelDeploymentSpec {
+            model: ModelSpec {
+                name: Some("fraud-detector".into()),
+                version: "2".into(),
+                uri: "pvc://models/fraud/2/model.onnx".into(),
+                format: Default::default(),
+                reference_data: Some("pvc://models/fraud/2/reference.json".into()),
+                sha256: None,
+            },
+            replicas: 3,
+            serving: Some(ServingSpec {
+                batching: Some(BatchingSpec {
+                    max_batch_size: 16,
+                    max_delay_micros: 200,
+                    queue_capacity: 256,
+                }),
+                auth_secret_name: Some("fraud-token".into()),
+                ..ServingSpec::default()
+            }),
+            autoscaling: Some(AutoscalingSpec {
+                min_replicas: 2,
+                max_replicas: 10,
+                target_cpu_utilization_percentage: Some(70),
+                target_memory_utilization_percentage: Some(80),
+                behavior: None,
+            }),
+            strategy: StrategySpec {
+                type_: StrategyType::Canary,
+                ..StrategySpec::default()
+            },
+        },
+    );
+    md.metadata = ObjectMeta {
+        name: Some("fraud".into()),
+        namespace: Some("ml".into()),
+        uid: Some("6f1c1f43-0000-4000-8000-000000000001".into()),
+        ..ObjectMeta::default()
+    };
+    md
+}
+
+fn defaults() -> Defaults {
+    Defaults {
+        serving_image: "ghcr.io/modelship/serving:0.1.0".into(),
+    }
+}
+
+fn check_snapshot(name: &str, value: &impl Serialize) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("src/desired/snapshots")
+        .join(name);
+    let actual = serde_yaml::to_string(value).expect("serializes");
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, &actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "missing snapshot {}; run with UPDATE_SNAPSHOTS=1",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, expected,
+        "snapshot {name} changed; rerun with UPDATE_SNAPSHOTS=1 if intended"
+    );
+}
+
+fn canary_track() -> DesiredTrack {
+    DesiredTrack {
+        track: Track::Canary,
+        version: "2".into(),
+        replicas: 1,
+    }
+}
+
+#[test]
+fn deployment_snapshot() {
+    check_snapshot(
+        "deployment-canary.yaml",
+        &deployment(&model(), &canary_track(), &defaults()),
+    );
+}
+
+#[test]
+fn services_snapshot() {
+    check_snapshot("service-main.yaml", &service(&model(), None, false));
+    check_snapshot(
+        "service-preview.yaml",
+        &service(&model(), Some(Track::Green), true),
+    );
+}
+
+#[test]
+fn hpa_snapshot() {
+    check_snapshot("hpa.yaml", &hpa(&model()).expect("autoscaling is set"));
+}
+
+#[test]
+fn hpa_targets_the_scale_subresource_and_defaults_to_cpu() {
+    let mut md = model();
+    let autoscaling = md.spec.autoscaling.as_mut().unwrap();
+    autoscaling.target_cpu_utilization_percentage = None;
+    autoscaling.target_memory_utilization_percentage = None;
+    let hpa = hpa(&md).unwrap();
+    assert_eq!(hpa.spec.scale_target_ref.kind, "ModelDeployment");
+    assert_eq!(
+        hpa.spec.scale_target_ref.api_version.as_deref(),
+        Some("modelship.io/v1alpha1")
+    );
+    let metrics = hpa.spec.metrics.unwrap();
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(
+        metrics[0]
+            .resource
+            .as_ref()
+            .unwrap()
+            .target
+            .average_utilization,
+        Some(80)
+    );
+    md.spec.autoscaling = None;
+    assert!(super::hpa(&md).is_none());
+}
+
+#[test]
+fn pvc_uris_become_mounted_paths() {
+    let d = deployment(&model(), &canary_track(), &defaults());
+    let pod = d.spec.template.spec.unwrap();
+    let env = pod.containers[0].env.clone().unwrap();
+    let value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+    };
+    assert_eq!(
+        value("MODELSHIP_MODEL_URI").as_deref(),
+        Some("file:///mnt/models/models/fraud/2/model.onnx")
+    );
+    assert_eq!(
+        value("MODELSHIP_REFERENCE_DATA").as_deref(),
+        Some("file:///mnt/models/models/fraud/2/reference.json")
+    );
+    let claims: Vec<_> = pod
+        .volumes
+        .unwrap()
+        .into_iter()
+        .filter_map(|v| v.persistent_volume_claim)
+        .collect();
+    assert_eq!(claims.len(), 1, "one volume for one claim");
+    assert_eq!(claims[0].claim_name, "models");
+    assert_eq!(parse_pvc_uri("pvc://claim"), Some(("claim", "")));
+    assert_eq!(parse_pvc_uri("pvc:///x"), None);
+    assert_eq!(
+        container_uri("https://example.com/m.onnx"),
+        "https://example.com/m.onnx"
+    );
+}
+
+#[test]
+fn hash_changes_with_content_only() {
+    let a = deployment(&model(), &canary_track(), &defaults());
+    let b = deployment(&model(), &canary_track(), &defaults());
+    assert_eq!(applied_hash(&a), applied_hash(&b));
+    let scaled = DesiredTrack {
+        replicas: 2,
+        ..canary_track()
+    };
+    let c = deployment(&model(), &scaled, &defaults());
+    assert_ne!(applied_hash(&a), applied_hash(&c));
+}
+
+#[test]
+fn selectors() {
+    assert_eq!(selector_string("m", None), "modelship.io/name=m");
+    assert_eq!(
+        selector_string("m", Some(Track::Blue)),
+        "modelship.io/name=m,modelship.io/track=blue"
+    );
+}
+
+/// Violations of the Pod Security Standards `restricted` profile (and baseline) in a pod spec.
+pub fn restricted_violations(pod: &PodSpec) -> Vec<String> {
+    let mut found = Vec::new();
+    let pod_sc = pod.security_context.clone().unwrap_or_default();
+    if pod.host_network == Some(true) || pod.host_pid == Some(true) || pod.host_ipc == Some(true) {
+        found.push("host namespaces".to_string());
+    }
+    let pod_seccomp = pod_sc.seccomp_profile.as_ref().map(|s| s.type_.as_str());
+    for volume in pod.volumes.iter().flatten() {
+        let allowed = volume.config_map.is_some()
+            || volume.csi.is_some()
+            || volume.downward_api.is_some()
+            || volume.empty_dir.is_some()
+            || volume.ephemeral.is_some()
+            || volume.persistent_volume_claim.is_some()
+            || volume.projected.is_some()
+            || volume.secret.is_some();
+        if !allowed {
+            found.push(format!("volume {} has a forbidden type", volume.name));
+        }
+    }
+    for container in &pod.containers {
+        let sc = container.security_context.clone().unwrap_or_default();
+        let name = &container.name;
+        if sc.privileged == Some(true) {
+            found.push(format!("{name}: privileged"));
+        }
+        if sc.allow_privilege_escalation != Some(false) {
+            found.push(format!("{name}: allowPrivilegeEscalation must be false"));
+        }
+        let drops_all = sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.drop.as_ref())
+            .is_some_and(|d| d.iter().any(|c| c == "ALL"));
+        if !drops_all {
+            found.push(format!("{name}: capabilities.drop must include ALL"));
+        }
+        let adds = sc
+            .capabilities
+            .as_ref()
+            .and_then(|c| c.add.clone())
+            .unwrap_or_default();
+        if adds.iter().any(|c| c != "NET_BIND_SERVICE") {
+            found.push(format!("{name}: capabilities.add beyond NET_BIND_SERVICE"));
+        }
+        if sc.run_as_non_root != Some(true) && pod_sc.run_as_non_root != Some(true) {
+            found.push(format!("{name}: runAsNonRoot must be true"));
+        }
+        if sc.run_as_user == Some(0) || pod_sc.run_as_user == Some(0) {
+            found.push(format!("{name}: runAsUser 0"));
+        }
+        let seccomp = sc
+            .seccomp_profile
+            .as_ref()
+            .map(|s| s.type_.as_str())
+            .or(pod_seccomp);
+        if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
+            found.push(format!(
+                "{name}: seccompProfile must be RuntimeDefault or Localhost"
+            ));
+        }
+        for port in container.ports.iter().flatten() {
+            if port.host_port.is_some_and(|p| p != 0) {
+                found.push(format!("{name}: hostPort"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn serving_pods_pass_pod_security_restricted() {
+    let d = deployment(&model(), &canary_track(), &defaults());
+    let pod = d.spec.template.spec.unwrap();
+    assert_eq!(restricted_violations(&pod), Vec::<String>::new());
+    assert_eq!(pod.security_context.unwrap().run_as_user, Some(RUN_AS_USER));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let container = &pod.containers[0];
+    assert_eq!(
+        container
+            .security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
+    let pre_stop = container
+        .lifecycle
+        .as_ref()
+        .unwrap()
+        .pre_stop
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        pre_stop.sleep.as_ref().unwrap().seconds,
+        5,
+        "drains before SIGTERM"
+    );
+}
+
+#[test]
+fn the_restricted_check_catches_violations() {
+    let mut pod = deployment(&model(), &canary_track(), &defaults())
+        .spec
+        .template
+        .spec
+        .unwrap();
+    pod.security_context = None;
+    pod.containers[0].security_context = None;
+    let found = restricted_violations(&pod);
+    assert!(found.len() >= 4, "{found:?}");
+}

@@ -296,7 +296,7 @@ fn first_deploy_becomes_healthy() {
     assert_eq!(world.replicas(Track::Stable), ("1".into(), 3, 3));
     assert_eq!(world.status.stable_version.as_deref(), Some("1"));
     assert_eq!(world.status.ready_replicas, 3);
-    assert!(world.tracks.get(&Track::Canary).is_none());
+    assert!(!world.tracks.contains_key(&Track::Canary));
     assert_eq!(
         world.status.selector.as_deref(),
         Some("modelship.io/name=fraud")
@@ -329,7 +329,7 @@ fn manual_canary_weight_then_promotion() {
     world.settle();
     assert_eq!(world.replicas(Track::Stable), ("2".into(), 10, 10));
     assert!(
-        world.tracks.get(&Track::Canary).is_none(),
+        !world.tracks.contains_key(&Track::Canary),
         "the canary is removed after promotion"
     );
     assert_eq!(world.status.stable_version.as_deref(), Some("2"));
@@ -402,7 +402,7 @@ fn reverting_the_version_restores_stable_capacity_first() {
     assert_eq!(plan.desired(Track::Stable).unwrap().replicas, 4);
     assert_eq!(plan.desired(Track::Canary).unwrap().replicas, 3);
     world.settle();
-    assert!(world.tracks.get(&Track::Canary).is_none());
+    assert!(!world.tracks.contains_key(&Track::Canary));
     assert_eq!(world.replicas(Track::Stable), ("1".into(), 4, 4));
     assert_eq!(
         outcomes(&world),
@@ -472,7 +472,7 @@ fn failed_analysis_rolls_back_and_is_not_retried() {
         Phase::RolledBack,
         "stays rolled back while the spec names 2"
     );
-    assert!(world.tracks.get(&Track::Canary).is_none());
+    assert!(!world.tracks.contains_key(&Track::Canary));
     assert_eq!(world.replicas(Track::Stable), ("1".into(), 4, 4));
     assert!(world.events.contains(&"AnalysisFailed"));
     let degraded = world
@@ -600,7 +600,7 @@ fn a_broken_version_is_contained_and_rolled_forward() {
     });
     world.settle();
     assert_eq!(world.replicas(Track::Stable), ("3".into(), 5, 5));
-    assert!(world.tracks.get(&Track::Canary).is_none());
+    assert!(!world.tracks.contains_key(&Track::Canary));
 }
 
 #[test]
@@ -756,7 +756,7 @@ fn strategy_change_while_idle_moves_capacity_first() {
     world.spec.strategy = blue_green(true, None);
     world.settle();
     assert!(
-        world.tracks.get(&Track::Stable).is_none(),
+        !world.tracks.contains_key(&Track::Stable),
         "the old track went once blue was ready"
     );
     assert_eq!(world.replicas(Track::Blue), ("1".into(), 3, 3));
