@@ -39,6 +39,20 @@ issue scheduler "/CN=system:kube-scheduler"
 ossl genrsa -out "$pki/sa.key" 2048
 ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
 
+# Audit every request a ServiceAccount outside kube-system makes (the operator's, when it
+# runs as its chart's ServiceAccount), so tests can compare the verbs used with its RBAC.
+cat >"$state/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: None
+  userGroups: ["system:serviceaccounts:kube-system"]
+- level: Metadata
+  userGroups: ["system:serviceaccounts"]
+- level: None
+POLICY
+
 etcd_port=$(free_port); etcd_peer_port=$(free_port); api_port=$(free_port)
 server=https://127.0.0.1:$api_port
 
@@ -91,6 +105,8 @@ spawn kube-apiserver "$bin/kube-apiserver" \
   --allow-privileged=false --profiling=false \
   --max-requests-inflight 1600 --max-mutating-requests-inflight 800 \
   --endpoint-reconciler-type none \
+  --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.log" \
+  --audit-log-maxsize 200 --audit-log-maxbackup 1 \
   --v 1
 
 export KUBECONFIG=$state/kubeconfig
@@ -128,6 +144,7 @@ cat >"$state/env" <<ENV
 export KUBECONFIG=$state/kubeconfig
 export PATH=$tools:\$PATH
 export MODELSHIP_CONTROLPLANE=$state
+export MODELSHIP_AUDIT_LOG=$state/logs/audit.log
 ENV
 awk -v s="$started" -v r="$ready" 'BEGIN { printf "kube-apiserver ready in %.1fs\n", r - s }' >&2
 log "Control plane up at $server (state in $state); source $state/env to use it"

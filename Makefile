@@ -1,0 +1,32 @@
+# Two commands set up everything on a fresh machine:
+#   make demo   the local control plane, the chart, the operator and a model rolled out
+#   make test   every test
+.PHONY: demo test lint crds fixtures controlplane bench-serving bench-operator clean
+
+demo:
+	bash tests/demo.sh
+
+test:
+	bash tests/run.sh
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+crds:
+	cargo run -q -p modelship-crds --bin crdgen
+
+fixtures:
+	bash serving/fixtures/generate.sh
+
+controlplane:
+	bash tests/controlplane/build.sh
+
+bench-serving:
+	bash bench/serving.sh
+
+bench-operator:
+	bash bench/operator.sh
+
+clean:
+	cargo clean
