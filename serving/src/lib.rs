@@ -1,6 +1,27 @@
 //! Modelship serving: the model server that runs in every model pod.
+//!
+//! - [`runtime`]: ONNX models behind one `Backend` trait (in-house ONNX-ML evaluator, tract);
+//! - [`routes`]: the HTTP API (source-design routes and the Open Inference Protocol);
+//! - [`batching`]: per-model dynamic batching with a bounded queue;
+//! - [`metrics`], [`drift`], [`feedback`]: what canary analysis reads;
+//! - [`server`]: accept loop and SIGTERM handling.
 
+pub mod batching;
+pub mod config;
+pub mod decode;
+pub mod drift;
 pub mod error;
+pub mod feedback;
+pub mod fetch;
+pub mod healthcheck;
+pub mod loader;
+pub mod metrics;
+pub mod routes;
 pub mod runtime;
+pub mod server;
+pub mod state;
+pub mod telemetry;
 
 pub use error::{Error, Result};
+pub use routes::app;
+pub use state::AppState;

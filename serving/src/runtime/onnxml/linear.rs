@@ -139,14 +139,11 @@ pub struct LinearRegressor {
 impl LinearRegressor {
     pub fn new(node: &NodeProto, features: usize) -> Result<Self> {
         let affine = Affine::new(node, features)?;
-        if let Some(t) = attrs::int(node, "targets") {
-            if usize::try_from(t).ok() != Some(affine.targets) {
-                return Err(attrs::bad(
-                    node,
-                    "targets",
-                    &format!("is {t} but the coefficients describe {}", affine.targets),
-                ));
-            }
+        if let Some(t) = attrs::int(node, "targets")
+            && usize::try_from(t).ok() != Some(affine.targets)
+        {
+            let why = format!("is {t} but the coefficients describe {}", affine.targets);
+            return Err(attrs::bad(node, "targets", &why));
         }
         Ok(Self {
             affine,

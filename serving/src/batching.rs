@@ -1,0 +1,194 @@
+//! Dynamic batching: concurrent requests to one model share one model call.
+//!
+//! Each model has a bounded queue and one task that owns everything mutable on the inference
+//! path (input buffer, output buffer, drift window), so nothing there is locked. The task takes
+//! the first waiting request, then everything else already queued up to the batch size. It
+//! waits (yielding, up to the batch delay) only while other requests are being decoded right
+//! now: an idle server answers a lone request without any added delay.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use smallvec::SmallVec;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::drift::DriftWindow;
+use crate::error::{Error, Result};
+use crate::metrics::ModelMetrics;
+use crate::runtime::{Backend, Predictions, RowOutputs};
+
+/// Rows of one request, row-major; one 20-feature row stays inline.
+pub type Rows = SmallVec<[f32; 32]>;
+
+#[derive(Clone, Copy, Debug)]
+pub struct BatchConfig {
+    pub max_rows: usize,
+    pub max_delay: Duration,
+    pub queue_capacity: usize,
+}
+
+struct Job {
+    x: Rows,
+    rows: usize,
+    reply: oneshot::Sender<Result<RowOutputs>>,
+}
+
+/// Handle to a model's batching task. Dropping every handle stops the task.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+    arriving: Arc<AtomicUsize>,
+    metrics: ModelMetrics,
+}
+
+/// Marks a request as on its way to the queue for as long as it lives.
+pub struct Arriving(Arc<AtomicUsize>);
+
+impl Drop for Arriving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Batcher {
+    /// Spawn the batching task on the current runtime.
+    pub fn spawn(
+        model: Arc<dyn Backend>,
+        config: BatchConfig,
+        metrics: ModelMetrics,
+        drift: Option<DriftWindow>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
+        let arriving = Arc::new(AtomicUsize::new(0));
+        let worker = Worker {
+            rx,
+            model,
+            config,
+            metrics: metrics.clone(),
+            drift,
+            arriving: arriving.clone(),
+        };
+        tokio::spawn(worker.run());
+        Self {
+            tx,
+            arriving,
+            metrics,
+        }
+    }
+
+    /// Call before decoding a request, so a forming batch knows one more is coming.
+    pub fn arriving(&self) -> Arriving {
+        self.arriving.fetch_add(1, Ordering::Relaxed);
+        Arriving(self.arriving.clone())
+    }
+
+    /// Queue rows for inference and wait for their outputs. A full queue fails at once.
+    pub async fn infer(&self, x: Rows, rows: usize, arriving: Arriving) -> Result<RowOutputs> {
+        let (reply, answer) = oneshot::channel();
+        let sent = self.tx.try_send(Job { x, rows, reply });
+        drop(arriving);
+        match sent {
+            Ok(()) => self.metrics.queued(),
+            Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::QueueFull),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::ShuttingDown),
+        }
+        answer
+            .await
+            .map_err(|_| Error::Inference("the batching task stopped".into()))?
+    }
+}
+
+struct Worker {
+    rx: mpsc::Receiver<Job>,
+    model: Arc<dyn Backend>,
+    config: BatchConfig,
+    metrics: ModelMetrics,
+    drift: Option<DriftWindow>,
+    arriving: Arc<AtomicUsize>,
+}
+
+impl Worker {
+    async fn run(mut self) {
+        let features = self.model.signature().features;
+        let mut jobs: Vec<Job> = Vec::with_capacity(self.config.max_rows);
+        let mut x: Vec<f32> = Vec::with_capacity(self.config.max_rows * features);
+        let mut out = Predictions::default();
+        let mut carry: Option<Job> = None;
+        loop {
+            let first = match carry.take() {
+                Some(job) => job,
+                None => match self.rx.recv().await {
+                    Some(job) => {
+                        self.metrics.dequeued();
+                        job
+                    }
+                    None => return,
+                },
+            };
+            let mut rows = first.rows;
+            jobs.push(first);
+            carry = self.gather(&mut jobs, &mut rows).await;
+            self.run_batch(&mut jobs, &mut x, &mut out);
+        }
+    }
+
+    /// Add queued jobs up to the row limit; returns a job that did not fit.
+    async fn gather(&mut self, jobs: &mut Vec<Job>, rows: &mut usize) -> Option<Job> {
+        let deadline = Instant::now() + self.config.max_delay;
+        loop {
+            while *rows < self.config.max_rows {
+                match self.rx.try_recv() {
+                    Ok(job) => {
+                        self.metrics.dequeued();
+                        if *rows + job.rows > self.config.max_rows {
+                            return Some(job);
+                        }
+                        *rows += job.rows;
+                        jobs.push(job);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let more_coming = self.arriving.load(Ordering::Relaxed) > 0;
+            if *rows >= self.config.max_rows || !more_coming || Instant::now() >= deadline {
+                return None;
+            }
+            // Let the requests being decoded reach the queue; timers are too coarse for µs.
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn run_batch(&mut self, jobs: &mut Vec<Job>, x: &mut Vec<f32>, out: &mut Predictions) {
+        // Callers that gave up (timeout, disconnect) are not worth computing for.
+        jobs.retain(|j| !j.reply.is_closed());
+        if jobs.is_empty() {
+            return;
+        }
+        let rows = jobs.iter().map(|j| j.rows).sum();
+        x.clear();
+        jobs.iter().for_each(|j| x.extend_from_slice(&j.x));
+        match self.model.predict(x, rows, out) {
+            Ok(()) => {
+                self.metrics.batch(rows);
+                let mut start = 0;
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Ok(out.slice(start, job.rows)));
+                    start += job.rows;
+                }
+                if let Some(drift) = &mut self.drift {
+                    drift.push(x);
+                    self.metrics.set_drift(drift.score());
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows, "model call failed");
+                let msg = e.to_string();
+                for job in jobs.drain(..) {
+                    let _ = job.reply.send(Err(Error::Inference(msg.clone())));
+                }
+            }
+        }
+    }
+}

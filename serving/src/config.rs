@@ -1,0 +1,144 @@
+//! Command line and environment: every flag has a `MODELSHIP_*` variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "modelship-serving", version, about = "Modelship model server")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// GET the server's own /health and exit 0 on 200, 1 otherwise (container HEALTHCHECK).
+    Healthcheck {
+        /// Defaults to http://127.0.0.1:<port of --listen>/health.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug, Args)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "MODELSHIP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+    /// Name the model is served under (/v2/models/{name}); defaults to the file stem.
+    #[arg(long, env = "MODELSHIP_MODEL_NAME")]
+    pub model_name: Option<String>,
+    /// Version string reported and matched against `model_version`.
+    #[arg(long, env = "MODELSHIP_MODEL_VERSION", default_value = "1")]
+    pub model_version: String,
+    /// file:///path, a plain path, or http(s)://.
+    #[arg(long, env = "MODELSHIP_MODEL_URI")]
+    pub model_uri: Option<String>,
+    /// Expected hex SHA-256 of the model bytes; checked after download.
+    #[arg(long, env = "MODELSHIP_MODEL_SHA256")]
+    pub model_sha256: Option<String>,
+    /// Feature statistics for drift (same schemes as the model URI).
+    #[arg(long, env = "MODELSHIP_REFERENCE_DATA")]
+    pub reference_data: Option<String>,
+    /// Serve every <dir>/<name>/<version>/model.onnx (with an optional reference.json beside it).
+    #[arg(long, env = "MODELSHIP_MODEL_DIR")]
+    pub model_dir: Option<PathBuf>,
+    /// Most rows in one model call.
+    #[arg(long, env = "MODELSHIP_MAX_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub max_batch_size: u32,
+    /// Longest a batch waits for more requests, only while more are on their way.
+    #[arg(long, env = "MODELSHIP_MAX_BATCH_DELAY_MICROS", default_value_t = 500)]
+    pub max_batch_delay_micros: u64,
+    /// Requests waiting per model before new ones get 429.
+    #[arg(long, env = "MODELSHIP_QUEUE_CAPACITY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub queue_capacity: u32,
+    /// Largest accepted request body; larger bodies get 413.
+    #[arg(long, env = "MODELSHIP_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Deadline for an inference request, body included; past it the answer is 503.
+    #[arg(long, env = "MODELSHIP_REQUEST_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+    /// File holding a bearer token required on inference routes.
+    #[arg(long, env = "MODELSHIP_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// After SIGTERM: seconds to keep serving with readiness false, before draining.
+    #[arg(long, env = "MODELSHIP_DRAIN_SECONDS", default_value_t = 5)]
+    pub drain_seconds: u64,
+    #[arg(long, env = "MODELSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Added to log lines when set.
+    #[arg(long, env = "MODELSHIP_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// Runtime worker threads; 1 runs everything on one thread. Default: available cores.
+    #[arg(long, env = "MODELSHIP_WORKER_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub worker_threads: Option<u32>,
+}
+
+impl Config {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn max_batch_delay(&self) -> Duration {
+        Duration::from_micros(self.max_batch_delay_micros)
+    }
+
+    pub fn drain(&self) -> Duration {
+        Duration::from_secs(self.drain_seconds)
+    }
+
+    /// Settings for tests and embedding: defaults, nothing to load.
+    pub fn for_tests() -> Self {
+        Cli::parse_from(["modelship-serving"]).config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_contract() {
+        let c = Cli::try_parse_from(["modelship-serving"]).unwrap().config;
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.max_batch_size, 32);
+        assert_eq!(c.max_batch_delay_micros, 500);
+        assert_eq!(c.queue_capacity, 1024);
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.request_timeout_ms, 5000);
+        assert_eq!(c.drain_seconds, 5);
+        assert_eq!(c.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn healthcheck_subcommand_parses() {
+        let cli = Cli::try_parse_from([
+            "modelship-serving",
+            "healthcheck",
+            "--url",
+            "http://127.0.0.1:1/health",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Some(Command::Healthcheck { url: Some(_) })
+        ));
+    }
+
+    #[test]
+    fn zero_batch_size_is_refused() {
+        assert!(Cli::try_parse_from(["modelship-serving", "--max-batch-size", "0"]).is_err());
+    }
+}

@@ -1,0 +1,69 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use modelship_serving::config::{Cli, Command};
+use modelship_serving::{healthcheck, server, telemetry};
+use tracing::Instrument;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Command::Healthcheck { url }) = cli.command {
+        let url = url.unwrap_or_else(|| healthcheck::default_url(cli.config.listen));
+        return match healthcheck::check(&url) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("healthcheck failed: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let config = cli.config;
+    telemetry::init(config.log_format);
+    let threads = config
+        .worker_threads
+        .map(|t| t as usize)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1)
+        });
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    };
+    let runtime = match runtime {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let span = match &config.pod_name {
+        Some(pod) => tracing::info_span!("serving", pod = %pod),
+        None => tracing::info_span!("serving"),
+    };
+    let result = runtime.block_on(
+        async {
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .map_err(|e| {
+                    modelship_serving::Error::io(format!("binding {}", config.listen), e)
+                })?;
+            server::run(config, listener).await
+        }
+        .instrument(span),
+    );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, error_type = e.error_type(), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}

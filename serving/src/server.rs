@@ -1,0 +1,165 @@
+//! Accept loop and process lifecycle: load in the background, serve, and on SIGTERM turn
+//! unready at once, keep serving for the drain delay, then drain connections and return.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::state::{AppState, Settings};
+use crate::{loader, routes};
+
+/// Clients get this long to send their request headers (slowloris guard).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serve `app` on `listener` until `shutdown` completes, then let in-flight requests finish
+/// for at most `drain_cap`.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+    drain_cap: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let app = app.clone();
+                let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| app.clone().oneshot(req));
+                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }.in_current_span());
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections drained"),
+        () = tokio::time::sleep(drain_cap) => tracing::warn!("drain cap reached; closing remaining connections"),
+    }
+}
+
+/// Run the server described by `config` on `listener` until SIGTERM/SIGINT.
+pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
+    let token = match &config.auth_token_file {
+        Some(path) => {
+            let raw = std::fs::read_to_string(path)
+                .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+            let token = raw.trim().to_owned();
+            if token.is_empty() {
+                return Err(Error::Config(format!(
+                    "auth token file {} is empty",
+                    path.display()
+                )));
+            }
+            Some(token)
+        }
+        None => None,
+    };
+    let sources = loader::sources(&config)?;
+    let state = AppState::new(Settings::from_config(&config), token);
+    let app = routes::app(state.clone());
+    tracing::info!(listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), models = sources.len(), "serving");
+
+    let failure: Arc<Mutex<Option<Error>>> = Arc::default();
+    let (failed_tx, failed_rx) = tokio::sync::oneshot::channel::<()>();
+    let batch = loader::batch_config(&config);
+    let load_state = state.clone();
+    let load_failure = failure.clone();
+    tokio::spawn(
+        async move {
+            let started = std::time::Instant::now();
+            match loader::load_all(&load_state, &sources, batch)
+                .await
+                .and_then(|m| load_state.set_models(m))
+            {
+                Ok(()) => {
+                    tracing::info!(elapsed_us = started.elapsed().as_micros() as u64, "ready")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "model load failed");
+                    *load_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    let _ = failed_tx.send(());
+                }
+            }
+        }
+        .in_current_span(),
+    );
+
+    let drain = config.drain();
+    let shutdown_state = state.clone();
+    let shutdown = async move {
+        tokio::select! {
+            () = terminate_signal() => {
+                shutdown_state.begin_shutdown();
+                tracing::info!(drain_seconds = drain.as_secs(), "shutdown signal: readiness off, still serving");
+                // A second signal skips the drain.
+                tokio::select! {
+                    () = tokio::time::sleep(drain) => {}
+                    () = terminate_signal() => tracing::warn!("second signal: draining now"),
+                }
+            }
+            Ok(()) = failed_rx => {}
+        }
+    };
+    // In-flight requests cannot outlive their own deadline; a second more covers the write.
+    serve(
+        listener,
+        app,
+        shutdown,
+        config.request_timeout() + Duration::from_secs(1),
+    )
+    .await;
+    let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn terminate_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
