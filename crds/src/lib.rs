@@ -41,11 +41,6 @@ pub fn crd_yaml() -> String {
 impl ModelDeployment {
     /// Name served at `/v2/models/{name}`: `spec.model.name`, else `metadata.name`.
     pub fn served_model_name(&self) -> String {
-        self.spec
-            .model
-            .name
-            .clone()
-            .or_else(|| self.metadata.name.clone())
-            .unwrap_or_default()
+        self.spec.model.name.clone().or_else(|| self.metadata.name.clone()).unwrap_or_default()
     }
 }

@@ -5,6 +5,8 @@
 //! Each CEL message names the field it guards, so `kubectl apply` tells the user exactly
 //! what to fix.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
 use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -84,10 +86,7 @@ fn default_replicas() -> i32 {
 pub struct ModelSpec {
     /// Name served at `/v2/models/{name}`; defaults to `metadata.name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(
-        length(min = 1, max = 63),
-        regex(pattern = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"))]
     pub name: Option<String>,
 
     /// The model version. Any change starts a rollout. It becomes a label value, so it is at
@@ -153,6 +152,11 @@ pub struct ServingSpec {
     /// CPU and memory requests and limits of the serving container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+
+    /// Extra annotations on every serving pod (for example for a service mesh or a log
+    /// collector).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
 
     /// Extra environment variables for the serving container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -15,16 +15,8 @@ fn root() -> PathBuf {
 fn schema() -> serde_json::Value {
     let crd = ModelDeployment::crd();
     let version = &crd.spec.versions[0];
-    serde_json::to_value(
-        version
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap(),
-    )
-    .unwrap()
+    serde_json::to_value(version.schema.as_ref().unwrap().open_api_v3_schema.as_ref().unwrap())
+        .unwrap()
 }
 
 fn yaml_files(dir: &str) -> Vec<(String, String)> {
@@ -59,35 +51,16 @@ fn committed_crd_matches_the_types() {
 fn crd_has_subresources_columns_and_names() {
     let crd = ModelDeployment::crd();
     assert_eq!(crd.spec.names.short_names, Some(vec!["md".to_string()]));
-    assert_eq!(
-        crd.spec.names.categories,
-        Some(vec!["modelship".to_string()])
-    );
+    assert_eq!(crd.spec.names.categories, Some(vec!["modelship".to_string()]));
     let version = &crd.spec.versions[0];
-    let scale = version
-        .subresources
-        .as_ref()
-        .unwrap()
-        .scale
-        .as_ref()
-        .unwrap();
+    let scale = version.subresources.as_ref().unwrap().scale.as_ref().unwrap();
     assert_eq!(scale.spec_replicas_path, ".spec.replicas");
     assert_eq!(scale.status_replicas_path, ".status.replicas");
-    assert_eq!(
-        scale.label_selector_path.as_deref(),
-        Some(".status.selector")
-    );
-    let columns: Vec<_> = version
-        .additional_printer_columns
-        .iter()
-        .flatten()
-        .map(|c| c.name.as_str())
-        .collect();
+    assert_eq!(scale.label_selector_path.as_deref(), Some(".status.selector"));
+    let columns: Vec<_> =
+        version.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
     for column in ["Version", "Phase", "Weight", "Ready", "Age"] {
-        assert!(
-            columns.contains(&column),
-            "missing column {column}: {columns:?}"
-        );
+        assert!(columns.contains(&column), "missing column {column}: {columns:?}");
     }
 }
 
@@ -108,15 +81,9 @@ fn examples_are_valid() {
 /// The fixtures whose expected message comes from a CEL rule; the others are schema checks
 /// (ranges, patterns, enums) that only the API server evaluates.
 fn is_cel_message(expect: &str) -> bool {
-    [
-        "must",
-        "needs",
-        "allowed only",
-        "required when",
-        "exactly one",
-    ]
-    .iter()
-    .any(|w| expect.contains(w))
+    ["must", "needs", "allowed only", "required when", "exactly one"]
+        .iter()
+        .any(|w| expect.contains(w))
 }
 
 #[test]
@@ -125,12 +92,7 @@ fn cel_rules_refuse_the_invalid_fixtures() {
     let schema = schema();
     let mut checked = 0;
     for (name, text) in yaml_files("crds/tests/invalid") {
-        let expect = text
-            .lines()
-            .next()
-            .unwrap()
-            .trim_start_matches("# expect: ")
-            .to_string();
+        let expect = text.lines().next().unwrap().trim_start_matches("# expect: ").to_string();
         if !is_cel_message(&expect) {
             continue;
         }
@@ -166,13 +128,9 @@ status: {candidateVersion: "2", stableVersion: "1"}
     .unwrap();
     let mut new = old.clone();
     new["spec"]["strategy"] = serde_json::json!({"type": "RollingUpdate"});
-    let errors = validator
-        .validate(&schema, &new, Some(&old))
-        .unwrap_err()
-        .into_vec();
+    let errors = validator.validate(&schema, &new, Some(&old)).unwrap_err().into_vec();
     assert!(errors.iter().any(|e| {
-        e.message
-            .contains("spec.strategy.type cannot change while a rollout is in progress")
+        e.message.contains("spec.strategy.type cannot change while a rollout is in progress")
     }));
     // Once the rollout is over, the strategy may change.
     let mut idle = old.clone();

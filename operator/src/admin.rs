@@ -31,20 +31,14 @@ pub fn router(state: AdminState) -> Router {
 
 async fn metrics(State(state): State<AdminState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),
     )
 }
 
 async fn healthz(State(state): State<AdminState>) -> impl IntoResponse {
     let now = Timestamp::now().as_second();
-    if state
-        .metrics
-        .watches_healthy(now, state.watch_failure_window_seconds)
-    {
+    if state.metrics.watches_healthy(now, state.watch_failure_window_seconds) {
         (StatusCode::OK, "ok")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "watches have been failing")

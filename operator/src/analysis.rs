@@ -41,22 +41,14 @@ pub fn judge(spec: &AnalysisSpec, m: &Measurement) -> Verdict {
     if let (Some(limit), Some(p95)) = (spec.max_latency_p95_seconds, m.latency_p95_seconds)
         && p95 > limit
     {
-        failures.push(format!(
-            "p95 latency {p95:.4}s above maxLatencyP95Seconds {limit}"
-        ));
+        failures.push(format!("p95 latency {p95:.4}s above maxLatencyP95Seconds {limit}"));
     }
     if let (Some(limit), Some(drift)) = (spec.max_drift_score, m.drift_score)
         && drift > limit
     {
-        failures.push(format!(
-            "drift score {drift:.4} above maxDriftScore {limit}"
-        ));
+        failures.push(format!("drift score {drift:.4} above maxDriftScore {limit}"));
     }
-    if failures.is_empty() {
-        Verdict::Pass
-    } else {
-        Verdict::Fail(failures.join("; "))
-    }
+    if failures.is_empty() { Verdict::Pass } else { Verdict::Fail(failures.join("; ")) }
 }
 
 /// The series of one scrape that analysis reads, for one model version.
@@ -185,10 +177,7 @@ fn split_series(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
     };
     let value: f64 = rest.split_whitespace().next()?.parse().ok()?;
     let (name, labels) = match series.find('{') {
-        Some(open) => (
-            &series[..open],
-            parse_labels(&series[open + 1..series.len() - 1]),
-        ),
+        Some(open) => (&series[..open], parse_labels(&series[open + 1..series.len() - 1])),
         None => (series, BTreeMap::new()),
     };
     Some((name, labels, value))
@@ -335,30 +324,19 @@ ml_data_drift_score{model="fraud",version="2"} 0.25
     fn judges_thresholds() {
         let m = aggregate(&[parse_sample(SCRAPE, "2")], 0);
         match judge(&spec(), &m) {
-            Verdict::Fail(why) => assert!(
-                why.contains("error rate 0.0600 above maxErrorRate 0.05"),
-                "{why}"
-            ),
+            Verdict::Fail(why) => {
+                assert!(why.contains("error rate 0.0600 above maxErrorRate 0.05"), "{why}")
+            }
             other => panic!("expected a failure, got {other:?}"),
         }
-        let relaxed = AnalysisSpec {
-            max_error_rate: Some(0.1),
-            ..spec()
-        };
+        let relaxed = AnalysisSpec { max_error_rate: Some(0.1), ..spec() };
         assert_eq!(judge(&relaxed, &m), Verdict::Pass);
-        let strict_latency = AnalysisSpec {
-            max_error_rate: None,
-            max_latency_p95_seconds: Some(0.01),
-            ..spec()
-        };
+        let strict_latency =
+            AnalysisSpec { max_error_rate: None, max_latency_p95_seconds: Some(0.01), ..spec() };
         assert!(
             matches!(judge(&strict_latency, &m), Verdict::Fail(why) if why.contains("p95 latency"))
         );
-        let drift = AnalysisSpec {
-            max_error_rate: None,
-            max_drift_score: Some(0.2),
-            ..spec()
-        };
+        let drift = AnalysisSpec { max_error_rate: None, max_drift_score: Some(0.2), ..spec() };
         assert!(
             matches!(judge(&drift, &m), Verdict::Fail(why) if why.contains("drift score 0.2500"))
         );
@@ -381,10 +359,7 @@ ml_data_drift_score{model="fraud",version="2"} 0.25
         assert_eq!(quantile(0.95, &[]), None);
         assert_eq!(quantile(0.95, &[(1.0, 0.0), (f64::INFINITY, 0.0)]), None);
         // Everything beyond the last finite bound: report that bound.
-        assert_eq!(
-            quantile(0.95, &[(1.0, 0.0), (f64::INFINITY, 10.0)]),
-            Some(1.0)
-        );
+        assert_eq!(quantile(0.95, &[(1.0, 0.0), (f64::INFINITY, 10.0)]), Some(1.0));
     }
 
     #[test]
@@ -409,10 +384,7 @@ ml_data_drift_score{model="fraud",version="2"} 0.25
             "http://10.1.2.3:8080/metrics"
         );
         assert_eq!(
-            metrics_url(
-                "http://127.0.0.1:9/pods/{namespace}/{name}/proxy/metrics",
-                &target
-            ),
+            metrics_url("http://127.0.0.1:9/pods/{namespace}/{name}/proxy/metrics", &target),
             "http://127.0.0.1:9/pods/ml/fraud-canary-abc/proxy/metrics"
         );
     }

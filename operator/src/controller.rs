@@ -87,32 +87,19 @@ pub async fn run(
 ) -> Result<()> {
     let ns = settings.namespace.as_deref();
     let managed = watcher::Config::default()
-        .labels(&format!(
-            "{}={}",
-            labels::MANAGED_BY,
-            labels::MANAGED_BY_VALUE
-        ))
+        .labels(&format!("{}={}", labels::MANAGED_BY, labels::MANAGED_BY_VALUE))
         .any_semantic();
-    let sliced = watcher::Config::default()
-        .labels(labels::NAME)
-        .any_semantic();
+    let sliced = watcher::Config::default().labels(labels::NAME).any_semantic();
 
     let (deployments, deployment_events) =
         cached::<Deployment>(&client, ns, managed.clone(), &metrics);
     let (services, service_events) = cached::<Service>(&client, ns, managed.clone(), &metrics);
     let (hpas, hpa_events) = cached::<HorizontalPodAutoscaler>(&client, ns, managed, &metrics);
     let (slices, slice_events) = cached::<EndpointSlice>(&client, ns, sliced, &metrics);
-    let stores = Stores {
-        deployments,
-        services,
-        hpas,
-        slices,
-    };
+    let stores = Stores { deployments, services, hpas, slices };
 
-    let reporter = Reporter {
-        controller: FIELD_MANAGER.into(),
-        instance: Some(settings.identity.clone()),
-    };
+    let reporter =
+        Reporter { controller: FIELD_MANAGER.into(), instance: Some(settings.identity.clone()) };
     let context = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
@@ -132,8 +119,7 @@ pub async fn run(
     let slice_owner = |slice: EndpointSlice| {
         let name = slice.labels().get(labels::NAME).cloned();
         let namespace = slice.namespace();
-        name.zip(namespace)
-            .map(|(name, ns)| ObjectRef::<Guarded>::new(&name).within(&ns))
+        name.zip(namespace).map(|(name, ns)| ObjectRef::<Guarded>::new(&name).within(&ns))
     };
     let controller = Controller::new(models, watcher::Config::default().any_semantic())
         .owns_stream(deployment_events)
@@ -187,10 +173,7 @@ fn cached<K>(
     namespace: Option<&str>,
     config: watcher::Config,
     metrics: &Arc<Metrics>,
-) -> (
-    Store<K>,
-    impl Stream<Item = Result<K, watcher::Error>> + Send + 'static,
-)
+) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
@@ -248,9 +231,7 @@ async fn reconcile_guarded(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<A
         Err(error) => {
             ctx.metrics
                 .reconcile_errors
-                .get_or_create(&CategoryLabels {
-                    category: error.category(),
-                })
+                .get_or_create(&CategoryLabels { category: error.category() })
                 .inc();
         }
     }
@@ -284,9 +265,7 @@ pub fn retry_delay(failures: u32, jitter: f64) -> Duration {
 fn jitter(md: &ModelDeployment) -> f64 {
     let uid = md.metadata.uid.as_deref().unwrap_or("");
     let nanos = Timestamp::now().subsec_nanosecond() as u64;
-    let seed = uid.bytes().fold(nanos, |acc, b| {
-        acc.wrapping_mul(31).wrapping_add(u64::from(b))
-    });
+    let seed = uid.bytes().fold(nanos, |acc, b| acc.wrapping_mul(31).wrapping_add(u64::from(b)));
     (seed % 1000) as f64 / 1000.0
 }
 
@@ -296,9 +275,7 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let name = md.name_any();
-    let namespace = md
-        .namespace()
-        .ok_or(Error::MissingField(".metadata.namespace"))?;
+    let namespace = md.namespace().ok_or(Error::MissingField(".metadata.namespace"))?;
     let key = ObjectRef::from_obj(md);
     if !ctx.synced.load(Ordering::Acquire) {
         return Ok(Action::requeue(Duration::from_millis(250)));
@@ -317,10 +294,7 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         owned_by(&*object, md).then(|| (track, (*object).clone()))
     });
     let deployments: Vec<(Track, Deployment)> = deployments.collect();
-    let service = ctx
-        .stores
-        .services
-        .get(&ObjectRef::new(&name).within(&namespace));
+    let service = ctx.stores.services.get(&ObjectRef::new(&name).within(&namespace));
     let service = service.filter(|s| owned_by(&**s, md));
     let main_slices = ctx.stores.slices.state_filter(|slice| {
         slice.namespace().as_deref() == Some(namespace.as_str())
@@ -368,10 +342,9 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // Build and apply.
     let problem = match apply_children(md, &namespace, &plan, ctx).await {
         Ok(()) => None,
-        Err(error) if error.is_refusal() => Some(Problem {
-            reason: "ApplyFailed",
-            message: error.to_string(),
-        }),
+        Err(error) if error.is_refusal() => {
+            Some(Problem { reason: "ApplyFailed", message: error.to_string() })
+        }
         Err(error) => return Err(error),
     };
 
@@ -394,9 +367,7 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     if let Some(problem) = problem {
         return Err(Error::Refused(problem.message));
     }
-    let requeue = plan
-        .requeue_after
-        .map_or(ctx.settings.resync, |d| d.min(ctx.settings.resync));
+    let requeue = plan.requeue_after.map_or(ctx.settings.resync, |d| d.min(ctx.settings.resync));
     Ok(Action::requeue(requeue))
 }
 
@@ -430,16 +401,14 @@ async fn apply_children(
 
     // Capacity first: Deployments, then Service selectors, then removals.
     for track in &plan.tracks {
-        let object = desired::deployment(md, track, &ctx.settings.defaults);
-        let existing = ctx.stores.deployments.get(&ObjectRef::from_obj(&object));
-        apply(
-            &deployments,
-            &object,
-            existing.as_deref(),
-            "deployment",
-            ctx,
-        )
-        .await?;
+        let key = ObjectRef::new(&desired::deployment_name(&name, track.track)).within(namespace);
+        let existing = ctx.stores.deployments.get(&key);
+        let object = match (track.frozen, existing.as_deref()) {
+            (true, Some(running)) if running.spec.replicas == Some(track.replicas) => continue,
+            (true, Some(running)) => desired::resized(running, track.replicas),
+            _ => desired::deployment(md, track, &ctx.settings.defaults),
+        };
+        apply(&deployments, &object, existing.as_deref(), "deployment", ctx).await?;
     }
     let main = desired::service(md, plan.service_track, false);
     let existing = ctx.stores.services.get(&ObjectRef::from_obj(&main));
@@ -452,10 +421,8 @@ async fn apply_children(
             apply(&services, &preview, existing.as_deref(), "service", ctx).await?;
         }
         None => {
-            let existing = ctx
-                .stores
-                .services
-                .get(&ObjectRef::new(&preview_name).within(namespace));
+            let existing =
+                ctx.stores.services.get(&ObjectRef::new(&preview_name).within(namespace));
             if existing.is_some_and(|s| owned_by(&*s, md)) {
                 delete(&services, &preview_name, "service", ctx).await?;
             }
@@ -467,23 +434,14 @@ async fn apply_children(
             apply(&hpas, &hpa, existing.as_deref(), "hpa", ctx).await?;
         }
         None => {
-            let existing = ctx
-                .stores
-                .hpas
-                .get(&ObjectRef::new(&name).within(namespace));
+            let existing = ctx.stores.hpas.get(&ObjectRef::new(&name).within(namespace));
             if existing.is_some_and(|h| owned_by(&*h, md)) {
                 delete(&hpas, &name, "hpa", ctx).await?;
             }
         }
     }
     for track in &plan.remove {
-        delete(
-            &deployments,
-            &desired::deployment_name(&name, *track),
-            "deployment",
-            ctx,
-        )
-        .await?;
+        delete(&deployments, &desired::deployment_name(&name, *track), "deployment", ctx).await?;
     }
     Ok(())
 }
@@ -503,11 +461,7 @@ where
     if existing.is_some_and(|e| desired::applied_hash(e) == wanted) {
         return Ok(());
     }
-    let name = object
-        .meta()
-        .name
-        .clone()
-        .ok_or(Error::MissingField(".metadata.name"))?;
+    let name = object.meta().name.clone().ok_or(Error::MissingField(".metadata.name"))?;
     let params = PatchParams::apply(FIELD_MANAGER).force();
     ctx.metrics.count_write(kind, "apply");
     api.patch(&name, &params, &Patch::Apply(object)).await?;
@@ -549,13 +503,8 @@ async fn write_status(
     });
     ctx.metrics.count_write("status", "apply");
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let written = api
-        .patch_status(&md.name_any(), &params, &Patch::Apply(&patch))
-        .await?;
-    if let Some(rv) = written
-        .resource_version()
-        .and_then(|rv| rv.parse::<u64>().ok())
-    {
+    let written = api.patch_status(&md.name_any(), &params, &Patch::Apply(&patch)).await?;
+    if let Some(rv) = written.resource_version().and_then(|rv| rv.parse::<u64>().ok()) {
         ctx.written.lock().expect("lock").insert(key.clone(), rv);
     }
     debug!(phase = ?status.phase, "status written");
@@ -570,11 +519,7 @@ async fn publish_events(md: &ModelDeployment, events: &[PlannedEvent], ctx: &Con
             .recorder
             .publish(
                 &KubeEvent {
-                    type_: if event.warning {
-                        EventType::Warning
-                    } else {
-                        EventType::Normal
-                    },
+                    type_: if event.warning { EventType::Warning } else { EventType::Normal },
                     reason: event.reason.to_string(),
                     note: Some(event.note.chars().take(1000).collect()),
                     action: "Reconcile".into(),

@@ -20,22 +20,14 @@ impl Default for HttpClient {
     fn default() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(1)));
-        HttpClient {
-            inner: Client::builder(TokioExecutor::new()).build(connector),
-        }
+        HttpClient { inner: Client::builder(TokioExecutor::new()).build(connector) }
     }
 }
 
 impl HttpClient {
     pub async fn get_text(&self, url: &str) -> Result<String> {
-        let uri: hyper::Uri = url
-            .parse()
-            .map_err(|e| Error::Http(format!("{url}: {e}")))?;
-        let response = self
-            .inner
-            .get(uri)
-            .await
-            .map_err(|e| Error::Http(e.to_string()))?;
+        let uri: hyper::Uri = url.parse().map_err(|e| Error::Http(format!("{url}: {e}")))?;
+        let response = self.inner.get(uri).await.map_err(|e| Error::Http(e.to_string()))?;
         if !response.status().is_success() {
             return Err(Error::Http(format!("{url} answered {}", response.status())));
         }

@@ -19,10 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 #[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Reconciles ModelDeployments into Deployments, Services and HPAs"
-)]
+#[command(version, about = "Reconciles ModelDeployments into Deployments, Services and HPAs")]
 struct Args {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "MODELSHIP_NAMESPACE")]
@@ -42,11 +39,7 @@ struct Args {
 
     /// Where analysis scrapes a serving pod's metrics; `{ip}`, `{port}`, `{namespace}` and
     /// `{name}` are filled in.
-    #[arg(
-        long,
-        env = "MODELSHIP_POD_METRICS_URL",
-        default_value = "http://{ip}:{port}/metrics"
-    )]
+    #[arg(long, env = "MODELSHIP_POD_METRICS_URL", default_value = "http://{ip}:{port}/metrics")]
     pod_metrics_url: String,
 
     /// ModelDeployments reconciled at the same time.
@@ -62,11 +55,7 @@ struct Args {
     leader_elect: bool,
 
     /// Name of the leader Lease.
-    #[arg(
-        long,
-        env = "MODELSHIP_LEASE_NAME",
-        default_value = "modelship-operator"
-    )]
+    #[arg(long, env = "MODELSHIP_LEASE_NAME", default_value = "modelship-operator")]
     lease_name: String,
 
     /// Namespace of the leader Lease (default: $POD_NAMESPACE, else the watched namespace,
@@ -116,9 +105,7 @@ fn init_tracing(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,kube=warn,kube_lease_manager=warn")
     });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     if format == "json" {
         builder.json().init();
     } else {
@@ -160,9 +147,7 @@ async fn run(args: Args) -> Result<ExitCode> {
     let identity = identity(&args);
     let settings = Settings {
         namespace: args.namespace.clone(),
-        defaults: Defaults {
-            serving_image: args.serving_image.clone(),
-        },
+        defaults: Defaults { serving_image: args.serving_image.clone() },
         pod_metrics_url: args.pod_metrics_url.clone(),
         concurrency: args.concurrency,
         resync: Duration::from_secs(args.resync_seconds),
@@ -171,14 +156,8 @@ async fn run(args: Args) -> Result<ExitCode> {
     ready.store(true, Ordering::Release);
 
     if !args.leader_elect {
-        controller::run(
-            client,
-            settings,
-            metrics,
-            synced,
-            shutdown.clone().cancelled_owned(),
-        )
-        .await?;
+        controller::run(client, settings, metrics, synced, shutdown.clone().cancelled_owned())
+            .await?;
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -211,13 +190,8 @@ async fn run(args: Args) -> Result<ExitCode> {
         stop_trigger.cancel();
     });
     let lost = leadership.lost.clone();
-    let controller = controller::run(
-        client,
-        settings,
-        metrics.clone(),
-        synced,
-        stop.cancelled_owned(),
-    );
+    let controller =
+        controller::run(client, settings, metrics.clone(), synced, stop.cancelled_owned());
     tokio::select! {
         result = controller => result?,
         // A deposed leader must stop writing now, not after in-flight work drains.

@@ -62,11 +62,7 @@ impl Default for Metrics {
             invalid_objects.clone(),
         );
         let leader = Gauge::default();
-        registry.register(
-            "leader",
-            "1 while this instance holds the leader lease",
-            leader.clone(),
-        );
+        registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
         Metrics {
             registry,
             reconciles,
@@ -88,10 +84,7 @@ impl Metrics {
     /// Start timing a reconcile; the guard records the duration when dropped.
     pub fn time_reconcile(&self) -> ReconcileTimer<'_> {
         self.reconciles.inc();
-        ReconcileTimer {
-            histogram: &self.reconcile_duration,
-            started: Instant::now(),
-        }
+        ReconcileTimer { histogram: &self.reconcile_duration, started: Instant::now() }
     }
 
     pub fn watch_ok(&self) {
@@ -152,12 +145,7 @@ mod tests {
     fn exposes_the_families() {
         let metrics = Metrics::default();
         metrics.count_write("deployment", "apply");
-        metrics
-            .reconcile_errors
-            .get_or_create(&CategoryLabels {
-                category: "conflict",
-            })
-            .inc();
+        metrics.reconcile_errors.get_or_create(&CategoryLabels { category: "conflict" }).inc();
         drop(metrics.time_reconcile());
         let text = metrics.encode();
         for family in [

@@ -30,23 +30,12 @@ pub fn track_state(deployment: &Deployment) -> TrackState {
     let rolled_out = status.observed_generation.unwrap_or(0) >= generation
         && status.updated_replicas.unwrap_or(0) == replicas
         && status.replicas.unwrap_or(0) == replicas;
-    TrackState {
-        version,
-        replicas,
-        ready: status.ready_replicas.unwrap_or(0),
-        rolled_out,
-    }
+    TrackState { version, replicas, ready: status.ready_replicas.unwrap_or(0), rolled_out }
 }
 
 /// Which track a Service selects: `Some(track)` for one, `None` for all of the model's.
 pub fn selected_track(service: &Service) -> Option<Track> {
-    service
-        .spec
-        .as_ref()?
-        .selector
-        .as_ref()?
-        .get(labels::TRACK)
-        .and_then(|t| Track::parse(t))
+    service.spec.as_ref()?.selector.as_ref()?.get(labels::TRACK).and_then(|t| Track::parse(t))
 }
 
 /// Endpoints of a Service from its EndpointSlices.
@@ -58,11 +47,7 @@ pub fn endpoints<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> Vec
                 continue;
             };
             // A missing `ready` means ready, per the EndpointSlice API.
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
+            let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             out.push(Endpoint { pod, ready });
         }
     }
@@ -83,19 +68,12 @@ pub fn scrape_targets<'a>(
             .ports
             .as_ref()
             .and_then(|ports| {
-                ports
-                    .iter()
-                    .find(|p| p.name.as_deref() == Some("http"))
-                    .or(ports.first())
+                ports.iter().find(|p| p.name.as_deref() == Some("http")).or(ports.first())
             })
             .and_then(|p| p.port);
         let Some(port) = port else { continue };
         for endpoint in slice.endpoints.iter().flatten() {
-            let ready = endpoint
-                .conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true);
+            let ready = endpoint.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
             let pod = endpoint.target_ref.as_ref().and_then(|r| r.name.clone());
             if let (true, Some(pod), Some(ip)) = (ready, pod, endpoint.addresses.first())
                 && pod.starts_with(&prefix)
@@ -118,10 +96,8 @@ pub fn observed(
     service: Option<&Service>,
     main_service_slices: &[&EndpointSlice],
 ) -> Observed {
-    let tracks: BTreeMap<Track, TrackState> = deployments
-        .into_iter()
-        .map(|(track, d)| (track, track_state(&d)))
-        .collect();
+    let tracks: BTreeMap<Track, TrackState> =
+        deployments.into_iter().map(|(track, d)| (track, track_state(&d))).collect();
     Observed {
         tracks,
         service_track: service.map(selected_track),
@@ -141,10 +117,7 @@ mod tests {
 
     fn deployment(generation: i64, replicas: i32, status: DeploymentStatus) -> Deployment {
         Deployment {
-            metadata: ObjectMeta {
-                generation: Some(generation),
-                ..ObjectMeta::default()
-            },
+            metadata: ObjectMeta { generation: Some(generation), ..ObjectMeta::default() },
             spec: DeploymentSpec {
                 replicas: Some(replicas),
                 template: PodTemplateSpec {
@@ -173,18 +146,9 @@ mod tests {
         assert!(state.rolled_out);
         assert!(state.settled_at("2", 3));
         assert!(!state.settled_at("1", 3));
-        assert!(
-            !track_state(&deployment(4, 3, done.clone())).rolled_out,
-            "stale generation"
-        );
-        let surging = DeploymentStatus {
-            replicas: Some(4),
-            ..done
-        };
-        assert!(
-            !track_state(&deployment(3, 3, surging)).rolled_out,
-            "old pods remain"
-        );
+        assert!(!track_state(&deployment(4, 3, done.clone())).rolled_out, "stale generation");
+        let surging = DeploymentStatus { replicas: Some(4), ..done };
+        assert!(!track_state(&deployment(3, 3, surging)).rolled_out, "old pods remain");
     }
 
     #[test]
@@ -192,10 +156,7 @@ mod tests {
         let service = |selector: &[(&str, &str)]| Service {
             spec: Some(ServiceSpec {
                 selector: Some(
-                    selector
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .collect(),
+                    selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
                 ),
                 ..ServiceSpec::default()
             }),
@@ -212,10 +173,7 @@ mod tests {
     fn endpoints_and_scrape_targets() {
         let endpoint = |pod: &str, ip: &str, ready: Option<bool>| SliceEndpoint {
             addresses: vec![ip.to_string()],
-            conditions: Some(EndpointConditions {
-                ready,
-                ..EndpointConditions::default()
-            }),
+            conditions: Some(EndpointConditions { ready, ..EndpointConditions::default() }),
             target_ref: Some(ObjectReference {
                 name: Some(pod.to_string()),
                 ..ObjectReference::default()
@@ -238,20 +196,11 @@ mod tests {
         };
         let seen = endpoints([&slice]);
         assert_eq!(seen.len(), 3);
-        assert!(
-            seen.iter()
-                .find(|e| e.pod == "m-stable-def-1")
-                .unwrap()
-                .ready
-        );
+        assert!(seen.iter().find(|e| e.pod == "m-stable-def-1").unwrap().ready);
         let targets = scrape_targets("ns", "m-canary", [&slice]);
         assert_eq!(targets.len(), 1);
         assert_eq!(
-            (
-                targets[0].pod.as_str(),
-                targets[0].ip.as_str(),
-                targets[0].port
-            ),
+            (targets[0].pod.as_str(), targets[0].ip.as_str(), targets[0].port),
             ("m-canary-abc-1", "192.0.2.1", 8080)
         );
     }

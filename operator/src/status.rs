@@ -42,11 +42,7 @@ pub fn compute(input: &StatusInput<'_>) -> ModelDeploymentStatus {
         _ => Track::ALL.to_vec(),
     };
     let counted = |f: fn(&plan::TrackState) -> i32| -> i32 {
-        selected
-            .iter()
-            .filter_map(|t| input.observed.tracks.get(t))
-            .map(f)
-            .sum()
+        selected.iter().filter_map(|t| input.observed.tracks.get(t)).map(f).sum()
     };
     let tracks = input
         .observed
@@ -76,11 +72,7 @@ pub fn compute(input: &StatusInput<'_>) -> ModelDeploymentStatus {
         ready_replicas: ready,
         selector: Some(selector_string(
             input.name,
-            if input.strategy == StrategyType::BlueGreen {
-                plan.service_track
-            } else {
-                None
-            },
+            if input.strategy == StrategyType::BlueGreen { plan.service_track } else { None },
         )),
         tracks,
         conditions: Vec::new(),
@@ -97,24 +89,14 @@ pub fn compute(input: &StatusInput<'_>) -> ModelDeploymentStatus {
 fn conditions(input: &StatusInput<'_>, ready: i32) -> Vec<Condition> {
     let plan = input.plan;
     let available = if ready >= input.total {
-        (
-            "True",
-            "MinimumReplicasAvailable",
-            format!("{ready}/{} replicas ready", input.total),
-        )
+        ("True", "MinimumReplicasAvailable", format!("{ready}/{} replicas ready", input.total))
     } else {
-        (
-            "False",
-            "MinimumReplicasUnavailable",
-            format!("{ready}/{} replicas ready", input.total),
-        )
+        ("False", "MinimumReplicasUnavailable", format!("{ready}/{} replicas ready", input.total))
     };
     let progressing = match &plan.stage {
-        Stage::Progressing { reason, message } if plan.state.deadline_exceeded => (
-            "False",
-            "ProgressDeadlineExceeded",
-            format!("{reason}: {message}"),
-        ),
+        Stage::Progressing { reason, message } if plan.state.deadline_exceeded => {
+            ("False", "ProgressDeadlineExceeded", format!("{reason}: {message}"))
+        }
         Stage::Progressing { reason, message } => ("True", *reason, message.clone()),
         Stage::Paused { reason, message } => ("False", *reason, message.clone()),
         Stage::Complete => ("False", "RolloutComplete", complete_message(plan)),
@@ -134,25 +116,20 @@ fn conditions(input: &StatusInput<'_>, ready: i32) -> Vec<Condition> {
         Stage::Paused { reason, message } => ("True", *reason, message.clone()),
         _ => ("False", "NotPaused", String::new()),
     };
-    [
-        (AVAILABLE, available),
-        (PROGRESSING, progressing),
-        (DEGRADED, degraded),
-        (PAUSED, paused),
-    ]
-    .into_iter()
-    .map(|(type_, (status, reason, message))| {
-        condition(
-            &input.previous.conditions,
-            type_,
-            status,
-            reason,
-            message,
-            input.generation,
-            input.now,
-        )
-    })
-    .collect()
+    [(AVAILABLE, available), (PROGRESSING, progressing), (DEGRADED, degraded), (PAUSED, paused)]
+        .into_iter()
+        .map(|(type_, (status, reason, message))| {
+            condition(
+                &input.previous.conditions,
+                type_,
+                status,
+                reason,
+                message,
+                input.generation,
+                input.now,
+            )
+        })
+        .collect()
 }
 
 fn complete_message(plan: &Plan) -> String {

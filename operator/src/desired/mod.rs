@@ -95,14 +95,8 @@ fn owner(md: &ModelDeployment) -> OwnerReference {
 fn child_meta(md: &ModelDeployment, name: String, extra: &[(&str, &str)]) -> ObjectMeta {
     let mut object_labels = BTreeMap::from([
         (labels::NAME.to_string(), md.name_any()),
-        (
-            labels::MANAGED_BY.to_string(),
-            labels::MANAGED_BY_VALUE.to_string(),
-        ),
-        (
-            "app.kubernetes.io/name".to_string(),
-            "modelship-serving".to_string(),
-        ),
+        (labels::MANAGED_BY.to_string(), labels::MANAGED_BY_VALUE.to_string()),
+        ("app.kubernetes.io/name".to_string(), "modelship-serving".to_string()),
         ("app.kubernetes.io/instance".to_string(), md.name_any()),
     ]);
     for (k, v) in extra {
@@ -132,12 +126,7 @@ pub fn with_hash<T: Serialize + Resource>(mut object: T) -> T {
 
 /// The hash an object was applied with, if any.
 pub fn applied_hash<T: Resource>(object: &T) -> Option<&str> {
-    object
-        .meta()
-        .annotations
-        .as_ref()?
-        .get(APPLIED_HASH)
-        .map(String::as_str)
+    object.meta().annotations.as_ref()?.get(APPLIED_HASH).map(String::as_str)
 }
 
 /// A `pvc://claim/path` URI split into claim and path.
@@ -156,11 +145,7 @@ fn container_uri(uri: &str) -> String {
 }
 
 fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_string(),
-        value: Some(value.into()),
-        value_from: None,
-    }
+    EnvVar { name: name.to_string(), value: Some(value.into()), value_from: None }
 }
 
 /// The Deployment of one track.
@@ -201,18 +186,10 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
         env_vars.push(env("MODELSHIP_REFERENCE_DATA", container_uri(reference)));
     }
     if let Some(batching) = &serving.batching {
-        env_vars.push(env(
-            "MODELSHIP_MAX_BATCH_SIZE",
-            batching.max_batch_size.to_string(),
-        ));
-        env_vars.push(env(
-            "MODELSHIP_MAX_BATCH_DELAY_MICROS",
-            batching.max_delay_micros.to_string(),
-        ));
-        env_vars.push(env(
-            "MODELSHIP_QUEUE_CAPACITY",
-            batching.queue_capacity.to_string(),
-        ));
+        env_vars.push(env("MODELSHIP_MAX_BATCH_SIZE", batching.max_batch_size.to_string()));
+        env_vars
+            .push(env("MODELSHIP_MAX_BATCH_DELAY_MICROS", batching.max_delay_micros.to_string()));
+        env_vars.push(env("MODELSHIP_QUEUE_CAPACITY", batching.queue_capacity.to_string()));
     }
 
     let mut volumes = vec![Volume {
@@ -266,10 +243,7 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
             read_only: Some(true),
             ..VolumeMount::default()
         });
-        env_vars.push(env(
-            "MODELSHIP_AUTH_TOKEN_FILE",
-            format!("{AUTH_MOUNT}/token"),
-        ));
+        env_vars.push(env("MODELSHIP_AUTH_TOKEN_FILE", format!("{AUTH_MOUNT}/token")));
     }
     env_vars.extend(serving.env.iter().cloned());
 
@@ -287,12 +261,7 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
     let drain = i64::from(serving.drain_seconds.unwrap_or(DEFAULT_DRAIN_SECONDS));
     let container = Container {
         name: "serving".into(),
-        image: Some(
-            serving
-                .image
-                .clone()
-                .unwrap_or_else(|| defaults.serving_image.clone()),
-        ),
+        image: Some(serving.image.clone().unwrap_or_else(|| defaults.serving_image.clone())),
         image_pull_policy: serving.image_pull_policy.map(|p| format!("{p:?}")),
         ports: Some(vec![ContainerPort {
             name: Some("http".into()),
@@ -315,10 +284,7 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
             run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                add: None,
-            }),
+            capabilities: Some(Capabilities { drop: Some(vec!["ALL".into()]), add: None }),
             ..SecurityContext::default()
         }),
         volume_mounts: Some(mounts),
@@ -330,10 +296,7 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(
-            serving
-                .termination_grace_period_seconds
-                .unwrap_or(30)
-                .max(drain + 5),
+            serving.termination_grace_period_seconds.unwrap_or(30).max(drain + 5),
         ),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
@@ -347,17 +310,14 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
         }),
         ..PodSpec::default()
     };
-    let annotations = BTreeMap::from([
+    let mut annotations = serving.pod_annotations.clone();
+    annotations.extend([
         ("prometheus.io/scrape".to_string(), "true".to_string()),
         ("prometheus.io/port".to_string(), port.to_string()),
         ("prometheus.io/path".to_string(), "/metrics".to_string()),
     ]);
     with_hash(Deployment {
-        metadata: child_meta(
-            md,
-            deployment_name(&name, desired.track),
-            &[(labels::TRACK, track)],
-        ),
+        metadata: child_meta(md, deployment_name(&name, desired.track), &[(labels::TRACK, track)]),
         spec: DeploymentSpec {
             replicas: Some(desired.replicas),
             selector: LabelSelector {
@@ -388,16 +348,31 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
     })
 }
 
+/// The Deployment as it runs now, resized: for tracks whose template must not change.
+/// Server-set metadata and annotations other controllers own are left out of the apply.
+pub fn resized(running: &Deployment, replicas: i32) -> Deployment {
+    let mut spec = running.spec.clone();
+    spec.replicas = Some(replicas);
+    with_hash(Deployment {
+        metadata: ObjectMeta {
+            name: running.metadata.name.clone(),
+            namespace: running.metadata.namespace.clone(),
+            labels: running.metadata.labels.clone(),
+            owner_references: running.metadata.owner_references.clone(),
+            ..ObjectMeta::default()
+        },
+        spec,
+        status: None,
+    })
+}
+
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([
             ("cpu".to_string(), Quantity("100m".into())),
             ("memory".to_string(), Quantity("64Mi".into())),
         ])),
-        limits: Some(BTreeMap::from([(
-            "memory".to_string(),
-            Quantity("512Mi".into()),
-        )])),
+        limits: Some(BTreeMap::from([("memory".to_string(), Quantity("512Mi".into()))])),
         ..ResourceRequirements::default()
     }
 }
@@ -406,11 +381,7 @@ fn default_resources() -> ResourceRequirements {
 /// track when `None`).
 pub fn service(md: &ModelDeployment, track: Option<Track>, preview: bool) -> Service {
     let md_name = md.name_any();
-    let name = if preview {
-        preview_service_name(&md_name)
-    } else {
-        md_name.clone()
-    };
+    let name = if preview { preview_service_name(&md_name) } else { md_name.clone() };
     let role = if preview { "preview" } else { "main" };
     with_hash(Service {
         metadata: child_meta(md, name, &[("modelship.io/service", role)]),

@@ -44,10 +44,7 @@ fn model() -> ModelDeployment {
                 target_memory_utilization_percentage: Some(80),
                 behavior: None,
             }),
-            strategy: StrategySpec {
-                type_: StrategyType::Canary,
-                ..StrategySpec::default()
-            },
+            strategy: StrategySpec { type_: StrategyType::Canary, ..StrategySpec::default() },
         },
     );
     md.metadata = ObjectMeta {
@@ -60,15 +57,11 @@ fn model() -> ModelDeployment {
 }
 
 fn defaults() -> Defaults {
-    Defaults {
-        serving_image: "ghcr.io/modelship/serving:0.1.0".into(),
-    }
+    Defaults { serving_image: "ghcr.io/modelship/serving:0.1.0".into() }
 }
 
 fn check_snapshot(name: &str, value: &impl Serialize) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("src/desired/snapshots")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/desired/snapshots").join(name);
     let actual = serde_yaml::to_string(value).expect("serializes");
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -76,10 +69,7 @@ fn check_snapshot(name: &str, value: &impl Serialize) {
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_else(|_| {
-        panic!(
-            "missing snapshot {}; run with UPDATE_SNAPSHOTS=1",
-            path.display()
-        )
+        panic!("missing snapshot {}; run with UPDATE_SNAPSHOTS=1", path.display())
     });
     assert_eq!(
         actual, expected,
@@ -88,28 +78,18 @@ fn check_snapshot(name: &str, value: &impl Serialize) {
 }
 
 fn canary_track() -> DesiredTrack {
-    DesiredTrack {
-        track: Track::Canary,
-        version: "2".into(),
-        replicas: 1,
-    }
+    DesiredTrack { track: Track::Canary, version: "2".into(), replicas: 1, frozen: false }
 }
 
 #[test]
 fn deployment_snapshot() {
-    check_snapshot(
-        "deployment-canary.yaml",
-        &deployment(&model(), &canary_track(), &defaults()),
-    );
+    check_snapshot("deployment-canary.yaml", &deployment(&model(), &canary_track(), &defaults()));
 }
 
 #[test]
 fn services_snapshot() {
     check_snapshot("service-main.yaml", &service(&model(), None, false));
-    check_snapshot(
-        "service-preview.yaml",
-        &service(&model(), Some(Track::Green), true),
-    );
+    check_snapshot("service-preview.yaml", &service(&model(), Some(Track::Green), true));
 }
 
 #[test]
@@ -125,21 +105,10 @@ fn hpa_targets_the_scale_subresource_and_defaults_to_cpu() {
     autoscaling.target_memory_utilization_percentage = None;
     let hpa = hpa(&md).unwrap();
     assert_eq!(hpa.spec.scale_target_ref.kind, "ModelDeployment");
-    assert_eq!(
-        hpa.spec.scale_target_ref.api_version.as_deref(),
-        Some("modelship.io/v1alpha1")
-    );
+    assert_eq!(hpa.spec.scale_target_ref.api_version.as_deref(), Some("modelship.io/v1alpha1"));
     let metrics = hpa.spec.metrics.unwrap();
     assert_eq!(metrics.len(), 1);
-    assert_eq!(
-        metrics[0]
-            .resource
-            .as_ref()
-            .unwrap()
-            .target
-            .average_utilization,
-        Some(80)
-    );
+    assert_eq!(metrics[0].resource.as_ref().unwrap().target.average_utilization, Some(80));
     md.spec.autoscaling = None;
     assert!(super::hpa(&md).is_none());
 }
@@ -149,11 +118,7 @@ fn pvc_uris_become_mounted_paths() {
     let d = deployment(&model(), &canary_track(), &defaults());
     let pod = d.spec.template.spec.unwrap();
     let env = pod.containers[0].env.clone().unwrap();
-    let value = |name: &str| {
-        env.iter()
-            .find(|e| e.name == name)
-            .and_then(|e| e.value.clone())
-    };
+    let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
     assert_eq!(
         value("MODELSHIP_MODEL_URI").as_deref(),
         Some("file:///mnt/models/models/fraud/2/model.onnx")
@@ -162,20 +127,13 @@ fn pvc_uris_become_mounted_paths() {
         value("MODELSHIP_REFERENCE_DATA").as_deref(),
         Some("file:///mnt/models/models/fraud/2/reference.json")
     );
-    let claims: Vec<_> = pod
-        .volumes
-        .unwrap()
-        .into_iter()
-        .filter_map(|v| v.persistent_volume_claim)
-        .collect();
+    let claims: Vec<_> =
+        pod.volumes.unwrap().into_iter().filter_map(|v| v.persistent_volume_claim).collect();
     assert_eq!(claims.len(), 1, "one volume for one claim");
     assert_eq!(claims[0].claim_name, "models");
     assert_eq!(parse_pvc_uri("pvc://claim"), Some(("claim", "")));
     assert_eq!(parse_pvc_uri("pvc:///x"), None);
-    assert_eq!(
-        container_uri("https://example.com/m.onnx"),
-        "https://example.com/m.onnx"
-    );
+    assert_eq!(container_uri("https://example.com/m.onnx"), "https://example.com/m.onnx");
 }
 
 #[test]
@@ -183,10 +141,7 @@ fn hash_changes_with_content_only() {
     let a = deployment(&model(), &canary_track(), &defaults());
     let b = deployment(&model(), &canary_track(), &defaults());
     assert_eq!(applied_hash(&a), applied_hash(&b));
-    let scaled = DesiredTrack {
-        replicas: 2,
-        ..canary_track()
-    };
+    let scaled = DesiredTrack { replicas: 2, ..canary_track() };
     let c = deployment(&model(), &scaled, &defaults());
     assert_ne!(applied_hash(&a), applied_hash(&c));
 }
@@ -238,11 +193,7 @@ pub fn restricted_violations(pod: &PodSpec) -> Vec<String> {
         if !drops_all {
             found.push(format!("{name}: capabilities.drop must include ALL"));
         }
-        let adds = sc
-            .capabilities
-            .as_ref()
-            .and_then(|c| c.add.clone())
-            .unwrap_or_default();
+        let adds = sc.capabilities.as_ref().and_then(|c| c.add.clone()).unwrap_or_default();
         if adds.iter().any(|c| c != "NET_BIND_SERVICE") {
             found.push(format!("{name}: capabilities.add beyond NET_BIND_SERVICE"));
         }
@@ -252,15 +203,9 @@ pub fn restricted_violations(pod: &PodSpec) -> Vec<String> {
         if sc.run_as_user == Some(0) || pod_sc.run_as_user == Some(0) {
             found.push(format!("{name}: runAsUser 0"));
         }
-        let seccomp = sc
-            .seccomp_profile
-            .as_ref()
-            .map(|s| s.type_.as_str())
-            .or(pod_seccomp);
+        let seccomp = sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()).or(pod_seccomp);
         if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
-            found.push(format!(
-                "{name}: seccompProfile must be RuntimeDefault or Localhost"
-            ));
+            found.push(format!("{name}: seccompProfile must be RuntimeDefault or Localhost"));
         }
         for port in container.ports.iter().flatten() {
             if port.host_port.is_some_and(|p| p != 0) {
@@ -279,37 +224,32 @@ fn serving_pods_pass_pod_security_restricted() {
     assert_eq!(pod.security_context.unwrap().run_as_user, Some(RUN_AS_USER));
     assert_eq!(pod.automount_service_account_token, Some(false));
     let container = &pod.containers[0];
-    assert_eq!(
-        container
-            .security_context
-            .as_ref()
-            .unwrap()
-            .read_only_root_filesystem,
-        Some(true)
-    );
-    let pre_stop = container
-        .lifecycle
-        .as_ref()
-        .unwrap()
-        .pre_stop
-        .as_ref()
-        .unwrap();
-    assert_eq!(
-        pre_stop.sleep.as_ref().unwrap().seconds,
-        5,
-        "drains before SIGTERM"
-    );
+    assert_eq!(container.security_context.as_ref().unwrap().read_only_root_filesystem, Some(true));
+    let pre_stop = container.lifecycle.as_ref().unwrap().pre_stop.as_ref().unwrap();
+    assert_eq!(pre_stop.sleep.as_ref().unwrap().seconds, 5, "drains before SIGTERM");
 }
 
 #[test]
 fn the_restricted_check_catches_violations() {
-    let mut pod = deployment(&model(), &canary_track(), &defaults())
-        .spec
-        .template
-        .spec
-        .unwrap();
+    let mut pod = deployment(&model(), &canary_track(), &defaults()).spec.template.spec.unwrap();
     pod.security_context = None;
     pod.containers[0].security_context = None;
     let found = restricted_violations(&pod);
     assert!(found.len() >= 4, "{found:?}");
+}
+
+#[test]
+fn resizing_keeps_the_running_template() {
+    let running = deployment(&model(), &canary_track(), &defaults());
+    let mut edited = model();
+    edited.spec.serving.as_mut().unwrap().image = Some("example.com/other:1".into());
+    let resized = resized(&running, 5);
+    assert_eq!(resized.spec.replicas, Some(5));
+    assert_eq!(resized.spec.template, running.spec.template, "the template is untouched");
+    assert_ne!(
+        deployment(&edited, &canary_track(), &defaults()).spec.template,
+        running.spec.template
+    );
+    assert_eq!(resized.metadata.owner_references, running.metadata.owner_references);
+    assert!(applied_hash(&resized).is_some());
 }

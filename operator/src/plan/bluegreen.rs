@@ -9,35 +9,21 @@ use modelship_crds::BlueGreenSpec;
 use super::{Draft, Stage, Track, analysis_allows_promotion, apply_measurement, retire_foreign};
 
 fn options(d: &Draft<'_>) -> BlueGreenSpec {
-    d.input
-        .spec
-        .strategy
-        .blue_green
-        .clone()
-        .unwrap_or(BlueGreenSpec {
-            auto_promote: true,
-            preview_service: true,
-            preview_replicas: None,
-            scale_down_delay_seconds: 30,
-        })
+    d.input.spec.strategy.blue_green.clone().unwrap_or(BlueGreenSpec {
+        auto_promote: true,
+        preview_service: true,
+        preview_replicas: None,
+        scale_down_delay_seconds: 30,
+    })
 }
 
 pub fn plan(d: &mut Draft<'_>) {
     let version = d.version().to_string();
     d.state.current_step = None;
     d.state.canary_weight = 0;
-    let stable = d
-        .state
-        .stable_version
-        .get_or_insert_with(|| version.clone())
-        .clone();
+    let stable = d.state.stable_version.get_or_insert_with(|| version.clone()).clone();
     // The Service's selector is the truth about which color serves.
-    let selected = d
-        .input
-        .observed
-        .service_track
-        .flatten()
-        .filter(|t| t.is_color());
+    let selected = d.input.observed.service_track.flatten().filter(|t| t.is_color());
     let active = selected.or(d.state.active_color).unwrap_or(Track::Blue);
     d.state.active_color = Some(active);
     if d.state.aborted_version.as_deref() != Some(version.as_str()) {
@@ -88,12 +74,8 @@ fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str
     let idle = active.other_color();
     let approved = options.auto_promote
         || d.input.spec.strategy.approved_version.as_deref() == Some(candidate);
-    let size = if approved {
-        total
-    } else {
-        options.preview_replicas.unwrap_or(total).min(total)
-    };
-    d.want(active, stable, total);
+    let size = if approved { total } else { options.preview_replicas.unwrap_or(total).min(total) };
+    d.hold(active, stable, total);
     d.want(idle, candidate, size);
     d.service_track = Some(active);
     d.preview_track = options.preview_service.then_some(idle);
@@ -105,11 +87,7 @@ fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str
         d.state.scale_down_at = None;
         d.event(
             "SwitchedService",
-            format!(
-                "service {} now selects {} (version {candidate})",
-                d.input.name,
-                idle.as_str()
-            ),
+            format!("service {} now selects {} (version {candidate})", d.input.name, idle.as_str()),
         );
         d.progressing(
             "WaitingForEndpoints",
@@ -132,11 +110,7 @@ fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str
     } else {
         d.progressing(
             "WaitingForCandidate",
-            format!(
-                "{} version {candidate}: {}/{size} ready",
-                idle.as_str(),
-                seen.ready.min(size)
-            ),
+            format!("{} version {candidate}: {}/{size} ready", idle.as_str(), seen.ready.min(size)),
         );
     }
     retire_foreign(d, d.observed(active).ready);
@@ -161,23 +135,19 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
         d.preview_track = options.preview_service.then_some(old);
         d.state.active_color = Some(old);
         d.state.scale_down_at = Some(delay_from_now(d));
-        d.want(old, stable, total);
+        d.hold(old, stable, total);
         d.want(color, candidate, total);
         d.stage = Stage::RolledBack {
             message: format!("version {candidate} rolled back to {stable}: {why}"),
         };
-        let note = format!(
-            "service {} back on {} (version {stable})",
-            d.input.name,
-            old.as_str()
-        );
+        let note = format!("service {} back on {} (version {stable})", d.input.name, old.as_str());
         d.event("SwitchedService", note);
         return;
     }
 
     if d.state.scale_down_at.is_none() {
         if !endpoints_only(d, color) {
-            d.want(old, stable, old_seen.replicas.max(total));
+            d.hold(old, stable, old_seen.replicas.max(total));
             d.progressing(
                 "WaitingForEndpoints",
                 format!(
@@ -192,11 +162,7 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
         d.state.scale_down_at = Some(at);
         d.event(
             "TrafficSwitched",
-            format!(
-                "endpoints of service {} hold only {} pods",
-                d.input.name,
-                color.as_str()
-            ),
+            format!("endpoints of service {} hold only {} pods", d.input.name, color.as_str()),
         );
     }
     let scale_down_at = d.state.scale_down_at.unwrap_or(d.input.now);
@@ -212,15 +178,12 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
         };
         d.progressing(
             "ScaleDownDelay",
-            format!(
-                "version {candidate} serves; {} (version {stable}) kept {why}",
-                old.as_str()
-            ),
+            format!("version {candidate} serves; {} (version {stable}) kept {why}", old.as_str()),
         );
         return;
     }
     if old_seen.replicas > 0 || d.input.observed.tracks.contains_key(&old) {
-        d.want(old, &old_seen.version, 0);
+        d.hold(old, &old_seen.version, 0);
     }
     d.state.scale_down_at = None;
     d.promote_candidate();
@@ -229,11 +192,7 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
     } else {
         Stage::Progressing {
             reason: "Scaling",
-            message: format!(
-                "{} {}/{total} ready",
-                color.as_str(),
-                d.observed(color).ready
-            ),
+            message: format!("{} {}/{total} ready", color.as_str(), d.observed(color).ready),
         }
     };
 }
@@ -244,7 +203,12 @@ fn steady(d: &mut Draft<'_>, active: Track, stable: &str, rolled_back: Option<St
     let total = d.total();
     let options = options(d);
     let idle = active.other_color();
-    d.want(active, stable, total);
+    // After an automatic rollback the spec still describes the candidate: keep stable's template.
+    if rolled_back.is_some() {
+        d.hold(active, stable, total);
+    } else {
+        d.want(active, stable, total);
+    }
     d.service_track = Some(active);
     d.preview_track = options.preview_service.then_some(active);
     if let Some(seen) = d.input.observed.tracks.get(&idle).cloned() {
@@ -255,7 +219,7 @@ fn steady(d: &mut Draft<'_>, active: Track, stable: &str, rolled_back: Option<St
             }
             _ => {
                 d.state.scale_down_at = None;
-                d.want(idle, &seen.version, 0);
+                d.hold(idle, &seen.version, 0);
             }
         }
     } else {
@@ -283,10 +247,7 @@ fn switch_back_if_serving(d: &mut Draft<'_>, active: Track, candidate: &str) -> 
     let serving_candidate = d.observed(active).version == candidate;
     let other = active.other_color();
     if serving_candidate && d.observed(other).ready > 0 {
-        d.event(
-            "SwitchedService",
-            format!("service {} back on {}", d.input.name, other.as_str()),
-        );
+        d.event("SwitchedService", format!("service {} back on {}", d.input.name, other.as_str()));
         d.state.active_color = Some(other);
         return other;
     }
@@ -296,13 +257,7 @@ fn switch_back_if_serving(d: &mut Draft<'_>, active: Track, candidate: &str) -> 
 /// Every ready endpoint of the Service is a pod of `color`'s Deployment, and there is one.
 fn endpoints_only(d: &Draft<'_>, color: Track) -> bool {
     let prefix = format!("{}-{}-", d.input.name, color.as_str());
-    let ready: Vec<_> = d
-        .input
-        .observed
-        .endpoints
-        .iter()
-        .filter(|e| e.ready)
-        .collect();
+    let ready: Vec<_> = d.input.observed.endpoints.iter().filter(|e| e.ready).collect();
     !ready.is_empty() && ready.iter().all(|e| e.pod.starts_with(&prefix))
 }
 

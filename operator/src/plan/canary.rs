@@ -13,21 +13,14 @@ use super::{Draft, Stage, Track, analysis_allows_promotion, apply_measurement, r
 /// Where the candidate should stand.
 enum Target {
     /// Run the split at this weight; `pause` says the rollout then waits.
-    Weight {
-        weight: i32,
-        pause: Option<(&'static str, String)>,
-    },
+    Weight { weight: i32, pause: Option<(&'static str, String)> },
     /// Promote the candidate.
     Promote,
 }
 
 pub fn plan(d: &mut Draft<'_>) {
     let version = d.version().to_string();
-    let stable = d
-        .state
-        .stable_version
-        .get_or_insert_with(|| version.clone())
-        .clone();
+    let stable = d.state.stable_version.get_or_insert_with(|| version.clone()).clone();
     d.service_track = None;
     d.preview_track = None;
     d.state.active_color = None;
@@ -59,11 +52,7 @@ pub fn plan(d: &mut Draft<'_>) {
     let exposed = (canary_seen.ready > 0 && canary_seen.version == version) || promoting;
     if exposed && let Some(why) = apply_measurement(d, &version) {
         d.abort_candidate(why.clone());
-        return drain(
-            d,
-            &stable,
-            Some(format!("version {version} rolled back: {why}")),
-        );
+        return drain(d, &stable, Some(format!("version {version} rolled back: {why}")));
     }
     if promoting {
         return promote(d, &version);
@@ -77,13 +66,7 @@ pub fn plan(d: &mut Draft<'_>) {
 
 /// The weight the rollout aims at, walking the steps when there are steps.
 fn target(d: &mut Draft<'_>, candidate: &str) -> Target {
-    let canary = d
-        .input
-        .spec
-        .strategy
-        .canary
-        .clone()
-        .unwrap_or_default_canary();
+    let canary = d.input.spec.strategy.canary.clone().unwrap_or_default_canary();
     if let Some(weight) = canary.weight {
         if weight >= 100 {
             return Target::Promote;
@@ -119,10 +102,7 @@ fn walk_steps(d: &mut Draft<'_>, candidate: &str, steps: &[CanaryStep]) -> Targe
         };
         let done = if let Some(weight) = step.set_weight {
             if !split_achieved(d, candidate, weight) {
-                return Target::Weight {
-                    weight,
-                    pause: None,
-                };
+                return Target::Weight { weight, pause: None };
             }
             true
         } else {
@@ -139,10 +119,7 @@ fn walk_steps(d: &mut Draft<'_>, candidate: &str, steps: &[CanaryStep]) -> Targe
                             "step {index}: pausing {seconds}s at {weight}% until {}",
                             super::state::format_time(until)
                         );
-                        return Target::Weight {
-                            weight,
-                            pause: Some(("CanaryPause", message)),
-                        };
+                        return Target::Weight { weight, pause: Some(("CanaryPause", message)) };
                     }
                     true
                 }
@@ -167,21 +144,14 @@ fn walk_steps(d: &mut Draft<'_>, candidate: &str, steps: &[CanaryStep]) -> Targe
             d.state.current_step = Some(index as i32);
             d.state.step_started_at = Some(now);
             d.state.last_progress_at = Some(now);
-            d.event(
-                "StepCompleted",
-                format!("canary step {} of {} done", index, steps.len()),
-            );
+            d.event("StepCompleted", format!("canary step {} of {} done", index, steps.len()));
         }
     }
 }
 
 /// The weight in force at step `index`: the last `setWeight` before it.
 fn weight_before(steps: &[CanaryStep], index: usize) -> i32 {
-    steps[..index.min(steps.len())]
-        .iter()
-        .rev()
-        .find_map(|s| s.set_weight)
-        .unwrap_or(0)
+    steps[..index.min(steps.len())].iter().rev().find_map(|s| s.set_weight).unwrap_or(0)
 }
 
 /// The split for `weight` is in place and every pod of it is ready.
@@ -213,7 +183,7 @@ fn run_split(
         (stable_seen.replicas, canary_seen.replicas),
         (stable_seen.ready, canary_seen.ready),
     );
-    d.want(Track::Stable, stable, stable_replicas);
+    d.hold(Track::Stable, stable, stable_replicas);
     d.want(Track::Canary, candidate, canary_replicas);
     if d.state.canary_weight != weight {
         d.event("WeightChanged", format!("canary {candidate} at {weight}%"));
@@ -244,10 +214,7 @@ fn begin_promotion(d: &mut Draft<'_>, stable: &str, candidate: &str) {
     d.state.canary_weight = 100;
     match (proven, analysis) {
         (true, Ok(())) => {
-            d.event(
-                "PromotionStarted",
-                format!("stable track rolling to version {candidate}"),
-            );
+            d.event("PromotionStarted", format!("stable track rolling to version {candidate}"));
             return promote(d, candidate);
         }
         (false, _) => d.progressing(
@@ -257,10 +224,9 @@ fn begin_promotion(d: &mut Draft<'_>, stable: &str, candidate: &str) {
                 canary_seen.ready
             ),
         ),
-        (true, Err(why)) => d.paused(
-            "WaitingForAnalysis",
-            format!("promotion of {candidate} {why}"),
-        ),
+        (true, Err(why)) => {
+            d.paused("WaitingForAnalysis", format!("promotion of {candidate} {why}"))
+        }
     }
     // Until promotion starts, hold the split the candidate already runs at.
     let (stable_replicas, canary_replicas) = capacity_safe(
@@ -269,7 +235,7 @@ fn begin_promotion(d: &mut Draft<'_>, stable: &str, candidate: &str) {
         (stable_seen.replicas, canary_seen.replicas),
         (stable_seen.ready, canary_seen.ready),
     );
-    d.want(Track::Stable, stable, stable_replicas);
+    d.hold(Track::Stable, stable, stable_replicas);
     d.want(Track::Canary, candidate, canary_replicas);
     retire_foreign(d, stable_seen.ready + canary_seen.ready);
 }
@@ -289,14 +255,11 @@ fn promote(d: &mut Draft<'_>, candidate: &str) {
         return;
     }
     if canary_seen.replicas > 0 {
-        d.want(Track::Canary, &canary_seen.version, canary_seen.replicas);
+        d.hold(Track::Canary, &canary_seen.version, canary_seen.replicas);
     }
     d.progressing(
         "Promoting",
-        format!(
-            "stable track rolling to version {candidate}: {}/{total} ready",
-            stable_seen.ready
-        ),
+        format!("stable track rolling to version {candidate}: {}/{total} ready", stable_seen.ready),
     );
     retire_foreign(d, stable_seen.ready + canary_seen.ready);
 }
@@ -312,9 +275,14 @@ fn drain(d: &mut Draft<'_>, stable: &str, rolled_back: Option<String>) {
         (stable_seen.replicas, canary_seen.replicas),
         (stable_seen.ready, canary_seen.ready),
     );
-    d.want(Track::Stable, stable, stable_replicas);
+    // After an automatic rollback the spec still describes the candidate: keep stable's template.
+    if rolled_back.is_some() {
+        d.hold(Track::Stable, stable, stable_replicas);
+    } else {
+        d.want(Track::Stable, stable, stable_replicas);
+    }
     if canary_replicas > 0 {
-        d.want(Track::Canary, &canary_seen.version, canary_replicas);
+        d.hold(Track::Canary, &canary_seen.version, canary_replicas);
     }
     d.state.canary_weight = 0;
     let settled = stable_seen.settled_at(stable, total) && canary_replicas == 0;
@@ -337,9 +305,6 @@ impl CanaryDefault for Option<modelship_crds::CanarySpec> {
     fn unwrap_or_default_canary(self) -> modelship_crds::CanarySpec {
         // The API server refuses a Canary strategy without canary options; an object stored
         // before that rule existed behaves as a manual canary at weight 0.
-        self.unwrap_or(modelship_crds::CanarySpec {
-            weight: Some(0),
-            steps: None,
-        })
+        self.unwrap_or(modelship_crds::CanarySpec { weight: Some(0), steps: None })
     }
 }

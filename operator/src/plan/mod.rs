@@ -136,6 +136,9 @@ pub struct DesiredTrack {
     pub track: Track,
     pub version: String,
     pub replicas: i32,
+    /// Keep the pod template the Deployment runs now and change only its size: a version
+    /// that is not being rolled out must not be re-rolled by edits meant for the candidate.
+    pub frozen: bool,
 }
 
 /// Why the rollout stands where it stands; becomes conditions and the phase.
@@ -144,15 +147,9 @@ pub enum Stage {
     /// Nothing to do: every pod runs the desired version.
     Complete,
     /// Pods are being created, scaled or replaced.
-    Progressing {
-        reason: &'static str,
-        message: String,
-    },
+    Progressing { reason: &'static str, message: String },
     /// Waiting for time or for the user.
-    Paused {
-        reason: &'static str,
-        message: String,
-    },
+    Paused { reason: &'static str, message: String },
     /// The candidate was rolled back automatically.
     RolledBack { message: String },
 }
@@ -226,50 +223,47 @@ impl<'a> Draft<'a> {
         self.input.observed.track(track)
     }
 
+    /// A track built from the current spec, running `version`.
     pub fn want(&mut self, track: Track, version: &str, replicas: i32) {
         self.tracks.retain(|t| t.track != track);
-        self.tracks.push(DesiredTrack {
-            track,
-            version: version.to_string(),
-            replicas,
-        });
+        let version = version.to_string();
+        self.tracks.push(DesiredTrack { track, version, replicas, frozen: false });
+    }
+
+    /// A track that keeps the template it runs now, resized to `replicas`; built from the
+    /// spec only when it does not run `version` yet.
+    pub fn hold(&mut self, track: Track, version: &str, replicas: i32) {
+        match self.input.observed.tracks.get(&track) {
+            Some(seen) if seen.version == version => {
+                self.tracks.retain(|t| t.track != track);
+                let version = version.to_string();
+                self.tracks.push(DesiredTrack { track, version, replicas, frozen: true });
+            }
+            _ => self.want(track, version, replicas),
+        }
     }
 
     /// Keep an existing track exactly as observed (capacity not yet replaced elsewhere).
     pub fn keep_as_is(&mut self, track: Track) {
-        if let Some(seen) = self.input.observed.tracks.get(&track) {
-            self.want(track, &seen.version.clone(), seen.replicas);
+        if let Some(seen) = self.input.observed.tracks.get(&track).cloned() {
+            self.hold(track, &seen.version, seen.replicas);
         }
     }
 
     pub fn event(&mut self, reason: &'static str, note: impl Into<String>) {
-        self.events.push(PlannedEvent {
-            reason,
-            note: note.into(),
-            warning: false,
-        });
+        self.events.push(PlannedEvent { reason, note: note.into(), warning: false });
     }
 
     pub fn warning(&mut self, reason: &'static str, note: impl Into<String>) {
-        self.events.push(PlannedEvent {
-            reason,
-            note: note.into(),
-            warning: true,
-        });
+        self.events.push(PlannedEvent { reason, note: note.into(), warning: true });
     }
 
     pub fn progressing(&mut self, reason: &'static str, message: impl Into<String>) {
-        self.stage = Stage::Progressing {
-            reason,
-            message: message.into(),
-        };
+        self.stage = Stage::Progressing { reason, message: message.into() };
     }
 
     pub fn paused(&mut self, reason: &'static str, message: impl Into<String>) {
-        self.stage = Stage::Paused {
-            reason,
-            message: message.into(),
-        };
+        self.stage = Stage::Paused { reason, message: message.into() };
     }
 
     /// Record how a rollout ended, newest first, at most ten entries.
@@ -292,14 +286,9 @@ impl<'a> Draft<'a> {
             self.record(
                 &previous,
                 RolloutOutcome::Superseded,
-                Some(format!(
-                    "version {version} was requested during the rollout"
-                )),
+                Some(format!("version {version} was requested during the rollout")),
             );
-            self.event(
-                "Superseded",
-                format!("version {previous} superseded by {version}"),
-            );
+            self.event("Superseded", format!("version {previous} superseded by {version}"));
         }
         self.state.candidate_version = Some(version.to_string());
         self.state.current_step = None;
@@ -307,10 +296,7 @@ impl<'a> Draft<'a> {
         self.state.last_progress_at = Some(self.input.now);
         self.state.analysis = None;
         let stable = self.state.stable_version.clone().unwrap_or_default();
-        self.event(
-            "RolloutStarted",
-            format!("rolling out version {version} (stable {stable})"),
-        );
+        self.event("RolloutStarted", format!("rolling out version {version} (stable {stable})"));
     }
 
     /// The user set `spec.model.version` back to the stable version: drop the candidate.
@@ -322,10 +308,7 @@ impl<'a> Draft<'a> {
                 RolloutOutcome::Abandoned,
                 Some(format!("spec.model.version set back to {stable}")),
             );
-            self.event(
-                "RolledBack",
-                format!("version {candidate} abandoned; back to {stable}"),
-            );
+            self.event("RolledBack", format!("version {candidate} abandoned; back to {stable}"));
             self.state.current_step = None;
             self.state.step_started_at = None;
             self.state.analysis = None;
@@ -337,10 +320,7 @@ impl<'a> Draft<'a> {
     pub fn abort_candidate(&mut self, why: String) {
         if let Some(candidate) = self.state.candidate_version.take() {
             self.record(&candidate, RolloutOutcome::RolledBack, Some(why.clone()));
-            self.warning(
-                "AnalysisFailed",
-                format!("version {candidate} rolled back: {why}"),
-            );
+            self.warning("AnalysisFailed", format!("version {candidate} rolled back: {why}"));
             self.state.aborted_version = Some(candidate);
             self.state.current_step = None;
             self.state.step_started_at = None;
@@ -381,12 +361,7 @@ pub fn plan(input: &Input<'_>) -> Plan {
 fn track_progress(draft: &mut Draft<'_>) {
     let now = draft.input.now;
     let progressed = draft.input.observed.tracks.iter().any(|(track, seen)| {
-        let before = draft
-            .input
-            .status
-            .tracks
-            .iter()
-            .find(|t| t.name == track.as_str());
+        let before = draft.input.status.tracks.iter().find(|t| t.name == track.as_str());
         before.is_none_or(|b| seen.ready > b.ready_replicas || seen.replicas != b.replicas)
     });
     if progressed || draft.state.last_progress_at.is_none() {
@@ -499,10 +474,7 @@ pub(crate) fn apply_measurement(draft: &mut Draft<'_>, candidate: &str) -> Optio
             crate::analysis::Verdict::Fail(why) => {
                 analysis.failures += 1;
                 analysis.message = Some(why.clone());
-                draft.warning(
-                    "AnalysisMeasurementFailed",
-                    format!("version {candidate}: {why}"),
-                );
+                draft.warning("AnalysisMeasurementFailed", format!("version {candidate}: {why}"));
                 if analysis.failures > spec.failure_limit {
                     failed = Some(format!(
                         "{why} ({} failed measurements, failureLimit {})",
@@ -512,11 +484,7 @@ pub(crate) fn apply_measurement(draft: &mut Draft<'_>, candidate: &str) -> Optio
             }
         }
     }
-    let last = analysis
-        .last_measured_at
-        .as_deref()
-        .and_then(state::parse_time)
-        .unwrap_or(now);
+    let last = analysis.last_measured_at.as_deref().and_then(state::parse_time).unwrap_or(now);
     draft.wake_at(
         last + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(spec.interval_seconds)),
     );
@@ -535,9 +503,7 @@ pub(crate) fn analysis_allows_promotion(draft: &Draft<'_>, candidate: &str) -> R
         }
         Some(a) if a.version == candidate => Err(format!(
             "waiting for a passing analysis measurement ({})",
-            a.message
-                .clone()
-                .unwrap_or_else(|| "none taken yet".to_string())
+            a.message.clone().unwrap_or_else(|| "none taken yet".to_string())
         )),
         _ => Err("waiting for the first analysis measurement".to_string()),
     }
@@ -563,14 +529,8 @@ pub fn analysis_due(
         }
         StrategyType::RollingUpdate => return None,
     };
-    let current = status
-        .analysis
-        .as_ref()
-        .filter(|a| a.version == candidate)?;
-    let last = current
-        .last_measured_at
-        .as_deref()
-        .and_then(state::parse_time)?;
+    let current = status.analysis.as_ref().filter(|a| a.version == candidate)?;
+    let last = current.last_measured_at.as_deref().and_then(state::parse_time)?;
     (now >= last
         + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(analysis.interval_seconds)))
     .then_some(track)
@@ -586,14 +546,8 @@ pub(crate) fn retire_foreign(d: &mut Draft<'_>, serving_ready: i32) {
         return;
     }
     let wanted: Vec<Track> = d.tracks.iter().map(|t| t.track).collect();
-    let foreign: Vec<Track> = d
-        .input
-        .observed
-        .tracks
-        .keys()
-        .copied()
-        .filter(|t| !wanted.contains(t))
-        .collect();
+    let foreign: Vec<Track> =
+        d.input.observed.tracks.keys().copied().filter(|t| !wanted.contains(t)).collect();
     for track in foreign {
         d.keep_as_is(track);
     }

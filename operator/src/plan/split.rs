@@ -30,11 +30,7 @@ pub fn capacity_safe(
 ) -> (i32, i32) {
     let total = total.max(0);
     let hold = |target: i32, current: i32, other_ready: i32| {
-        if target >= current {
-            target
-        } else {
-            target.max(current.min(total - other_ready))
-        }
+        if target >= current { target } else { target.max(current.min(total - other_ready)) }
     };
     let stable = hold(target.0, current.0, ready.1).clamp(0, total);
     let canary = hold(target.1, current.1, ready.0).clamp(0, total);

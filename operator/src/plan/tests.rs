@@ -93,11 +93,7 @@ impl World {
                 }
             }
         }
-        Observed {
-            tracks,
-            service_track: self.service,
-            endpoints,
-        }
+        Observed { tracks, service_track: self.service, endpoints }
     }
 
     /// Plan once, apply the plan, let pods progress one step, advance the clock.
@@ -134,6 +130,10 @@ impl World {
 
     fn apply(&mut self, plan: &Plan) {
         for desired in &plan.tracks {
+            if desired.frozen {
+                let running = self.tracks.get(&desired.track).map(|t| t.version.as_str());
+                assert_eq!(running, Some(desired.version.as_str()), "a frozen track must exist");
+            }
             let entry = self.tracks.entry(desired.track).or_default();
             if entry.version != desired.version {
                 entry.old_ready += entry.new_ready;
@@ -156,9 +156,7 @@ impl World {
             if !self.broken.contains(&track.version) {
                 track.new_ready = (track.new_ready + self.rate).min(track.replicas);
             }
-            track.old_ready = track
-                .old_ready
-                .min((track.replicas - track.new_ready).max(0));
+            track.old_ready = track.old_ready.min((track.replicas - track.new_ready).max(0));
             if track.new_ready >= track.replicas {
                 track.old_ready = 0;
             }
@@ -177,11 +175,7 @@ impl World {
                 self.tracks
             );
         }
-        let ready: i32 = self
-            .tracks
-            .values()
-            .map(|t| t.old_ready + t.new_ready)
-            .sum();
+        let ready: i32 = self.tracks.values().map(|t| t.old_ready + t.new_ready).sum();
         if self.established && self.spec.strategy.type_ == StrategyType::Canary {
             let floor = total.min(self.ready_before);
             assert!(
@@ -208,10 +202,7 @@ impl World {
                 return;
             }
         }
-        panic!(
-            "never reached {what}; status {:#?}\ntracks {:#?}",
-            self.status, self.tracks
-        );
+        panic!("never reached {what}; status {:#?}\ntracks {:#?}", self.status, self.tracks);
     }
 
     fn phase(&self) -> Phase {
@@ -267,26 +258,15 @@ fn blue_green(auto_promote: bool, preview_replicas: Option<i32>) -> StrategySpec
 }
 
 fn set_weight(w: i32) -> CanaryStep {
-    CanaryStep {
-        set_weight: Some(w),
-        pause: None,
-    }
+    CanaryStep { set_weight: Some(w), pause: None }
 }
 
 fn pause(seconds: Option<i32>) -> CanaryStep {
-    CanaryStep {
-        set_weight: None,
-        pause: Some(PauseStep { seconds }),
-    }
+    CanaryStep { set_weight: None, pause: Some(PauseStep { seconds }) }
 }
 
 fn outcomes(world: &World) -> Vec<(String, RolloutOutcome)> {
-    world
-        .status
-        .history
-        .iter()
-        .map(|r| (r.version.clone(), r.outcome))
-        .collect()
+    world.status.history.iter().map(|r| (r.version.clone(), r.outcome)).collect()
 }
 
 #[test]
@@ -297,10 +277,7 @@ fn first_deploy_becomes_healthy() {
     assert_eq!(world.status.stable_version.as_deref(), Some("1"));
     assert_eq!(world.status.ready_replicas, 3);
     assert!(!world.tracks.contains_key(&Track::Canary));
-    assert_eq!(
-        world.status.selector.as_deref(),
-        Some("modelship.io/name=fraud")
-    );
+    assert_eq!(world.status.selector.as_deref(), Some("modelship.io/name=fraud"));
 }
 
 #[test]
@@ -314,42 +291,24 @@ fn manual_canary_weight_then_promotion() {
     assert_eq!(world.status.canary_weight, 10);
     assert_eq!(world.status.candidate_version.as_deref(), Some("2"));
 
-    world.spec.strategy.canary = Some(CanarySpec {
-        weight: Some(41),
-        steps: None,
-    });
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(41), steps: None });
     world.run_until("paused at 41%", |w| w.phase() == Phase::Paused);
     assert_eq!(world.replicas(Track::Canary).1, 4);
     assert_eq!(world.replicas(Track::Stable).1, 6);
 
-    world.spec.strategy.canary = Some(CanarySpec {
-        weight: Some(100),
-        steps: None,
-    });
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), steps: None });
     world.settle();
     assert_eq!(world.replicas(Track::Stable), ("2".into(), 10, 10));
-    assert!(
-        !world.tracks.contains_key(&Track::Canary),
-        "the canary is removed after promotion"
-    );
+    assert!(!world.tracks.contains_key(&Track::Canary), "the canary is removed after promotion");
     assert_eq!(world.status.stable_version.as_deref(), Some("2"));
     assert_eq!(world.status.candidate_version, None);
-    assert_eq!(
-        outcomes(&world),
-        vec![("2".into(), RolloutOutcome::Promoted)]
-    );
+    assert_eq!(outcomes(&world), vec![("2".into(), RolloutOutcome::Promoted)]);
     assert!(world.events.contains(&"Promoted"));
 }
 
 #[test]
 fn steps_with_timed_pause_and_approval() {
-    let steps = vec![
-        set_weight(25),
-        pause(Some(5)),
-        set_weight(50),
-        pause(None),
-        set_weight(75),
-    ];
+    let steps = vec![set_weight(25), pause(Some(5)), set_weight(50), pause(None), set_weight(75)];
     let mut world = World::new(spec("1", 4, canary(None, Some(steps))));
     world.settle();
     world.spec.model.version = "2".into();
@@ -378,14 +337,7 @@ fn steps_with_timed_pause_and_approval() {
     world.settle();
     assert_eq!(world.replicas(Track::Stable), ("2".into(), 4, 4));
     assert_eq!(world.status.stable_version.as_deref(), Some("2"));
-    assert!(
-        world
-            .events
-            .iter()
-            .filter(|e| **e == "StepCompleted")
-            .count()
-            >= 5
-    );
+    assert!(world.events.iter().filter(|e| **e == "StepCompleted").count() >= 5);
 }
 
 #[test]
@@ -404,10 +356,7 @@ fn reverting_the_version_restores_stable_capacity_first() {
     world.settle();
     assert!(!world.tracks.contains_key(&Track::Canary));
     assert_eq!(world.replicas(Track::Stable), ("1".into(), 4, 4));
-    assert_eq!(
-        outcomes(&world),
-        vec![("2".into(), RolloutOutcome::Abandoned)]
-    );
+    assert_eq!(outcomes(&world), vec![("2".into(), RolloutOutcome::Abandoned)]);
     assert_eq!(world.status.canary_weight, 0);
 }
 
@@ -424,20 +373,9 @@ fn a_new_version_supersedes_the_candidate() {
     });
     assert_eq!(world.replicas(Track::Canary), ("3".into(), 1, 1));
     assert_eq!(world.replicas(Track::Stable), ("1".into(), 3, 3));
-    assert_eq!(
-        world.status.current_step,
-        Some(1),
-        "steps restarted and reached the pause"
-    );
-    assert_eq!(
-        outcomes(&world),
-        vec![("2".into(), RolloutOutcome::Superseded)]
-    );
-    assert_eq!(
-        world.status.stable_version.as_deref(),
-        Some("1"),
-        "2 was never promoted"
-    );
+    assert_eq!(world.status.current_step, Some(1), "steps restarted and reached the pause");
+    assert_eq!(outcomes(&world), vec![("2".into(), RolloutOutcome::Superseded)]);
+    assert_eq!(world.status.stable_version.as_deref(), Some("1"), "2 was never promoted");
 }
 
 #[test]
@@ -467,32 +405,17 @@ fn failed_analysis_rolls_back_and_is_not_retried() {
     for _ in 0..20 {
         world.tick();
     }
-    assert_eq!(
-        world.phase(),
-        Phase::RolledBack,
-        "stays rolled back while the spec names 2"
-    );
+    assert_eq!(world.phase(), Phase::RolledBack, "stays rolled back while the spec names 2");
     assert!(!world.tracks.contains_key(&Track::Canary));
     assert_eq!(world.replicas(Track::Stable), ("1".into(), 4, 4));
     assert!(world.events.contains(&"AnalysisFailed"));
-    let degraded = world
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap();
-    assert_eq!(
-        (degraded.status.as_str(), degraded.reason.as_str()),
-        ("True", "RolledBack")
-    );
+    let degraded = world.status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "RolledBack"));
     // Rolling forward clears it.
     world.measurement = None;
     world.spec.strategy.analysis = None;
     world.spec.model.version = "3".into();
-    world.spec.strategy.canary = Some(CanarySpec {
-        weight: Some(100),
-        steps: None,
-    });
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), steps: None });
     world.settle();
     assert_eq!(world.status.stable_version.as_deref(), Some("3"));
     assert_eq!(world.status.aborted_version, None);
@@ -522,16 +445,9 @@ fn passing_analysis_is_required_before_promotion() {
     for _ in 0..30 {
         world.tick();
     }
-    assert_eq!(
-        world.status.stable_version.as_deref(),
-        Some("1"),
-        "inconclusive never promotes"
-    );
+    assert_eq!(world.status.stable_version.as_deref(), Some("1"), "inconclusive never promotes");
     assert!(world.status.analysis.as_ref().unwrap().inconclusive > 0);
-    world.measurement = Some(Measurement {
-        requests: 500,
-        ..world.measurement.clone().unwrap()
-    });
+    world.measurement = Some(Measurement { requests: 500, ..world.measurement.clone().unwrap() });
     world.settle();
     assert_eq!(world.status.stable_version.as_deref(), Some("2"));
 }
@@ -542,31 +458,13 @@ fn autoscaler_changes_keep_the_split() {
     world.settle();
     world.spec.model.version = "2".into();
     world.run_until("paused", |w| w.phase() == Phase::Paused);
-    assert_eq!(
-        (
-            world.replicas(Track::Stable).1,
-            world.replicas(Track::Canary).1
-        ),
-        (3, 1)
-    );
+    assert_eq!((world.replicas(Track::Stable).1, world.replicas(Track::Canary).1), (3, 1));
     world.spec.replicas = 8;
     world.run_until("paused at 8", |w| w.phase() == Phase::Paused);
-    assert_eq!(
-        (
-            world.replicas(Track::Stable).1,
-            world.replicas(Track::Canary).1
-        ),
-        (6, 2)
-    );
+    assert_eq!((world.replicas(Track::Stable).1, world.replicas(Track::Canary).1), (6, 2));
     world.spec.replicas = 4;
     world.run_until("paused at 4", |w| w.phase() == Phase::Paused);
-    assert_eq!(
-        (
-            world.replicas(Track::Stable).1,
-            world.replicas(Track::Canary).1
-        ),
-        (3, 1)
-    );
+    assert_eq!((world.replicas(Track::Stable).1, world.replicas(Track::Canary).1), (3, 1));
     assert_eq!(world.status.replicas, 4);
 }
 
@@ -579,25 +477,13 @@ fn a_broken_version_is_contained_and_rolled_forward() {
     world.broken.insert("2".into());
     world.spec.model.version = "2".into();
     world.run_until("degraded", |w| w.phase() == Phase::Degraded);
-    assert_eq!(
-        world.replicas(Track::Stable),
-        ("1".into(), 5, 5),
-        "stable untouched"
-    );
+    assert_eq!(world.replicas(Track::Stable), ("1".into(), 5, 5), "stable untouched");
     assert!(world.replicas(Track::Canary).1 <= 1);
-    let degraded = world
-        .status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Degraded")
-        .unwrap();
+    let degraded = world.status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
     assert_eq!(degraded.reason, "ProgressDeadlineExceeded");
     assert!(world.events.contains(&"ProgressDeadlineExceeded"));
     world.spec.model.version = "3".into();
-    world.spec.strategy.canary = Some(CanarySpec {
-        weight: Some(100),
-        steps: None,
-    });
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), steps: None });
     world.settle();
     assert_eq!(world.replicas(Track::Stable), ("3".into(), 5, 5));
     assert!(!world.tracks.contains_key(&Track::Canary));
@@ -638,14 +524,7 @@ fn blue_green_switches_only_to_a_ready_color_and_keeps_the_old_one() {
         world.status.selector.as_deref(),
         Some("modelship.io/name=fraud,modelship.io/track=green")
     );
-    assert_eq!(
-        world
-            .events
-            .iter()
-            .filter(|e| **e == "SwitchedService")
-            .count(),
-        1
-    );
+    assert_eq!(world.events.iter().filter(|e| **e == "SwitchedService").count(), 1);
     assert!(world.events.contains(&"TrafficSwitched"));
     // The next version goes to blue.
     world.spec.model.version = "3".into();
@@ -682,17 +561,10 @@ fn blue_green_rollback_during_the_delay_is_an_instant_switch_back() {
     world.tick();
     world.spec.model.version = "1".into();
     let plan = world.tick();
-    assert_eq!(
-        plan.service_track,
-        Some(Track::Blue),
-        "switched back in one step"
-    );
+    assert_eq!(plan.service_track, Some(Track::Blue), "switched back in one step");
     world.settle();
     assert_eq!(world.status.stable_version.as_deref(), Some("1"));
-    assert_eq!(
-        outcomes(&world),
-        vec![("2".into(), RolloutOutcome::Abandoned)]
-    );
+    assert_eq!(outcomes(&world), vec![("2".into(), RolloutOutcome::Abandoned)]);
     world.run_until("green scaled down", |w| w.replicas(Track::Green).1 == 0);
 }
 
@@ -721,15 +593,7 @@ fn blue_green_analysis_failure_switches_back() {
     assert_eq!(world.service, Some(Some(Track::Blue)));
     assert_eq!(world.status.aborted_version.as_deref(), Some("2"));
     assert!(
-        world
-            .status
-            .analysis
-            .as_ref()
-            .unwrap()
-            .message
-            .as_ref()
-            .unwrap()
-            .contains("p95 latency")
+        world.status.analysis.as_ref().unwrap().message.as_ref().unwrap().contains("p95 latency")
     );
 }
 
@@ -743,10 +607,7 @@ fn rolling_update_replaces_pods_in_place() {
     assert_eq!(world.phase(), Phase::Progressing);
     world.settle();
     assert_eq!(world.replicas(Track::Stable), ("2".into(), 3, 3));
-    assert_eq!(
-        outcomes(&world),
-        vec![("2".into(), RolloutOutcome::Promoted)]
-    );
+    assert_eq!(outcomes(&world), vec![("2".into(), RolloutOutcome::Promoted)]);
 }
 
 #[test]
@@ -755,36 +616,22 @@ fn strategy_change_while_idle_moves_capacity_first() {
     world.settle();
     world.spec.strategy = blue_green(true, None);
     world.settle();
-    assert!(
-        !world.tracks.contains_key(&Track::Stable),
-        "the old track went once blue was ready"
-    );
+    assert!(!world.tracks.contains_key(&Track::Stable), "the old track went once blue was ready");
     assert_eq!(world.replicas(Track::Blue), ("1".into(), 3, 3));
     assert_eq!(world.service, Some(Some(Track::Blue)));
 }
 
 #[test]
 fn a_settled_world_plans_nothing_new() {
-    for strategy in [
-        StrategySpec::default(),
-        canary(Some(30), None),
-        blue_green(true, None),
-    ] {
+    for strategy in [StrategySpec::default(), canary(Some(30), None), blue_green(true, None)] {
         let mut world = World::new(spec("1", 3, strategy));
         world.settle();
         world.tick();
         let status_before = world.status.clone();
         let plan = world.tick();
-        assert!(
-            plan.events.is_empty(),
-            "no events at steady state: {:?}",
-            plan.events
-        );
+        assert!(plan.events.is_empty(), "no events at steady state: {:?}", plan.events);
         assert!(plan.remove.is_empty());
-        assert_eq!(
-            world.status, status_before,
-            "status unchanged at steady state"
-        );
+        assert_eq!(world.status, status_before, "status unchanged at steady state");
         assert_eq!(plan.requeue_after, None);
     }
 }
