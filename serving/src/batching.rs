@@ -71,11 +71,7 @@ impl Batcher {
             arriving: arriving.clone(),
         };
         tokio::spawn(worker.run());
-        Self {
-            tx,
-            arriving,
-            metrics,
-        }
+        Self { tx, arriving, metrics }
     }
 
     /// Call before decoding a request, so a forming batch knows one more is coming.
@@ -94,9 +90,7 @@ impl Batcher {
             Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::QueueFull),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::ShuttingDown),
         }
-        answer
-            .await
-            .map_err(|_| Error::Inference("the batching task stopped".into()))?
+        answer.await.map_err(|_| Error::Inference("the batching task stopped".into()))?
     }
 }
 

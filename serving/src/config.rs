@@ -131,10 +131,7 @@ mod tests {
             "http://127.0.0.1:1/health",
         ])
         .unwrap();
-        assert!(matches!(
-            cli.command,
-            Some(Command::Healthcheck { url: Some(_) })
-        ));
+        assert!(matches!(cli.command, Some(Command::Healthcheck { url: Some(_) })));
     }
 
     #[test]

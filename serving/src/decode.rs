@@ -71,14 +71,10 @@ pub fn decode_predict(bytes: &[u8]) -> Result<PredictInput<'_>> {
     let raw: RawPredict<'_> = parse(bytes)?;
     let (rows, n_rows, width, batch) = match (raw.features, raw.instances) {
         (Some(_), Some(_)) => {
-            return Err(Error::invalid(
-                "send either `features` or `instances`, not both",
-            ));
+            return Err(Error::invalid("send either `features` or `instances`, not both"));
         }
         (None, None) => {
-            return Err(Error::invalid(
-                "`features` (one row) or `instances` (rows) is required",
-            ));
+            return Err(Error::invalid("`features` (one row) or `instances` (rows) is required"));
         }
         (Some(f), None) => {
             if f.is_empty() {
@@ -90,9 +86,7 @@ pub fn decode_predict(bytes: &[u8]) -> Result<PredictInput<'_>> {
         (None, Some(instances)) => {
             let width = instances.first().map(|r| r.len()).unwrap_or(0);
             if instances.is_empty() || width == 0 {
-                return Err(Error::invalid(
-                    "`instances` must hold at least one non-empty row",
-                ));
+                return Err(Error::invalid("`instances` must hold at least one non-empty row"));
             }
             let mut rows = Rows::with_capacity(instances.len() * width);
             for (i, r) in instances.iter().enumerate() {
@@ -123,9 +117,9 @@ pub fn decode_predict(bytes: &[u8]) -> Result<PredictInput<'_>> {
 fn check_finite(values: &[f32], field: &str) -> Result<()> {
     match values.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
-        Some(i) => Err(Error::invalid(format!(
-            "`{field}` value #{i} is not a finite 32-bit float"
-        ))),
+        Some(i) => {
+            Err(Error::invalid(format!("`{field}` value #{i} is not a finite 32-bit float")))
+        }
     }
 }
 
@@ -202,28 +196,18 @@ pub fn decode_infer(bytes: &[u8]) -> Result<InferInput<'_>> {
     }
     let rows = convert(&tensor.datatype, &tensor.data.0)?;
     let outputs = raw.outputs.map(|o| o.into_iter().map(|o| o.name).collect());
-    Ok(InferInput {
-        id: raw.id,
-        input_name: tensor.name,
-        rows,
-        n_rows,
-        width,
-        outputs,
-    })
+    Ok(InferInput { id: raw.id, input_name: tensor.name, rows, n_rows, width, outputs })
 }
 
 /// `[rows, features]`, or `[features]` for one row.
 fn rows_and_width(shape: &[i64]) -> Result<(usize, usize)> {
     let dim = |i: usize| {
-        usize::try_from(shape[i])
-            .ok()
-            .filter(|&d| d > 0)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "`inputs[0].shape[{i}]` must be a positive integer, got {}",
-                    shape[i]
-                ))
-            })
+        usize::try_from(shape[i]).ok().filter(|&d| d > 0).ok_or_else(|| {
+            Error::invalid(format!(
+                "`inputs[0].shape[{i}]` must be a positive integer, got {}",
+                shape[i]
+            ))
+        })
     };
     match shape.len() {
         1 => Ok((1, dim(0)?)),
@@ -314,12 +298,7 @@ impl<'de> Visitor<'de> for FlatVisitor<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<(), A::Error> {
-        while seq
-            .next_element_seed(FlatSeed {
-                out: &mut *self.out,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(FlatSeed { out: &mut *self.out })?.is_some() {}
         Ok(())
     }
 }

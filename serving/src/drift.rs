@@ -51,16 +51,10 @@ impl Reference {
                 reference.std.len()
             )));
         }
-        if reference
-            .mean
-            .iter()
-            .chain(&reference.std)
-            .any(|v| !v.is_finite())
+        if reference.mean.iter().chain(&reference.std).any(|v| !v.is_finite())
             || reference.std.iter().any(|s| *s < 0.0)
         {
-            return Err(Error::Config(
-                "reference statistics must be finite, with std >= 0".into(),
-            ));
+            return Err(Error::Config("reference statistics must be finite, with std >= 0".into()));
         }
         Ok(reference)
     }
@@ -73,9 +67,8 @@ impl Reference {
             ));
         }
         let n = rows.len() as f64;
-        let mean: Vec<f64> = (0..features)
-            .map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n)
-            .collect();
+        let mean: Vec<f64> =
+            (0..features).map(|j| rows.iter().map(|r| r[j]).sum::<f64>() / n).collect();
         let std = (0..features)
             .map(|j| (rows.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n).sqrt())
             .collect();
@@ -172,10 +165,7 @@ mod tests {
     use super::*;
 
     fn reference() -> Reference {
-        Reference {
-            mean: vec![0.0, 10.0],
-            std: vec![1.0, 2.0],
-        }
+        Reference { mean: vec![0.0, 10.0], std: vec![1.0, 2.0] }
     }
 
     #[test]

@@ -14,11 +14,7 @@ pub struct AccuracyWindow {
 
 impl AccuracyWindow {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            hits: VecDeque::new(),
-            correct: 0,
-        }
+        Self { capacity: capacity.max(1), hits: VecDeque::new(), correct: 0 }
     }
 
     pub fn record(&mut self, correct: bool) {
@@ -54,11 +50,7 @@ pub struct PredictionLog {
 
 impl PredictionLog {
     pub fn new(capacity: usize) -> Self {
-        Self {
-            capacity: capacity.max(1),
-            labels: HashMap::new(),
-            order: VecDeque::new(),
-        }
+        Self { capacity: capacity.max(1), labels: HashMap::new(), order: VecDeque::new() }
     }
 
     pub fn insert(&mut self, id: &str, labels: Labels) {
@@ -89,10 +81,7 @@ pub struct Feedback {
 
 impl Feedback {
     pub fn new(window: usize, log: usize) -> Self {
-        Self {
-            accuracy: AccuracyWindow::new(window),
-            log: PredictionLog::new(log),
-        }
+        Self { accuracy: AccuracyWindow::new(window), log: PredictionLog::new(log) }
     }
 }
 

@@ -42,16 +42,14 @@ fn classify(uri: &str) -> Result<Source<'_>> {
 /// Read the bytes behind `uri`, then check their SHA-256 if one is given.
 pub async fn fetch(uri: &str, sha256: Option<&str>) -> Result<Vec<u8>> {
     let bytes = match classify(uri)? {
-        Source::Path(path) => tokio::fs::read(path).await.map_err(|e| Error::Fetch {
-            uri: uri.to_owned(),
-            reason: e.to_string(),
-        })?,
-        Source::Http(url) => tokio::time::timeout(DOWNLOAD_TIMEOUT, download(url))
+        Source::Path(path) => tokio::fs::read(path)
             .await
-            .map_err(|_| Error::Fetch {
-                uri: uri.to_owned(),
-                reason: "download timed out".into(),
-            })??,
+            .map_err(|e| Error::Fetch { uri: uri.to_owned(), reason: e.to_string() })?,
+        Source::Http(url) => {
+            tokio::time::timeout(DOWNLOAD_TIMEOUT, download(url)).await.map_err(|_| {
+                Error::Fetch { uri: uri.to_owned(), reason: "download timed out".into() }
+            })??
+        }
     };
     if let Some(want) = sha256 {
         verify_sha256(uri, &bytes, want)?;
@@ -76,10 +74,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 async fn download(url: &str) -> Result<Vec<u8>> {
-    let fail = |reason: String| Error::Fetch {
-        uri: url.to_owned(),
-        reason,
-    };
+    let fail = |reason: String| Error::Fetch { uri: url.to_owned(), reason };
     let provider = rustls::crypto::ring::default_provider();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_webpki_roots(provider)
@@ -91,10 +86,8 @@ async fn download(url: &str) -> Result<Vec<u8>> {
     let mut current = url.to_owned();
     for _ in 0..=MAX_REDIRECTS {
         let uri: hyper::Uri = current.parse().map_err(|e| fail(format!("bad URL: {e}")))?;
-        let resp = client
-            .get(uri.clone())
-            .await
-            .map_err(|e| fail(format!("request failed: {e}")))?;
+        let resp =
+            client.get(uri.clone()).await.map_err(|e| fail(format!("request failed: {e}")))?;
         let status = resp.status();
         if status.is_redirection() {
             let location = resp
@@ -132,18 +125,9 @@ mod tests {
 
     #[test]
     fn schemes() {
-        assert_eq!(
-            classify("file:///m/model.onnx").unwrap(),
-            Source::Path("/m/model.onnx")
-        );
-        assert_eq!(
-            classify("/m/model.onnx").unwrap(),
-            Source::Path("/m/model.onnx")
-        );
-        assert_eq!(
-            classify("https://x/m").unwrap(),
-            Source::Http("https://x/m")
-        );
+        assert_eq!(classify("file:///m/model.onnx").unwrap(), Source::Path("/m/model.onnx"));
+        assert_eq!(classify("/m/model.onnx").unwrap(), Source::Path("/m/model.onnx"));
+        assert_eq!(classify("https://x/m").unwrap(), Source::Http("https://x/m"));
         let err = classify("s3://bucket/m").unwrap_err().to_string();
         assert!(err.contains("s3://"), "{err}");
     }

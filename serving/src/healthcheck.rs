@@ -8,24 +8,16 @@ const TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The URL checked when none is given: this server's own /health on loopback.
 pub fn default_url(listen: SocketAddr) -> String {
-    let host = if listen.ip().is_unspecified() {
-        "127.0.0.1".to_owned()
-    } else {
-        listen.ip().to_string()
-    };
-    let host = if listen.is_ipv6() && !listen.ip().is_unspecified() {
-        format!("[{host}]")
-    } else {
-        host
-    };
+    let host =
+        if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };
+    let host =
+        if listen.is_ipv6() && !listen.ip().is_unspecified() { format!("[{host}]") } else { host };
     format!("http://{host}:{}/health", listen.port())
 }
 
 /// `Ok(())` when the URL answers 200.
 pub fn check(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs are supported")?;
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs are supported")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, "/"),
@@ -37,17 +29,10 @@ pub fn check(url: &str) -> Result<(), String> {
         .ok_or("address resolved to nothing")?;
     let mut stream =
         TcpStream::connect_timeout(&addr, TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream
-        .set_read_timeout(Some(TIMEOUT))
+    stream.set_read_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    stream.set_write_timeout(Some(TIMEOUT)).map_err(|e| e.to_string())?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
         .map_err(|e| e.to_string())?;
-    stream
-        .set_write_timeout(Some(TIMEOUT))
-        .map_err(|e| e.to_string())?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
     let mut head = [0u8; 64];
     let n = stream.read(&mut head).map_err(|e| format!("read: {e}"))?;
     let line = String::from_utf8_lossy(&head[..n]);
@@ -64,14 +49,8 @@ mod tests {
 
     #[test]
     fn default_url_uses_loopback_for_wildcard_listens() {
-        assert_eq!(
-            default_url("0.0.0.0:8080".parse().unwrap()),
-            "http://127.0.0.1:8080/health"
-        );
-        assert_eq!(
-            default_url("127.0.0.1:9".parse().unwrap()),
-            "http://127.0.0.1:9/health"
-        );
+        assert_eq!(default_url("0.0.0.0:8080".parse().unwrap()), "http://127.0.0.1:8080/health");
+        assert_eq!(default_url("127.0.0.1:9".parse().unwrap()), "http://127.0.0.1:9/health");
     }
 
     #[test]

@@ -35,15 +35,10 @@ pub fn sources(config: &Config) -> Result<Vec<ModelSource>> {
             ));
         }
         (None, None) => {
-            return Err(Error::Config(
-                "set MODELSHIP_MODEL_URI or MODELSHIP_MODEL_DIR".into(),
-            ));
+            return Err(Error::Config("set MODELSHIP_MODEL_URI or MODELSHIP_MODEL_DIR".into()));
         }
         (Some(uri), None) => vec![ModelSource {
-            name: config
-                .model_name
-                .clone()
-                .unwrap_or_else(|| name_from_uri(uri)),
+            name: config.model_name.clone().unwrap_or_else(|| name_from_uri(uri)),
             version: config.model_version.clone(),
             uri: uri.clone(),
             sha256: config.model_sha256.clone(),
@@ -62,32 +57,22 @@ pub fn sources(config: &Config) -> Result<Vec<ModelSource>> {
 fn check_name(what: &str, s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 128
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     if ok {
         Ok(())
     } else {
-        Err(Error::Config(format!(
-            "{what} {s:?} must be 1-128 characters of [A-Za-z0-9._-]"
-        )))
+        Err(Error::Config(format!("{what} {s:?} must be 1-128 characters of [A-Za-z0-9._-]")))
     }
 }
 
 fn name_from_uri(uri: &str) -> String {
     let path = uri.split(['?', '#']).next().unwrap_or(uri);
-    let stem = Path::new(path)
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("model");
+    let stem = Path::new(path).file_stem().and_then(|s| s.to_str()).unwrap_or("model");
     let clean: String = stem
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
         .collect();
-    if clean.is_empty() {
-        "model".into()
-    } else {
-        clean
-    }
+    if clean.is_empty() { "model".into() } else { clean }
 }
 
 /// `<dir>/<name>/<version>/model.onnx`, with an optional `reference.json` beside it.
@@ -102,20 +87,14 @@ fn scan_dir(dir: &Path) -> Result<Vec<ModelSource>> {
             continue;
         }
         for version in read(&name)? {
-            let version = version
-                .map_err(|e| Error::io("reading model dir", e))?
-                .path();
+            let version = version.map_err(|e| Error::io("reading model dir", e))?.path();
             let model = version.join("model.onnx");
             if !model.is_file() {
                 continue;
             }
             let reference = version.join("reference.json");
-            let file_name = |p: &Path| {
-                p.file_name()
-                    .and_then(|s| s.to_str())
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            let file_name =
+                |p: &Path| p.file_name().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
             out.push(ModelSource {
                 name: file_name(&name),
                 version: file_name(&version),
@@ -150,16 +129,11 @@ pub async fn load_all(
             .map_err(|e| Error::load(format!("loader task failed: {e}")))??;
         let features = backend.signature().features;
         let reference = match &source.reference {
-            Some(uri) => Some(Reference::parse(
-                &crate::fetch::fetch(uri, None).await?,
-                features,
-            )?),
+            Some(uri) => Some(Reference::parse(&crate::fetch::fetch(uri, None).await?, features)?),
             None => None,
         };
         warm_up(backend.as_ref())?;
-        let metrics = state
-            .metrics
-            .model(&source.name, &source.version, reference.is_some());
+        let metrics = state.metrics.model(&source.name, &source.version, reference.is_some());
         let drift = reference.map(|r| DriftWindow::new(r, DRIFT_WINDOW_ROWS));
         let has_drift = drift.is_some();
         let batcher = Batcher::spawn(backend.clone(), batch, metrics.clone(), drift);
@@ -191,9 +165,7 @@ pub fn warm_up(backend: &dyn Backend) -> Result<()> {
     let mut out = Predictions::default();
     backend.predict(&vec![0.0; sig.features], 1, &mut out)?;
     if out.rows != 1 || out.scores.len() != sig.width() {
-        return Err(Error::load(
-            "warm-up inference returned outputs of the wrong size",
-        ));
+        return Err(Error::load("warm-up inference returned outputs of the wrong size"));
     }
     Ok(())
 }

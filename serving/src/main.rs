@@ -22,20 +22,11 @@ fn main() -> ExitCode {
     let threads = config
         .worker_threads
         .map(|t| t as usize)
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(usize::from)
-                .unwrap_or(1)
-        });
+        .unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
     let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
     };
     let runtime = match runtime {
         Ok(r) => r,
@@ -50,11 +41,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(
         async {
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .map_err(|e| {
-                    modelship_serving::Error::io(format!("binding {}", config.listen), e)
-                })?;
+            let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
+                modelship_serving::Error::io(format!("binding {}", config.listen), e)
+            })?;
             server::run(config, listener).await
         }
         .instrument(span),

@@ -110,11 +110,7 @@ impl Metrics {
         let accuracy = Family::<ModelLabels, FloatGauge>::default();
         let batch_size: HistogramFamily = Family::new_with_constructor(batch_histogram);
         let queue_depth = Family::<ModelLabels, Gauge>::default();
-        registry.register(
-            "ml_requests",
-            "Inference requests by outcome",
-            requests.clone(),
-        );
+        registry.register("ml_requests", "Inference requests by outcome", requests.clone());
         registry.register(
             "ml_request_duration_seconds",
             "Latency of successful inference requests, body read to response",
@@ -132,30 +128,14 @@ impl Metrics {
             accuracy.clone(),
         );
         registry.register("ml_batch_size", "Rows per model call", batch_size.clone());
-        registry.register(
-            "ml_queue_depth",
-            "Requests waiting for the model",
-            queue_depth.clone(),
-        );
+        registry.register("ml_queue_depth", "Requests waiting for the model", queue_depth.clone());
         registry.register_collector(Box::new(ProcessCollector));
-        Self {
-            registry,
-            requests,
-            duration,
-            predictions,
-            drift,
-            accuracy,
-            batch_size,
-            queue_depth,
-        }
+        Self { registry, requests, duration, predictions, drift, accuracy, batch_size, queue_depth }
     }
 
     /// Create every series of one model and hand out its recording handles.
     pub fn model(&self, name: &str, version: &str, drift: bool) -> ModelMetrics {
-        let labels = ModelLabels {
-            model: name.to_owned(),
-            version: version.to_owned(),
-        };
+        let labels = ModelLabels { model: name.to_owned(), version: version.to_owned() };
         let request = |o: Outcome| {
             let l = RequestLabels {
                 model: name.to_owned(),
@@ -170,7 +150,7 @@ impl Metrics {
             predictions: self.predictions.get_or_create(&labels).clone(),
             // Without reference statistics there is no drift to report, so no series.
             drift: drift.then(|| self.drift.get_or_create(&labels).clone()),
-            accuracy: self.accuracy.get_or_create(&labels).clone(),
+            accuracy: (self.accuracy.clone(), labels.clone()),
             batch_size: self.batch_size.get_or_create(&labels).clone(),
             queue_depth: self.queue_depth.get_or_create(&labels).clone(),
         }
@@ -192,7 +172,8 @@ pub struct ModelMetrics {
     duration: Histogram,
     predictions: Counter,
     drift: Option<FloatGauge>,
-    accuracy: FloatGauge,
+    /// Created on the first feedback: until then there is no accuracy to report.
+    accuracy: (Family<ModelLabels, FloatGauge>, ModelLabels),
     batch_size: Histogram,
     queue_depth: Gauge,
 }
@@ -226,7 +207,8 @@ impl ModelMetrics {
     }
 
     pub fn set_accuracy(&self, accuracy: f64) {
-        self.accuracy.set(accuracy);
+        let (family, labels) = &self.accuracy;
+        family.get_or_create(labels).set(accuracy);
     }
 }
 
@@ -267,10 +249,7 @@ impl ProcessStats {
     pub fn read() -> Option<Self> {
         let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
         let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        Some(Self {
-            cpu_seconds: cpu_seconds(&stat)?,
-            resident_bytes: resident_bytes(&status)?,
-        })
+        Some(Self { cpu_seconds: cpu_seconds(&stat)?, resident_bytes: resident_bytes(&status)? })
     }
 }
 
@@ -304,10 +283,7 @@ mod tests {
 
     #[test]
     fn parses_vm_rss() {
-        assert_eq!(
-            resident_bytes("Name:\tx\nVmRSS:\t    2048 kB\n"),
-            Some(2048 * 1024)
-        );
+        assert_eq!(resident_bytes("Name:\tx\nVmRSS:\t    2048 kB\n"), Some(2048 * 1024));
     }
 
     #[test]
@@ -330,9 +306,6 @@ mod tests {
         assert!(!text.contains("ml_data_drift_score{"));
         assert_eq!(Outcome::of(&Err(&Error::QueueFull)), Outcome::Rejected);
         assert_eq!(Outcome::of(&Err(&Error::invalid("x"))), Outcome::Invalid);
-        assert_eq!(
-            Outcome::of(&Err(&Error::Inference("x".into()))),
-            Outcome::Error
-        );
+        assert_eq!(Outcome::of(&Err(&Error::Inference("x".into()))), Outcome::Error);
     }
 }

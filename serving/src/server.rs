@@ -31,9 +31,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .keep_alive(true);
+    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -75,10 +73,7 @@ pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
                 .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
             let token = raw.trim().to_owned();
             if token.is_empty() {
-                return Err(Error::Config(format!(
-                    "auth token file {} is empty",
-                    path.display()
-                )));
+                return Err(Error::Config(format!("auth token file {} is empty", path.display())));
             }
             Some(token)
         }
@@ -131,13 +126,7 @@ pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
         }
     };
     // In-flight requests cannot outlive their own deadline; a second more covers the write.
-    serve(
-        listener,
-        app,
-        shutdown,
-        config.request_timeout() + Duration::from_secs(1),
-    )
-    .await;
+    serve(listener, app, shutdown, config.request_timeout() + Duration::from_secs(1)).await;
     let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failed {
         Some(e) => Err(e),

@@ -39,9 +39,7 @@ pub struct Models {
 impl Models {
     pub fn new(mut all: Vec<Arc<ServedModel>>) -> Self {
         all.sort_by(|a, b| {
-            a.name
-                .cmp(&b.name)
-                .then_with(|| compare_versions(&a.version, &b.version))
+            a.name.cmp(&b.name).then_with(|| compare_versions(&a.version, &b.version))
         });
         Self { all }
     }
@@ -57,20 +55,14 @@ impl Models {
     }
 
     pub fn versions(&self, name: &str) -> Vec<&str> {
-        self.all
-            .iter()
-            .filter(|m| m.name == name)
-            .map(|m| m.version.as_str())
-            .collect()
+        self.all.iter().filter(|m| m.name == name).map(|m| m.version.as_str()).collect()
     }
 
     /// A model by name, at `version` or else its newest version.
     pub fn get(&self, name: &str, version: Option<&str>) -> Result<&Arc<ServedModel>> {
         let mut versions = self.all.iter().filter(|m| m.name == name).peekable();
         if versions.peek().is_none() {
-            return Err(Error::NotFound(format!(
-                "model {name:?} is not served here"
-            )));
+            return Err(Error::NotFound(format!("model {name:?} is not served here")));
         }
         match version {
             None => Ok(versions.last().unwrap_or_else(|| unreachable!("peeked"))),
@@ -118,10 +110,7 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_config(c: &Config) -> Self {
-        Self {
-            max_body_bytes: c.max_body_bytes,
-            request_timeout: c.request_timeout(),
-        }
+        Self { max_body_bytes: c.max_body_bytes, request_timeout: c.request_timeout() }
     }
 }
 
@@ -156,16 +145,12 @@ impl AppState {
 
     /// Publish the loaded and warmed-up models; readiness follows.
     pub fn set_models(&self, models: Models) -> Result<()> {
-        self.models
-            .set(models)
-            .map_err(|_| Error::Config("models were already loaded".into()))
+        self.models.set(models).map_err(|_| Error::Config("models were already loaded".into()))
     }
 
     /// Loaded models, or 503 while they load.
     pub fn models(&self) -> Result<&Models> {
-        self.models
-            .get()
-            .ok_or_else(|| Error::NotReady("models are still loading".into()))
+        self.models.get().ok_or_else(|| Error::NotReady("models are still loading".into()))
     }
 
     pub fn loaded(&self) -> bool {
@@ -207,10 +192,7 @@ mod tests {
     #[test]
     fn not_ready_until_models_are_set_and_again_when_shutting_down() {
         let s = AppState::new(
-            Settings {
-                max_body_bytes: 1,
-                request_timeout: Duration::from_secs(1),
-            },
+            Settings { max_body_bytes: 1, request_timeout: Duration::from_secs(1) },
             None,
         );
         assert!(s.readiness().is_err());

@@ -47,9 +47,7 @@ fn check(name: &str, backend_name: &str) {
     model.predict(&x, rows, &mut all).unwrap();
     let mut single = Predictions::default();
     for r in (0..rows).step_by(97) {
-        model
-            .predict(&x[r * sig.features..(r + 1) * sig.features], 1, &mut single)
-            .unwrap();
+        model.predict(&x[r * sig.features..(r + 1) * sig.features], 1, &mut single).unwrap();
         assert_eq!(
             single.scores.as_slice(),
             &all.scores[r * all.width..(r + 1) * all.width],
@@ -74,10 +72,7 @@ fn check(name: &str, backend_name: &str) {
             let got = all.scores[r * width + c];
             let diff = (got - w).abs();
             worst = worst.max(diff);
-            assert!(
-                diff <= TOLERANCE,
-                "{name}: row {r} col {c}: got {got}, onnxruntime {w}"
-            );
+            assert!(diff <= TOLERANCE, "{name}: row {r} col {c}: got {got}, onnxruntime {w}");
         }
     }
     println!("{name}: {rows} rows, labels equal, max |diff| = {worst:e}");

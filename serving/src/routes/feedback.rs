@@ -45,9 +45,7 @@ struct FeedbackResponse<'a> {
 }
 
 pub async fn feedback(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    handle(&state, &headers, body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    handle(&state, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response> {
@@ -62,9 +60,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     )
     .await?;
     let req: FeedbackRequest = parse_owned(&bytes)?;
-    let model = state
-        .models()?
-        .select(req.model.as_deref(), req.model_version.as_deref())?;
+    let model = state.models()?.select(req.model.as_deref(), req.model_version.as_deref())?;
     if !model.backend.signature().is_classifier() {
         return Err(Error::invalid(format!(
             "model {} is a regressor; feedback needs class labels",
@@ -78,9 +74,7 @@ async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Res
     let mut fb = model.feedback();
     let predicted: Cow<'_, [i64]> = match (&req.predictions, &req.id) {
         (Some(_), Some(_)) => {
-            return Err(Error::invalid(
-                "send either `predictions` or `id`, not both",
-            ));
+            return Err(Error::invalid("send either `predictions` or `id`, not both"));
         }
         (None, None) => return Err(Error::invalid("`predictions` or `id` is required")),
         (Some(p), None) => Cow::Owned(as_labels(p, "predictions")?),
@@ -126,9 +120,7 @@ fn as_labels(values: &[f64], field: &str) -> Result<Vec<i64>> {
             if v.fract() == 0.0 && v.abs() < 9.0e15 {
                 Ok(v as i64)
             } else {
-                Err(Error::invalid(format!(
-                    "`{field}[{i}]` ({v}) is not a class label"
-                )))
+                Err(Error::invalid(format!("`{field}[{i}]` ({v}) is not a class label")))
             }
         })
         .collect()

@@ -18,10 +18,8 @@ pub async fn require_token(State(state): State<AppState>, req: Request, next: Ne
         && !token_matches(req.headers(), token)
     {
         let mut resp = Error::Unauthorized.into_response();
-        resp.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Bearer"),
-        );
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
         return resp;
     }
     next.run(req).await
@@ -33,9 +31,7 @@ fn token_matches(headers: &HeaderMap, token: &[u8]) -> bool {
         return false;
     };
     let value = value.as_bytes();
-    let Some(presented) = value
-        .strip_prefix(b"Bearer ")
-        .or_else(|| value.strip_prefix(b"bearer "))
+    let Some(presented) = value.strip_prefix(b"Bearer ").or_else(|| value.strip_prefix(b"bearer "))
     else {
         return false;
     };
@@ -65,9 +61,7 @@ pub async fn read_body(
         Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
             Err(Error::PayloadTooLarge { limit })
         }
-        Err(e) => Err(Error::invalid(format!(
-            "could not read the request body: {e}"
-        ))),
+        Err(e) => Err(Error::invalid(format!("could not read the request body: {e}"))),
     }
 }
 

@@ -24,10 +24,7 @@ pub struct Health {
 
 /// Liveness: the process answers. Never depends on the model.
 pub async fn health() -> Json<Health> {
-    Json(Health {
-        status: "healthy",
-        timestamp: now(),
-    })
+    Json(Health { status: "healthy", timestamp: now() })
 }
 
 #[derive(Serialize)]
@@ -96,20 +93,13 @@ pub async fn models(State(state): State<AppState>) -> Response {
             }
         })
         .collect();
-    Json(ModelList {
-        models: versions,
-        details,
-    })
-    .into_response()
+    Json(ModelList { models: versions, details }).into_response()
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
         state.metrics.encode(),
     )
         .into_response()

@@ -21,14 +21,8 @@ pub fn app(state: AppState) -> Router {
         .route("/predict", post(predict::predict))
         .route("/feedback", post(feedback::feedback))
         .route("/v2/models/{model}/infer", post(v2::infer))
-        .route(
-            "/v2/models/{model}/versions/{version}/infer",
-            post(v2::infer_version),
-        )
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            guard::require_token,
-        ));
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version))
+        .route_layer(middleware::from_fn_with_state(state.clone(), guard::require_token));
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
@@ -40,14 +34,8 @@ pub fn app(state: AppState) -> Router {
         .route("/v2/models", get(v2::list))
         .route("/v2/models/{model}", get(v2::metadata))
         .route("/v2/models/{model}/ready", get(v2::model_ready))
-        .route(
-            "/v2/models/{model}/versions/{version}",
-            get(v2::metadata_version),
-        )
-        .route(
-            "/v2/models/{model}/versions/{version}/ready",
-            get(v2::model_ready_version),
-        )
+        .route("/v2/models/{model}/versions/{version}", get(v2::metadata_version))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_ready_version))
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

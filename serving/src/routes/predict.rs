@@ -49,9 +49,7 @@ pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Bo
         Err(e) => return e.into_response(),
     };
     let result = answer(model, input, deadline, timeout.as_millis() as u64).await;
-    model
-        .metrics
-        .request(Outcome::of(&result.as_ref().map(|_| ())), started.elapsed());
+    model.metrics.request(Outcome::of(&result.as_ref().map(|_| ())), started.elapsed());
     match result {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -66,11 +64,7 @@ async fn answer(
 ) -> Result<Response> {
     let features = model.backend.signature().features;
     if input.width != features {
-        let field = if input.batch {
-            "`instances` rows have"
-        } else {
-            "`features` has"
-        };
+        let field = if input.batch { "`instances` rows have" } else { "`features` has" };
         return Err(Error::invalid(format!(
             "{field} {} values; model {} expects {features}",
             input.width, model.name
@@ -93,22 +87,14 @@ async fn answer(
         }
     };
     if let (Some(id), true) = (input.id.as_deref(), sig.is_classifier()) {
-        model
-            .feedback()
-            .log
-            .insert(id, Labels::from_slice(&out.labels));
+        model.feedback().log.insert(id, Labels::from_slice(&out.labels));
     }
     let id = input.id.as_deref();
     let version = model.version.as_str();
     Ok(if input.batch {
         let predictions = (0..input.n_rows).map(row).collect();
-        Json(BatchResponse {
-            predictions,
-            model_version: version,
-            timestamp: now(),
-            id,
-        })
-        .into_response()
+        Json(BatchResponse { predictions, model_version: version, timestamp: now(), id })
+            .into_response()
     } else {
         let p = row(0);
         Json(Response1 {

@@ -52,11 +52,7 @@ struct Ready {
 
 pub async fn ready(State(state): State<AppState>) -> Response {
     let ready = state.readiness().is_ok();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, Json(Ready { ready })).into_response()
 }
 
@@ -73,8 +69,7 @@ pub async fn list(State(state): State<AppState>) -> Response {
 }
 
 fn path<T>(p: std::result::Result<Path<T>, PathRejection>) -> Result<T> {
-    p.map(|Path(v)| v)
-        .map_err(|e| Error::invalid(format!("bad path: {e}")))
+    p.map(|Path(v)| v).map_err(|e| Error::invalid(format!("bad path: {e}")))
 }
 
 fn lookup<'a>(state: &'a AppState, name: &str, version: Option<&str>) -> Result<&'a ServedModel> {
@@ -90,11 +85,7 @@ struct TensorMeta<'a> {
 
 impl<'a> From<&'a TensorInfo> for TensorMeta<'a> {
     fn from(t: &'a TensorInfo) -> Self {
-        Self {
-            name: &t.name,
-            datatype: t.datatype.as_str(),
-            shape: &t.shape,
-        }
+        Self { name: &t.name, datatype: t.datatype.as_str(), shape: &t.shape }
     }
 }
 
@@ -125,9 +116,7 @@ pub async fn metadata(
     State(state): State<AppState>,
     p: std::result::Result<Path<String>, PathRejection>,
 ) -> Response {
-    path(p)
-        .and_then(|m| metadata_of(&state, &m, None))
-        .unwrap_or_else(IntoResponse::into_response)
+    path(p).and_then(|m| metadata_of(&state, &m, None)).unwrap_or_else(IntoResponse::into_response)
 }
 
 pub async fn metadata_version(
@@ -148,19 +137,8 @@ struct ModelReady<'a> {
 fn model_ready_of(state: &AppState, name: &str, version: Option<&str>) -> Result<Response> {
     let model = lookup(state, name, version)?;
     let ready = !state.shutting_down();
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    Ok((
-        status,
-        Json(ModelReady {
-            name: &model.name,
-            ready,
-        }),
-    )
-        .into_response())
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    Ok((status, Json(ModelReady { name: &model.name, ready })).into_response())
 }
 
 pub async fn model_ready(
@@ -218,9 +196,7 @@ async fn infer_at(
     };
     let started = Instant::now();
     let result = infer_model(state, model, headers, body, started).await;
-    model
-        .metrics
-        .request(Outcome::of(&result.as_ref().map(|_| ())), started.elapsed());
+    model.metrics.request(Outcome::of(&result.as_ref().map(|_| ())), started.elapsed());
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
@@ -258,14 +234,8 @@ async fn infer_model(
     let timeout = state.settings.request_timeout;
     let timeout_ms = timeout.as_millis() as u64;
     let deadline = started + timeout;
-    let bytes = read_body(
-        headers,
-        body,
-        state.settings.max_body_bytes,
-        deadline,
-        timeout_ms,
-    )
-    .await?;
+    let bytes =
+        read_body(headers, body, state.settings.max_body_bytes, deadline, timeout_ms).await?;
     let input = decode_infer(&bytes)?;
     let sig = model.backend.signature();
     if input.input_name != sig.input.name {
@@ -293,19 +263,12 @@ async fn infer_model(
     let n = input.n_rows;
     let out = queue_infer(model, input.rows, n, deadline, timeout_ms).await?;
     if let (Some(id), true) = (input.id.as_deref(), sig.is_classifier()) {
-        model
-            .feedback()
-            .log
-            .insert(id, Labels::from_slice(&out.labels));
+        model.feedback().log.insert(id, Labels::from_slice(&out.labels));
     }
     let width = sig.width();
     let mut outputs = SmallVec::new();
     for (i, info) in sig.outputs.iter().enumerate() {
-        if input
-            .outputs
-            .as_ref()
-            .is_some_and(|w| !w.iter().any(|x| *x == info.name))
-        {
+        if input.outputs.as_ref().is_some_and(|w| !w.iter().any(|x| *x == info.name)) {
             continue;
         }
         let is_label =
@@ -317,11 +280,7 @@ async fn infer_model(
         };
         outputs.push(OutputTensor {
             name: &info.name,
-            datatype: if info.datatype == DataType::Int64 {
-                "INT64"
-            } else {
-                "FP32"
-            },
+            datatype: if info.datatype == DataType::Int64 { "INT64" } else { "FP32" },
             shape,
             data,
         });

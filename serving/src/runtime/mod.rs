@@ -45,12 +45,7 @@ pub struct TensorInfo {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ModelKind {
     /// `label` (INT64 `[-1]`) and `probabilities` (FP32 `[-1, classes]`).
-    Classifier {
-        label_output: usize,
-        prob_output: usize,
-        classes: usize,
-        labels: Vec<i64>,
-    },
+    Classifier { label_output: usize, prob_output: usize, classes: usize, labels: Vec<i64> },
     /// One FP32 output `[-1, targets]`.
     Regressor { value_output: usize, targets: usize },
 }
@@ -137,10 +132,7 @@ pub const ONNXML_OPS: &[&str] = &[
 pub fn load(bytes: &[u8]) -> Result<Arc<dyn Backend>> {
     let model = ModelProto::decode(bytes)
         .map_err(|e| Error::load(format!("not an ONNX model (protobuf decode failed: {e})")))?;
-    let graph = model
-        .graph
-        .as_ref()
-        .ok_or_else(|| Error::load("ONNX model has no graph"))?;
+    let graph = model.graph.as_ref().ok_or_else(|| Error::load("ONNX model has no graph"))?;
     if graph.node.is_empty() {
         return Err(Error::load("ONNX graph has no nodes"));
     }
@@ -152,11 +144,7 @@ pub fn load(bytes: &[u8]) -> Result<Arc<dyn Backend>> {
 
 /// The first operator outside [`ONNXML_OPS`], if any.
 fn first_foreign_op(graph: &GraphProto) -> Option<String> {
-    graph
-        .node
-        .iter()
-        .map(|n| n.qualified_op())
-        .find(|op| !ONNXML_OPS.contains(&op.as_str()))
+    graph.node.iter().map(|n| n.qualified_op()).find(|op| !ONNXML_OPS.contains(&op.as_str()))
 }
 
 #[cfg(feature = "tract")]
@@ -220,11 +208,7 @@ pub(crate) fn graph_input(graph: &GraphProto) -> Result<(String, usize)> {
             data_type::name(tensor.elem_type)
         )));
     }
-    let dims = tensor
-        .shape
-        .as_ref()
-        .map(|s| s.dim.as_slice())
-        .unwrap_or_default();
+    let dims = tensor.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or_default();
     let features = match dims {
         [_, d] => d.dim_value.filter(|&v| v > 0),
         _ => None,

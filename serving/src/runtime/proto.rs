@@ -173,11 +173,7 @@ impl NodeProto {
 
     /// `domain:op_type`, with the default domain spelled `ai.onnx`.
     pub fn qualified_op(&self) -> String {
-        let domain = if self.domain.is_empty() {
-            "ai.onnx"
-        } else {
-            &self.domain
-        };
+        let domain = if self.domain.is_empty() { "ai.onnx" } else { &self.domain };
         format!("{domain}:{}", self.op_type)
     }
 }

@@ -21,11 +21,7 @@ impl Tract {
         let plan = build(bytes, features).map_err(|e| Error::load(format!("tract: {e:#}")))?;
         // One zero row tells us the output types and widths, and warms the plan up.
         let outs = plan
-            .run(tvec!(
-                Tensor::zero::<f32>(&[1, features])
-                    .map_err(load_err)?
-                    .into()
-            ))
+            .run(tvec!(Tensor::zero::<f32>(&[1, features]).map_err(load_err)?.into()))
             .map_err(load_err)?;
         let outputs: Vec<TensorInfo> = graph
             .output
@@ -51,10 +47,8 @@ impl Tract {
 fn build(bytes: &[u8], features: usize) -> TractResult<Plan> {
     let mut model = tract_onnx::onnx().model_for_read(&mut &*bytes)?;
     let batch = model.symbols.sym("N");
-    model = model.with_input_fact(
-        0,
-        f32::fact([TDim::Sym(batch), TDim::Val(features as i64)]).into(),
-    )?;
+    model = model
+        .with_input_fact(0, f32::fact([TDim::Sym(batch), TDim::Val(features as i64)]).into())?;
     model.into_optimized()?.into_runnable()
 }
 
@@ -73,25 +67,17 @@ fn tensor_info(name: &str, t: &TValue) -> Result<TensorInfo> {
     } else if dt.is_integer() || dt == TDim::datum_type() {
         DataType::Int64
     } else {
-        return Err(Error::load(format!(
-            "output {name} has unsupported type {dt:?}"
-        )));
+        return Err(Error::load(format!("output {name} has unsupported type {dt:?}")));
     };
     let shape = match (datatype, t.shape()) {
         (DataType::Int64, [_]) | (DataType::Int64, [_, 1]) => vec![-1],
         (DataType::Fp32, [_, cols]) => vec![-1, *cols as i64],
         (DataType::Fp32, [_]) => vec![-1, 1],
         (_, s) => {
-            return Err(Error::load(format!(
-                "output {name} has unsupported shape {s:?}"
-            )));
+            return Err(Error::load(format!("output {name} has unsupported shape {s:?}")));
         }
     };
-    Ok(TensorInfo {
-        name: name.to_owned(),
-        datatype,
-        shape,
-    })
+    Ok(TensorInfo { name: name.to_owned(), datatype, shape })
 }
 
 fn kind_of(outputs: &[TensorInfo]) -> Result<ModelKind> {
@@ -133,37 +119,21 @@ impl Backend for Tract {
         out.labels.clear();
         out.scores.clear();
         let scores_at = match self.signature.kind {
-            ModelKind::Classifier {
-                label_output,
-                prob_output,
-                ..
-            } => {
+            ModelKind::Classifier { label_output, prob_output, .. } => {
                 let labels = outs[label_output].cast_to::<i64>().map_err(infer_err)?;
                 out.labels.extend(
-                    labels
-                        .to_plain_array_view::<i64>()
-                        .map_err(infer_err)?
-                        .iter()
-                        .copied(),
+                    labels.to_plain_array_view::<i64>().map_err(infer_err)?.iter().copied(),
                 );
                 prob_output
             }
             ModelKind::Regressor { value_output, .. } => value_output,
         };
         let scores = outs[scores_at].cast_to::<f32>().map_err(infer_err)?;
-        out.scores.extend(
-            scores
-                .to_plain_array_view::<f32>()
-                .map_err(infer_err)?
-                .iter()
-                .copied(),
-        );
+        out.scores.extend(scores.to_plain_array_view::<f32>().map_err(infer_err)?.iter().copied());
         if out.scores.len() != rows * out.width
             || (!out.labels.is_empty() && out.labels.len() != rows)
         {
-            return Err(Error::Inference(
-                "tract returned outputs of an unexpected size".into(),
-            ));
+            return Err(Error::Inference("tract returned outputs of an unexpected size".into()));
         }
         Ok(())
     }

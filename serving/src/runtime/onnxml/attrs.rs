@@ -8,16 +8,9 @@ pub fn floats(node: &NodeProto, name: &str) -> Result<Option<Vec<f32>>> {
         return Ok(Some(a.floats.clone()));
     }
     // Newer exporters may store the same list as a tensor (`*_as_tensor`).
-    match node
-        .attr(&format!("{name}_as_tensor"))
-        .and_then(|a| a.t.as_ref())
-    {
+    match node.attr(&format!("{name}_as_tensor")).and_then(|a| a.t.as_ref()) {
         Some(t) => t.to_f32().map(Some).ok_or_else(|| {
-            bad(
-                node,
-                &format!("{name}_as_tensor"),
-                "must be a FLOAT or DOUBLE tensor",
-            )
+            bad(node, &format!("{name}_as_tensor"), "must be a FLOAT or DOUBLE tensor")
         }),
         None => Ok(None),
     }
@@ -32,9 +25,7 @@ pub fn ints(node: &NodeProto, name: &str) -> Vec<i64> {
 }
 
 pub fn required_ints(node: &NodeProto, name: &str) -> Result<Vec<i64>> {
-    node.attr(name)
-        .map(|a| a.ints.clone())
-        .ok_or_else(|| missing(node, name))
+    node.attr(name).map(|a| a.ints.clone()).ok_or_else(|| missing(node, name))
 }
 
 pub fn int(node: &NodeProto, name: &str) -> Option<i64> {
@@ -42,18 +33,12 @@ pub fn int(node: &NodeProto, name: &str) -> Option<i64> {
 }
 
 pub fn string(node: &NodeProto, name: &str) -> Option<String> {
-    node.attr(name)
-        .map(|a| String::from_utf8_lossy(&a.s).into_owned())
+    node.attr(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
 }
 
 pub fn strings(node: &NodeProto, name: &str) -> Vec<String> {
     node.attr(name)
-        .map(|a| {
-            a.strings
-                .iter()
-                .map(|s| String::from_utf8_lossy(s).into_owned())
-                .collect()
-        })
+        .map(|a| a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
         .unwrap_or_default()
 }
 
@@ -62,11 +47,7 @@ pub fn missing(node: &NodeProto, name: &str) -> Error {
 }
 
 pub fn bad(node: &NodeProto, name: &str, why: &str) -> Error {
-    Error::load(format!(
-        "{} node {:?}: attribute {name} {why}",
-        node.qualified_op(),
-        node.name
-    ))
+    Error::load(format!("{} node {:?}: attribute {name} {why}", node.qualified_op(), node.name))
 }
 
 /// Indices must fit the structure they point into; `what` names it in the error.

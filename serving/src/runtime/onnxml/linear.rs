@@ -36,19 +36,12 @@ impl Affine {
                 &format!("has {} values for {targets} targets", intercepts.len()),
             ));
         }
-        Ok(Self {
-            coefficients,
-            intercepts,
-            features,
-            targets,
-        })
+        Ok(Self { coefficients, intercepts, features, targets })
     }
 
     fn row(&self, x: &[f32], out: &mut [f32]) {
-        for ((o, w), b) in out
-            .iter_mut()
-            .zip(self.coefficients.chunks_exact(self.features))
-            .zip(&self.intercepts)
+        for ((o, w), b) in
+            out.iter_mut().zip(self.coefficients.chunks_exact(self.features)).zip(&self.intercepts)
         {
             *o = x.iter().zip(w).map(|(a, b)| a * b).sum::<f32>() + b;
         }
@@ -74,18 +67,10 @@ impl LinearClassifier {
             return Err(attrs::bad(
                 node,
                 "coefficients",
-                &format!(
-                    "describe {} targets for {} class labels",
-                    affine.targets,
-                    labels.len()
-                ),
+                &format!("describe {} targets for {} class labels", affine.targets, labels.len()),
             ));
         }
-        Ok(Self {
-            affine,
-            labels,
-            post: PostTransform::from_node(node)?,
-        })
+        Ok(Self { affine, labels, post: PostTransform::from_node(node)? })
     }
 
     pub fn labels(&self) -> &[i64] {
@@ -101,20 +86,14 @@ impl LinearClassifier {
         labels.clear();
         scores.clear();
         scores.resize(rows * classes, 0.0);
-        for (row, out) in x
-            .chunks_exact(self.affine.features)
-            .zip(scores.chunks_exact_mut(classes))
+        for (row, out) in x.chunks_exact(self.affine.features).zip(scores.chunks_exact_mut(classes))
         {
             if self.affine.targets == 1 {
                 // One score for two classes: onnxruntime labels by its sign and adds the
                 // complement as the first column.
                 let mut s = [0.0];
                 self.affine.row(row, &mut s);
-                labels.push(if s[0] > 0.0 {
-                    self.labels[1]
-                } else {
-                    self.labels[0]
-                });
+                labels.push(if s[0] > 0.0 { self.labels[1] } else { self.labels[0] });
                 let p = match self.post {
                     PostTransform::Logistic => super::transform::logistic(s[0]),
                     _ => s[0],
@@ -145,10 +124,7 @@ impl LinearRegressor {
             let why = format!("is {t} but the coefficients describe {}", affine.targets);
             return Err(attrs::bad(node, "targets", &why));
         }
-        Ok(Self {
-            affine,
-            post: PostTransform::from_node(node)?,
-        })
+        Ok(Self { affine, post: PostTransform::from_node(node)? })
     }
 
     pub fn targets(&self) -> usize {
@@ -159,10 +135,7 @@ impl LinearRegressor {
         let t = self.affine.targets;
         out.clear();
         out.resize(rows * t, 0.0);
-        for (row, o) in x
-            .chunks_exact(self.affine.features)
-            .zip(out.chunks_exact_mut(t))
-        {
+        for (row, o) in x.chunks_exact(self.affine.features).zip(out.chunks_exact_mut(t)) {
             self.affine.row(row, o);
             self.post.apply(o);
         }

@@ -109,11 +109,7 @@ impl OnnxMl {
                 }
                 outputs[k] = Some(new);
             }
-            steps.push(Step {
-                op,
-                input: slot,
-                outputs,
-            });
+            steps.push(Step { op, input: slot, outputs });
         }
 
         let mut outputs = Vec::new();
@@ -147,13 +143,7 @@ impl OnnxMl {
             outputs,
             kind,
         };
-        Ok(Self {
-            steps,
-            slots: names.len(),
-            output_slots,
-            features,
-            signature,
-        })
+        Ok(Self { steps, slots: names.len(), output_slots, features, signature })
     }
 
     fn read<'a>(&self, slots: &'a [Value], x: &'a [f32], slot: usize) -> Result<Input<'a>> {
@@ -163,9 +153,9 @@ impl OnnxMl {
         match &slots[slot] {
             Value::F32(v) => Ok(Input::F32(v)),
             Value::I64(v) => Ok(Input::I64(v)),
-            Value::Empty => Err(Error::Inference(
-                "internal: slot read before it was written".into(),
-            )),
+            Value::Empty => {
+                Err(Error::Inference("internal: slot read before it was written".into()))
+            }
         }
     }
 }
@@ -210,11 +200,9 @@ fn build_op(node: &NodeProto, ty: Ty) -> Result<(Op, Vec<Ty>, Option<Vec<i64>>)>
             let c = need_f32()?;
             (Op::Scaler(Scaler::new(node, c)?), vec![Ty::F32(c)], None)
         }
-        "ai.onnx.ml:Normalizer" => (
-            Op::Normalizer(Norm::from_node(node)?),
-            vec![Ty::F32(need_f32()?)],
-            None,
-        ),
+        "ai.onnx.ml:Normalizer" => {
+            (Op::Normalizer(Norm::from_node(node)?), vec![Ty::F32(need_f32()?)], None)
+        }
         "ai.onnx:Identity" => (Op::Identity, vec![ty], None),
         "ai.onnx:Cast" => {
             let to = attrs::int(node, "to").ok_or_else(|| attrs::missing(node, "to"))?;
@@ -251,12 +239,7 @@ fn kind_of(outputs: &[TensorInfo], labels: Option<Vec<i64>>) -> Result<ModelKind
         (2, Some(label_output), Some(prob_output)) => {
             let classes = outputs[prob_output].shape[1] as usize;
             let labels = labels.unwrap_or_else(|| (0..classes as i64).collect());
-            Ok(ModelKind::Classifier {
-                label_output,
-                prob_output,
-                classes,
-                labels,
-            })
+            Ok(ModelKind::Classifier { label_output, prob_output, classes, labels })
         }
         (1, None, Some(value_output)) => Ok(ModelKind::Regressor {
             value_output,
@@ -264,10 +247,7 @@ fn kind_of(outputs: &[TensorInfo], labels: Option<Vec<i64>>) -> Result<ModelKind
         }),
         _ => Err(Error::load(format!(
             "unsupported outputs {:?}: expected INT64 label + FLOAT probabilities, or one FLOAT output",
-            outputs
-                .iter()
-                .map(|o| (o.name.as_str(), o.datatype.as_str()))
-                .collect::<Vec<_>>()
+            outputs.iter().map(|o| (o.name.as_str(), o.datatype.as_str())).collect::<Vec<_>>()
         ))),
     }
 }
@@ -299,14 +279,9 @@ impl Backend for OnnxMl {
         out.labels.clear();
         out.scores.clear();
         let (label_slot, score_slot) = match self.signature.kind {
-            ModelKind::Classifier {
-                label_output,
-                prob_output,
-                ..
-            } => (
-                Some(self.output_slots[label_output]),
-                self.output_slots[prob_output],
-            ),
+            ModelKind::Classifier { label_output, prob_output, .. } => {
+                (Some(self.output_slots[label_output]), self.output_slots[prob_output])
+            }
             ModelKind::Regressor { value_output, .. } => (None, self.output_slots[value_output]),
         };
         if let Some(s) = label_slot {

@@ -20,11 +20,9 @@ impl PostTransform {
             Some("LOGISTIC") => Ok(Self::Logistic),
             Some("SOFTMAX") => Ok(Self::Softmax),
             Some("SOFTMAX_ZERO") => Ok(Self::SoftmaxZero),
-            Some(other) => Err(attrs::bad(
-                node,
-                "post_transform",
-                &format!("value {other} is not supported"),
-            )),
+            Some(other) => {
+                Err(attrs::bad(node, "post_transform", &format!("value {other} is not supported")))
+            }
         }
     }
 
@@ -97,16 +95,9 @@ impl Scaler {
         let fit = |v: Vec<f32>, name: &str| match v.len() {
             1 => Ok(vec![v[0]; cols]),
             n if n == cols => Ok(v),
-            n => Err(attrs::bad(
-                node,
-                name,
-                &format!("has {n} values for {cols} columns"),
-            )),
+            n => Err(attrs::bad(node, name, &format!("has {n} values for {cols} columns"))),
         };
-        Ok(Self {
-            offset: fit(offset, "offset")?,
-            scale: fit(scale, "scale")?,
-        })
+        Ok(Self { offset: fit(offset, "offset")?, scale: fit(scale, "scale")? })
     }
 
     pub fn run(&self, x: &[f32], out: &mut Vec<f32>) {
@@ -115,10 +106,7 @@ impl Scaler {
         out.reserve(x.len());
         for row in x.chunks_exact(cols) {
             out.extend(
-                row.iter()
-                    .zip(&self.offset)
-                    .zip(&self.scale)
-                    .map(|((v, o), s)| (v - o) * s),
+                row.iter().zip(&self.offset).zip(&self.scale).map(|((v, o), s)| (v - o) * s),
             );
         }
     }
@@ -137,11 +125,9 @@ impl Norm {
             None | Some("MAX") => Ok(Self::Max),
             Some("L1") => Ok(Self::L1),
             Some("L2") => Ok(Self::L2),
-            Some(other) => Err(attrs::bad(
-                node,
-                "norm",
-                &format!("value {other} is not supported"),
-            )),
+            Some(other) => {
+                Err(attrs::bad(node, "norm", &format!("value {other} is not supported")))
+            }
         }
     }
 

@@ -117,11 +117,7 @@ impl Forest {
         }
         let u32_len = |len: usize| u32::try_from(len).ok();
         if u32_len(n).is_none() || n == 0 {
-            return Err(attrs::bad(
-                node,
-                "nodes_treeids",
-                "must hold between 1 and 2^32 nodes",
-            ));
+            return Err(attrs::bad(node, "nodes_treeids", "must hold between 1 and 2^32 nodes"));
         }
 
         let mut index = HashMap::with_capacity(n);
@@ -172,19 +168,8 @@ impl Forest {
             attach_leaves(node, prefix, outputs, &mut nodes, &resolve)?;
         let roots = find_roots(node, &tree_ids, &nodes)?;
         check_trees(node, &nodes, &roots)?;
-        let all_leq = nodes
-            .iter()
-            .all(|n| matches!(n.mode, Mode::Leq | Mode::Leaf));
-        Ok((
-            Self {
-                nodes,
-                roots,
-                leaf_ids,
-                leaf_weights,
-                all_leq,
-            },
-            stats,
-        ))
+        let all_leq = nodes.iter().all(|n| matches!(n.mode, Mode::Leq | Mode::Leaf));
+        Ok((Self { nodes, roots, leaf_ids, leaf_weights, all_leq }, stats))
     }
 
     /// Walk one tree to its leaf.
@@ -222,10 +207,7 @@ impl Forest {
         for &root in &self.roots {
             let leaf = self.leaf(root, x);
             let range = leaf.leaf_start as usize..leaf.leaf_end as usize;
-            for (&id, &w) in self.leaf_ids[range.clone()]
-                .iter()
-                .zip(&self.leaf_weights[range])
-            {
+            for (&id, &w) in self.leaf_ids[range.clone()].iter().zip(&self.leaf_weights[range]) {
                 f(id as usize, w);
             }
         }
@@ -261,10 +243,7 @@ fn attach_leaves(
             return Err(attrs::bad(
                 node,
                 &name("nodeids"),
-                &format!(
-                    "puts a weight on branch node {} of tree {}",
-                    ids[k], trees[k]
-                ),
+                &format!("puts a weight on branch node {} of tree {}", ids[k], trees[k]),
             ));
         }
         let target = attrs::index(node, &name("ids"), targets[k], outputs)?;
@@ -409,10 +388,7 @@ impl TreeEnsembleClassifier {
         scores.clear();
         scores.resize(rows * classes, 0.0);
         let mut has = vec![false; classes];
-        for (row, out) in x
-            .chunks_exact(features)
-            .zip(scores.chunks_exact_mut(classes))
-        {
+        for (row, out) in x.chunks_exact(features).zip(scores.chunks_exact_mut(classes)) {
             has.iter_mut().for_each(|h| *h = false);
             self.forest.for_each_weight(row, |id, w| {
                 out[id] += w;
@@ -449,11 +425,7 @@ impl TreeEnsembleClassifier {
             // Random forest: the score is already P(class 1).
             out[0] = 1.0 - s;
             out[1] = s;
-            if s > 0.5 {
-                self.labels[1]
-            } else {
-                self.labels[0]
-            }
+            if s > 0.5 { self.labels[1] } else { self.labels[0] }
         } else {
             // Boosting: the score is a logit.
             if self.post == PostTransform::Logistic {
@@ -463,11 +435,7 @@ impl TreeEnsembleClassifier {
                 out[0] = -s;
                 out[1] = s;
             }
-            if s > 0.0 {
-                self.labels[1]
-            } else {
-                self.labels[0]
-            }
+            if s > 0.0 { self.labels[1] } else { self.labels[0] }
         }
     }
 
@@ -509,16 +477,10 @@ pub struct TreeEnsembleRegressor {
 impl TreeEnsembleRegressor {
     pub fn new(node: &NodeProto, features: usize) -> Result<Self> {
         let targets = attrs::int(node, "n_targets").unwrap_or(1);
-        let targets = usize::try_from(targets)
-            .ok()
-            .filter(|&t| (1..=1024).contains(&t))
-            .ok_or_else(|| {
-                attrs::bad(
-                    node,
-                    "n_targets",
-                    &format!("is {targets}, expected 1..=1024"),
-                )
-            })?;
+        let targets =
+            usize::try_from(targets).ok().filter(|&t| (1..=1024).contains(&t)).ok_or_else(
+                || attrs::bad(node, "n_targets", &format!("is {targets}, expected 1..=1024")),
+            )?;
         let (forest, _) = Forest::new(node, features, "target", targets)?;
         let base = attrs::floats(node, "base_values")?.unwrap_or_default();
         if !base.is_empty() && base.len() != targets {
