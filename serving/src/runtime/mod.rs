@@ -150,7 +150,12 @@ fn first_foreign_op(graph: &GraphProto) -> Option<String> {
 #[cfg(feature = "tract")]
 fn general_graph(bytes: &[u8], graph: &GraphProto, op: &str) -> Result<Arc<dyn Backend>> {
     refuse_for_tract(graph, op)?;
-    Ok(Arc::new(tract::Tract::new(bytes, graph)?))
+    let backend = tract::Tract::new(bytes, graph).map_err(|e| {
+        Error::load(format!(
+            "the graph uses {op}, outside the ONNX-ML set, and the general backend refused it: {e}"
+        ))
+    })?;
+    Ok(Arc::new(backend))
 }
 
 #[cfg(not(feature = "tract"))]
