@@ -1,0 +1,175 @@
+//! A bounded, open-loop load generator: requests at a fixed rate through the Service proxy,
+//! every outcome recorded, so tests can assert that no request was lost during a rollout.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::Mutex;
+
+/// What one request returned.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub status: u16,
+    pub latency: Duration,
+    /// `model_version` from the response body, if any.
+    pub version: Option<String>,
+    pub pod: Option<String>,
+    pub error: Option<String>,
+}
+
+/// The whole run.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub outcomes: Vec<Outcome>,
+}
+
+impl LoadReport {
+    pub fn sent(&self) -> usize {
+        self.outcomes.len()
+    }
+
+    /// Requests that got no response or a non-2xx one.
+    pub fn failures(&self) -> Vec<&Outcome> {
+        self.outcomes.iter().filter(|o| !(200..300).contains(&o.status)).collect()
+    }
+
+    pub fn by_version(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for o in &self.outcomes {
+            *counts.entry(o.version.clone().unwrap_or_default()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// A short description of the failures, for assertion messages.
+    pub fn describe_failures(&self) -> String {
+        let failures = self.failures();
+        let mut text = format!("{} of {} requests failed", failures.len(), self.sent());
+        for f in failures.iter().take(5) {
+            text.push_str(&format!("\n  status {} pod {:?} error {:?}", f.status, f.pod, f.error));
+        }
+        text
+    }
+
+    pub fn latency_quantile(&self, q: f64) -> Duration {
+        let mut latencies: Vec<Duration> = self.outcomes.iter().map(|o| o.latency).collect();
+        latencies.sort();
+        if latencies.is_empty() {
+            return Duration::ZERO;
+        }
+        let index = ((latencies.len() as f64 - 1.0) * q).round() as usize;
+        latencies[index]
+    }
+}
+
+/// A running load; `stop` ends it and returns the report.
+pub struct Load {
+    running: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<LoadReport>,
+}
+
+impl Load {
+    /// Send `POST path` with `body` to the Service `service.namespace` through the proxy at
+    /// `rate` requests per second, for at most `max_duration`.
+    pub fn start(
+        proxy: &str,
+        service: &str,
+        namespace: &str,
+        path: &str,
+        body: &str,
+        rate: u32,
+        max_duration: Duration,
+    ) -> Load {
+        let running = Arc::new(AtomicBool::new(true));
+        let uri: hyper::Uri = format!("http://{proxy}{path}").parse().expect("a valid URI");
+        let host = format!("{service}.{namespace}");
+        let body = Bytes::from(body.to_string());
+        let flag = running.clone();
+        let task = tokio::spawn(async move {
+            let mut connector = HttpConnector::new();
+            connector.set_connect_timeout(Some(Duration::from_secs(2)));
+            let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .build(connector);
+            let outcomes = Arc::new(Mutex::new(Vec::new()));
+            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let started = Instant::now();
+            let mut in_flight = Vec::new();
+            while flag.load(Ordering::Relaxed) && started.elapsed() < max_duration {
+                ticker.tick().await;
+                let (client, uri, host, body, outcomes) =
+                    (client.clone(), uri.clone(), host.clone(), body.clone(), outcomes.clone());
+                in_flight.push(tokio::spawn(async move {
+                    let outcome = send(&client, uri, &host, body).await;
+                    outcomes.lock().await.push(outcome);
+                }));
+                in_flight.retain(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
+            }
+            for task in in_flight {
+                let _ = task.await;
+            }
+            let outcomes = std::mem::take(&mut *outcomes.lock().await);
+            LoadReport { outcomes }
+        });
+        Load { running, task }
+    }
+
+    pub async fn stop(self) -> LoadReport {
+        self.running.store(false, Ordering::Relaxed);
+        self.task.await.expect("the load task does not panic")
+    }
+}
+
+async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: hyper::Uri,
+    host: &str,
+    body: Bytes,
+) -> Outcome {
+    let started = Instant::now();
+    let request = hyper::Request::post(uri)
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(body))
+        .expect("a valid request");
+    let result = tokio::time::timeout(Duration::from_secs(10), client.request(request)).await;
+    match result {
+        Ok(Ok(response)) => {
+            let status = response.status().as_u16();
+            let pod = response
+                .headers()
+                .get("x-modelship-pod")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let version = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v.get("model_version").and_then(|m| m.as_str()).map(str::to_string));
+            let error = (!(200..300).contains(&status))
+                .then(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
+            Outcome { status, latency: started.elapsed(), version, pod, error }
+        }
+        Ok(Err(err)) => Outcome {
+            status: 0,
+            latency: started.elapsed(),
+            version: None,
+            pod: None,
+            error: Some(err.to_string()),
+        },
+        Err(_) => Outcome {
+            status: 0,
+            latency: started.elapsed(),
+            version: None,
+            pod: None,
+            error: Some("timed out after 10s".into()),
+        },
+    }
+}
