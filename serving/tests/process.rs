@@ -1,0 +1,174 @@
+//! The real binary as a process on 127.0.0.1: cold start, SIGTERM drain, exit, healthcheck.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::fixture;
+
+const BIN: &str = env!("CARGO_BIN_EXE_modelship-serving");
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// One HTTP/1.1 request on a fresh connection; `None` when nothing answers.
+fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    Some((status, body))
+}
+
+fn spawn(addr: SocketAddr, extra: &[(&str, String)]) -> Child {
+    let mut cmd = Command::new(BIN);
+    cmd.env("MODELSHIP_LISTEN", addr.to_string())
+        .env("MODELSHIP_MODEL_NAME", "fraud")
+        .env("MODELSHIP_MODEL_VERSION", "1")
+        .env("MODELSHIP_MODEL_URI", format!("file://{}", fixture("rf.onnx")))
+        .env("MODELSHIP_REFERENCE_DATA", fixture("reference.json"))
+        .env("MODELSHIP_WORKER_THREADS", "1")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd.spawn().unwrap()
+}
+
+fn wait_ready(addr: SocketAddr, child: &mut Child) -> Duration {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(10) {
+        if let Some((200, _)) = http(addr, "GET", "/ready", "") {
+            return started.elapsed();
+        }
+        assert!(child.try_wait().unwrap().is_none(), "server exited before becoming ready");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    panic!("not ready within 10 s");
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
+    let started = Instant::now();
+    while started.elapsed() < within {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn predict_body() -> String {
+    serde_json::json!({"features": common::rows("inputs_binary.json", 1)[0]}).to_string()
+}
+
+fn sigterm(child: &Child) {
+    let ok =
+        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
+    assert!(ok);
+}
+
+#[test]
+fn sigterm_turns_readiness_off_keeps_serving_through_the_drain_then_exits() {
+    let addr = free_addr();
+    let drain = Duration::from_secs(2);
+    let mut child = spawn(addr, &[("MODELSHIP_DRAIN_SECONDS", drain.as_secs().to_string())]);
+    let cold = wait_ready(addr, &mut child);
+    println!("cold start to ready (spawn to first 200 on /ready): {cold:?}");
+    assert_eq!(http(addr, "POST", "/predict", &predict_body()).unwrap().0, 200);
+
+    let signalled = Instant::now();
+    sigterm(&child);
+    // Readiness flips at once...
+    let flipped = loop {
+        match http(addr, "GET", "/ready", "") {
+            Some((503, body)) => {
+                assert!(body.contains("shutting down"), "{body}");
+                break signalled.elapsed();
+            }
+            Some((200, _)) if signalled.elapsed() < Duration::from_millis(500) => continue,
+            other => panic!("readiness did not flip: {other:?}"),
+        }
+    };
+    assert!(flipped < Duration::from_millis(500), "{flipped:?}");
+    assert_eq!(http(addr, "GET", "/v2/health/ready", "").unwrap().0, 503);
+    // ...while requests keep succeeding for the drain period.
+    let mut served = 0;
+    while signalled.elapsed() < drain - Duration::from_millis(300) {
+        let (status, body) = http(addr, "POST", "/predict", &predict_body())
+            .expect("server stopped during the drain");
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(http(addr, "GET", "/health", "").unwrap().0, 200);
+        served += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(served > 10);
+    // Then it drains and exits well within a 30 s grace period.
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("did not exit");
+    let total = signalled.elapsed();
+    assert!(status.success(), "{status:?}");
+    assert!(total >= drain && total < drain + Duration::from_secs(3), "{total:?}");
+    assert!(http(addr, "GET", "/health", "").is_none(), "still accepting after exit");
+}
+
+#[test]
+fn healthcheck_subcommand_reports_the_servers_health() {
+    let addr = free_addr();
+    let mut child = spawn(addr, &[("MODELSHIP_DRAIN_SECONDS", "0".into())]);
+    wait_ready(addr, &mut child);
+    let check = |url: String| {
+        Command::new(BIN)
+            .args(["healthcheck", "--url", &url])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+    };
+    assert!(check(format!("http://{addr}/health")).success());
+    assert!(!check(format!("http://{addr}/nope")).success());
+    // Without --url it derives the address from MODELSHIP_LISTEN.
+    let derived = Command::new(BIN)
+        .arg("healthcheck")
+        .env("MODELSHIP_LISTEN", addr.to_string())
+        .status()
+        .unwrap();
+    assert!(derived.success());
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10)).unwrap().success());
+    assert!(!check(format!("http://{addr}/health")).success());
+}
+
+#[test]
+fn a_model_that_cannot_load_makes_the_process_fail() {
+    let addr = free_addr();
+    let mut child = spawn(addr, &[("MODELSHIP_MODEL_URI", "/nonexistent/model.onnx".into())]);
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("did not exit");
+    assert!(!status.success());
+}
+
+#[test]
+fn bad_configuration_is_refused_before_serving() {
+    let out = Command::new(BIN).args(["--max-batch-size", "0"]).output().unwrap();
+    assert!(!out.status.success());
+    let out = Command::new(BIN)
+        .env("MODELSHIP_LISTEN", free_addr().to_string())
+        .env_remove("MODELSHIP_MODEL_URI")
+        .env_remove("MODELSHIP_MODEL_DIR")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("MODELSHIP_MODEL_URI"));
+}
