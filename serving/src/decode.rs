@@ -315,6 +315,21 @@ impl<'de> DeserializeSeed<'de> for FlatSeed<'_> {
     }
 }
 
+/// Fuzz entry point: both decoders on arbitrary bytes. Either may refuse the input; neither
+/// may panic, and what they accept must be consistent.
+pub fn fuzz_one(data: &[u8]) {
+    if let Ok(p) = decode_predict(data) {
+        assert_eq!(p.rows.len(), p.n_rows * p.width);
+        assert!(p.n_rows > 0 && p.width > 0);
+        assert!(p.rows.iter().all(|v| v.is_finite()));
+    }
+    if let Ok(i) = decode_infer(data) {
+        assert_eq!(i.rows.len(), i.n_rows * i.width);
+        assert!(i.n_rows > 0 && i.width > 0);
+        assert!(i.rows.iter().all(|v| v.is_finite()));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
