@@ -145,6 +145,29 @@ fn terminated_pods(dir: &PathBuf) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// Sends `count` requests to `service`; Ok if every one was answered 200 by `pod`. The proxy
+/// follows EndpointSlices a moment after the API shows them, so callers poll this.
+async fn only_from(
+    http: &TestHttp,
+    service: &str,
+    namespace: &str,
+    pod: &str,
+    count: usize,
+) -> Result<(), String> {
+    for _ in 0..count {
+        let response = http.get(service, namespace, "/only").await.map_err(|e| e.to_string())?;
+        if response.status != StatusCode::OK || response.pod().as_deref() != Some(pod) {
+            return Err(format!(
+                "{} from {:?}: {}",
+                response.status,
+                response.pod(),
+                response.text()
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[tokio::test]
 async fn fake_deployment_becomes_available_with_ready_endpoints() {
     with_namespace(async |client: Client, ns: String| {
@@ -321,16 +344,10 @@ async fn process_pods_turn_ready_only_when_their_probe_passes() {
             (!is_ready(&pod) && endpoints == BTreeSet::from([other.clone()])).then_some(())
         })
         .await;
-        wait_until(SHORT, "the proxy to route around the unready pod", async || {
-            let response = http.get("probe", &ns, "/x").await.ok()?;
-            (response.pod().as_deref() == Some(other.as_str())).then_some(())
+        wait_until(SHORT, "10 answers in a row from the ready pod", async || {
+            only_from(&http, "probe", &ns, &other, 10).await
         })
         .await;
-        for _ in 0..10 {
-            let response = http.get("probe", &ns, "/x").await.unwrap();
-            assert_eq!(response.status, StatusCode::OK);
-            assert_eq!(response.pod().as_deref(), Some(other.as_str()));
-        }
         flip("true").await;
         wait_until(SHORT, "the flipped pod to be ready again", async || {
             let endpoints = ready_endpoint_pods(&client, &ns, "probe").await.ok()?;
@@ -406,16 +423,15 @@ async fn process_pods_serve_through_the_proxy_and_stop_on_sigterm() {
         let gone: BTreeSet<String> = all.iter().filter(|p| **p != survivor).cloned().collect();
         assert_eq!(gone.len(), 2);
         assert_eq!(terminated_pods(&terms), gone, "SIGTERM reached exactly the removed pods");
-        wait_until(SHORT, "the proxy to route only to the survivor", async || {
+        wait_until(SHORT, "the survivor as the only ready endpoint", async || {
             let ready = ready_endpoint_pods(&client, &ns, "echo").await.ok()?;
             (ready == BTreeSet::from([survivor.clone()])).then_some(())
         })
         .await;
-        for _ in 0..10 {
-            let response = http.get("echo", &ns, "/after").await.unwrap();
-            assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-            assert_eq!(response.pod().as_deref(), Some(survivor.as_str()));
-        }
+        wait_until(SHORT, "10 answers in a row from the survivor", async || {
+            only_from(&http, "echo", &ns, &survivor, 10).await
+        })
+        .await;
         let _ = std::fs::remove_dir_all(&terms);
     })
     .await;
@@ -458,9 +474,19 @@ async fn deleted_pod_with_pre_stop_sleep_keeps_serving_while_terminating() {
                 .then_some(())
         })
         .await;
-        let response = http.get("drain", &ns, "/during").await.unwrap();
-        assert_eq!(response.status, StatusCode::OK, "{}", response.text());
-        assert_eq!(response.pod().as_deref(), Some("drain-0"));
+        hold_for(
+            Duration::from_millis(1500),
+            "the draining pod to keep answering",
+            async || -> Result<(), String> {
+                let response =
+                    http.get("drain", &ns, "/during").await.map_err(|e| e.to_string())?;
+                match (response.status, response.pod()) {
+                    (StatusCode::OK, Some(pod)) if pod == "drain-0" => Ok(()),
+                    (status, pod) => Err(format!("{status} from {pod:?}: {}", response.text())),
+                }
+            },
+        )
+        .await;
         assert!(terminated_pods(&terms).is_empty(), "SIGTERM must wait for the preStop sleep");
 
         wait_until(SHORT, "drain-0 to be gone", async || {
