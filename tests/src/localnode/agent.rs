@@ -25,7 +25,7 @@ use tokio::task::JoinSet;
 use super::config::{RunImage, binary_for};
 use super::directory::{PodDirectory, pod_key};
 use super::http::{HttpClient, forward, json_error};
-use super::ipam::{FakeIps, ProcessIps};
+use super::ipam::{FakeIps, Ports, ProcessIps};
 use super::process::{Placement, ProcessPod};
 use super::status::{
     fake_intent, fake_is_current, fake_report, is_finished, is_terminating, now_rfc3339,
@@ -106,6 +106,7 @@ struct FakeEntry {
 
 struct ProcessEntry {
     ip: Ipv4Addr,
+    port: u16,
     /// Dropped when the pod object is gone, which tells the process task to stop.
     pod: Option<watch::Sender<Arc<Pod>>>,
 }
@@ -127,6 +128,7 @@ pub struct Agent {
     pods: HashMap<String, Entry>,
     fake_ips: FakeIps,
     process_ips: ProcessIps,
+    ports: Ports,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     processes: JoinSet<()>,
@@ -142,6 +144,7 @@ impl Agent {
             pods: HashMap::new(),
             fake_ips: FakeIps::default(),
             process_ips: ProcessIps::default(),
+            ports: Ports::default(),
             done_tx,
             done_rx,
             processes: JoinSet::new(),
@@ -261,14 +264,12 @@ impl Agent {
             tracing::error!(pod = %key, "all 254 process pod IPs are in use; pod not started");
             return;
         };
-        let addr = match free_port() {
-            Ok(addr) => addr,
-            Err(error) => {
-                tracing::error!(pod = %key, %error, "no free port; pod not started");
-                self.process_ips.release(ip);
-                return;
-            }
+        let Some(port) = self.ports.allocate(port_is_free) else {
+            tracing::error!(pod = %key, "no free loopback port; pod not started");
+            self.process_ips.release(ip);
+            return;
         };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let (sender, receiver) = watch::channel(Arc::new(pod));
         let placement = Placement { binary, container, addr, ip };
         let actor = ProcessPod::new(self.ctx.clone(), receiver, placement);
@@ -278,7 +279,7 @@ impl Agent {
             actor.run().await;
             let _ = done.send(Done::Process(task_uid));
         });
-        let entry = ProcessEntry { ip, pod: Some(sender) };
+        let entry = ProcessEntry { ip, port, pod: Some(sender) };
         self.pods.insert(uid, Entry::Process(entry));
     }
 
@@ -287,6 +288,7 @@ impl Agent {
             Done::Process(uid) => {
                 if let Some(Entry::Process(entry)) = self.pods.remove(&uid) {
                     self.process_ips.release(entry.ip);
+                    self.ports.release(entry.port);
                 }
             }
             Done::Fake(uid) => {
@@ -371,11 +373,9 @@ async fn write_fake_status(ctx: &AgentCtx, pod: &Pod, ip: Ipv4Addr, ready: bool)
     tracing::debug!(pod = %key, %ip, ready, "fake pod reported");
 }
 
-/// A loopback port nobody listens on right now, for a process to bind.
-fn free_port() -> Result<SocketAddr> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(Error::io("bind a free loopback port"))?;
-    listener.local_addr().map_err(Error::io("read the free port"))
+/// Whether nothing listens on loopback `port` right now.
+fn port_is_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
 /// State of the agent's HTTP API.

@@ -1,8 +1,10 @@
-//! Pod IPs. They are labels only: the proxy maps pods to 127.0.0.1 ports, and nothing is ever
-//! sent to these addresses. All of them come from the documentation ranges of RFC 5737.
+//! Pod IPs and loopback ports. The IPs are labels only: the proxy maps pods to 127.0.0.1 ports,
+//! and nothing is ever sent to these addresses. All of them come from the documentation ranges
+//! of RFC 5737.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::ops::Range;
 
 /// Process pods get unique addresses from 192.0.2.1 to 192.0.2.254.
 const PROCESS_NET: [u8; 3] = [192, 0, 2];
@@ -79,6 +81,45 @@ impl FakeIps {
     }
 }
 
+/// Ports for process pods: below Linux's ephemeral range (32768-60999), so an outgoing
+/// connection never takes a port between its choice and the process binding it.
+pub const PORT_RANGE: Range<u16> = 20000..32000;
+
+/// Loopback ports handed to process pods, unique among live pods.
+#[derive(Debug)]
+pub struct Ports {
+    used: BTreeSet<u16>,
+    cursor: u16,
+}
+
+impl Default for Ports {
+    fn default() -> Self {
+        Ports { used: BTreeSet::new(), cursor: PORT_RANGE.start }
+    }
+}
+
+impl Ports {
+    /// The next port, in next-fit order, that no live pod holds and `is_free` accepts (the
+    /// caller checks that nothing else listens there).
+    pub fn allocate(&mut self, is_free: impl Fn(u16) -> bool) -> Option<u16> {
+        let size = PORT_RANGE.end - PORT_RANGE.start;
+        for step in 0..size {
+            let port = PORT_RANGE.start + (self.cursor - PORT_RANGE.start + step) % size;
+            if !self.used.contains(&port) && is_free(port) {
+                self.used.insert(port);
+                self.cursor = PORT_RANGE.start + (port - PORT_RANGE.start + 1) % size;
+                return Some(port);
+            }
+        }
+        None
+    }
+
+    /// Returns `port` to the pool.
+    pub fn release(&mut self, port: u16) {
+        self.used.remove(&port);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +158,22 @@ mod tests {
         for _ in 0..253 {
             assert_ne!(ips.allocate(), Some(Ipv4Addr::new(192, 0, 2, 9)));
         }
+    }
+
+    #[test]
+    fn ports_skip_held_and_busy_ports() {
+        let mut ports = Ports::default();
+        let busy = PORT_RANGE.start + 1;
+        let first = ports.allocate(|p| p != busy).unwrap();
+        let second = ports.allocate(|p| p != busy).unwrap();
+        assert_eq!(first, PORT_RANGE.start);
+        assert_eq!(second, PORT_RANGE.start + 2);
+        ports.release(first);
+        // Next-fit: the freed port comes back only after the rest of the range.
+        assert_eq!(ports.allocate(|_| true), Some(PORT_RANGE.start + 3));
+        const { assert!(PORT_RANGE.end <= 32768, "must stay below the ephemeral range") };
+        let mut none = Ports::default();
+        assert_eq!(none.allocate(|_| false), None);
     }
 
     #[test]
