@@ -9,7 +9,7 @@ use std::time::Duration;
 use axum::http::{Method, StatusCode};
 use bytes::Bytes;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, Client, ResourceExt};
@@ -497,6 +497,80 @@ async fn deleted_pod_with_pre_stop_sleep_keeps_serving_while_terminating() {
         let response = http_via_proxy("drain", &ns, "/after").await;
         assert_eq!(response.status, StatusCode::SERVICE_UNAVAILABLE);
         let _ = std::fs::remove_dir_all(&terms);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn process_gets_the_pods_env_args_and_listen_address() {
+    require_run_image(ECHO).await;
+    with_namespace(async |client: Client, ns: String| {
+        create::<Secret>(
+            &client,
+            &ns,
+            json!({"metadata": {"name": "creds"}, "stringData": {"token": "s3cret"}}),
+        )
+        .await;
+        create::<ConfigMap>(
+            &client,
+            &ns,
+            json!({"metadata": {"name": "settings"}, "data": {"mode": "fast", "LEVEL": "3"}}),
+        )
+        .await;
+        let shown = "POD,NS,IP,NODE,TOKEN,MODE,CFG_LEVEL,GREETING,MODELSHIP_LISTEN,MODELSHIP_POD_NAME";
+        let container = json!({
+            "name": "echo",
+            "image": ECHO_IMAGE,
+            "command": ["/ignored"],
+            "args": ["--mode=$(MODE)", "--pod", "$(POD)", "$$(POD)"],
+            "envFrom": [{"configMapRef": {"name": "settings"}, "prefix": "CFG_"}],
+            "env": [
+                {"name": "ECHO_SHOW_ENV", "value": shown},
+                {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                {"name": "NS", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                {"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                {"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+                {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+                {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}},
+                {"name": "GREETING", "value": "hello $(POD)"},
+                {"name": "MODELSHIP_LISTEN", "value": "0.0.0.0:8080"},
+            ],
+            "readinessProbe": {"httpGet": {"path": "/ready", "port": 8080}, "periodSeconds": 1},
+        });
+        create::<Service>(&client, &ns, service("env", json!({"app": "env"}))).await;
+        create::<Pod>(
+            &client,
+            &ns,
+            json!({
+                "metadata": {"name": "env-0", "labels": {"app": "env"}},
+                "spec": {"containers": [container]}
+            }),
+        )
+        .await;
+        let http = TestHttp::new();
+        let response = wait_until(LONG, "env-0 answering through the proxy", async || {
+            let response = http.get("env", &ns, "/").await.ok()?;
+            (response.status == StatusCode::OK).then_some(response)
+        })
+        .await;
+        let body = response.json();
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let pod = api.get("env-0").await.unwrap();
+        let ip = pod.status.and_then(|s| s.pod_ip).unwrap();
+        let env = &body["env"];
+        assert_eq!(env["POD"], "env-0");
+        assert_eq!(env["NS"], ns.as_str());
+        assert_eq!(env["IP"], ip.as_str());
+        assert_eq!(env["NODE"], pod.spec.unwrap().node_name.unwrap().as_str());
+        assert_eq!(env["TOKEN"], "s3cret");
+        assert_eq!(env["MODE"], "fast");
+        assert_eq!(env["CFG_LEVEL"], "3");
+        assert_eq!(env["GREETING"], "hello env-0");
+        assert_eq!(env["MODELSHIP_POD_NAME"], "env-0");
+        // localnode's listen address wins over the pod's own.
+        let listen = env["MODELSHIP_LISTEN"].as_str().unwrap();
+        assert!(listen.starts_with("127.0.0.1:"), "listen {listen}");
+        assert_eq!(body["args"], json!(["--mode=fast", "--pod", "env-0", "$(POD)"]));
     })
     .await;
 }

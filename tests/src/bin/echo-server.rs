@@ -6,9 +6,10 @@
 //! - `ECHO_READY_DELAY_MS`: `/ready` answers 503 until this long after start.
 //! - `ECHO_EXIT_CODE`: exit at once with this code (a crashing container).
 //! - `ECHO_TERM_DIR`: on SIGTERM, create `<dir>/<pod>.term` (so tests can see the signal).
+//! - `ECHO_SHOW_ENV`: comma-separated variable names whose values every answer includes.
 //!
 //! Routes: `GET /ready`, `GET /health`, `POST /control/ready` with body `true` or `false`
-//! (flips readiness), and any other path answers `{"pod", "version", "path"}`.
+//! (flips readiness), and any other path answers `{"pod", "version", "path", "args", "env"}`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +27,9 @@ use serde_json::{Value, json};
 struct Echo {
     pod: String,
     version: String,
+    /// Command-line arguments and the variables named in `ECHO_SHOW_ENV`, shown in answers.
+    args: Vec<String>,
+    env: serde_json::Map<String, Value>,
     ready: AtomicBool,
 }
 
@@ -48,6 +52,13 @@ async fn main() -> Result<()> {
     let echo = Arc::new(Echo {
         pod: env("MODELSHIP_POD_NAME").unwrap_or_default(),
         version: env("MODELSHIP_MODEL_VERSION").unwrap_or_default(),
+        args: std::env::args().skip(1).collect(),
+        env: env("ECHO_SHOW_ENV")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|name| !name.is_empty())
+            .map(|name| (name.to_string(), json!(std::env::var(name).ok())))
+            .collect(),
         ready: AtomicBool::new(false),
     });
     let delay = env("ECHO_READY_DELAY_MS")
@@ -119,5 +130,7 @@ async fn echo_path(State(echo): State<Arc<Echo>>, request: Request) -> axum::Jso
         "pod": echo.pod,
         "version": echo.version,
         "path": request.uri().path(),
+        "args": echo.args,
+        "env": echo.env,
     }))
 }
