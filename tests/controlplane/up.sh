@@ -128,7 +128,7 @@ spawn kube-controller-manager "$bin/kube-controller-manager" \
   --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
   --use-service-account-credentials \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-  --controllers '*,-nodeipam,-service-lb-controller,-cloud-node-lifecycle-controller,-persistentvolume-binder-controller,-persistentvolume-expander-controller,-attachdetach-controller,-bootstrap-signer-controller,-token-cleaner-controller,-certificatesigningrequest-signing-controller' \
+  --controllers '*,-node-ipam-controller,-persistentvolume-binder-controller,-persistentvolume-expander-controller,-persistentvolume-attach-detach-controller,-certificatesigningrequest-signing-controller' \
   --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
   --concurrent-service-endpoint-syncs 20 --kube-api-qps 400 --kube-api-burst 800 \
   --horizontal-pod-autoscaler-sync-period 5s \
@@ -139,6 +139,14 @@ spawn kube-scheduler "$bin/kube-scheduler" \
   --authorization-kubeconfig "$state/scheduler.kubeconfig" \
   --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
   --kube-api-qps 400 --kube-api-burst 800 --v 1
+
+# The controller-manager and scheduler refuse bad flags at start: make sure they stayed up.
+sleep 1
+for name in kube-controller-manager kube-scheduler; do
+  if ! kill -0 "$(awk -v n="$name" '$2==n{print $1}' "$state/pids")" 2>/dev/null; then
+    echo "$name exited; last log lines:" >&2; tail -20 "$state/logs/$name.log" >&2; exit 1
+  fi
+done
 
 cat >"$state/env" <<ENV
 export KUBECONFIG=$state/kubeconfig
