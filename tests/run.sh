@@ -33,6 +33,8 @@ tests/localnode.sh start "$state" \
   --run-image "modelship/serving=$PWD/target/debug/modelship-serving" \
   --run-image "modelship/echo=$PWD/target/debug/echo-server"
 source "$state/env"
+kubectl apply --server-side -f crds/yaml/modeldeployments.modelship.io.yaml >/dev/null
+kubectl wait --for condition=established --timeout=60s crd/modeldeployments.modelship.io >/dev/null
 export PATH="$(tests/python-tools.sh):$PATH"
 export MODELSHIP_OPERATOR_BIN=$PWD/target/debug/modelship-operator
 export MODELSHIP_SERVING_BIN=$PWD/target/debug/modelship-serving

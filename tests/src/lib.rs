@@ -4,9 +4,15 @@
 //!   (the `localnode` binary).
 //! - [`harness`]: helpers the integration tests share (namespaces, polling, HTTP through the
 //!   Service proxy).
+//! - [`operator`]: the operator binary as a child process per test.
+//! - [`models`]: building, applying and inspecting ModelDeployments.
+//! - [`load`]: bounded open-loop load through the Service proxy.
 
 pub mod error;
 pub mod harness;
+pub mod load;
 pub mod localnode;
+pub mod models;
+pub mod operator;
 
 pub use error::{Error, Result};

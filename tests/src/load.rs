@@ -99,7 +99,8 @@ impl Load {
                 .pool_idle_timeout(Duration::from_secs(30))
                 .build(connector);
             let outcomes = Arc::new(Mutex::new(Vec::new()));
-            let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+            let mut ticker =
+                tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let started = Instant::now();
             let mut in_flight = Vec::new();
@@ -149,7 +150,8 @@ async fn send(
                 .get("x-modelship-pod")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            let bytes =
+                response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let version = serde_json::from_slice::<serde_json::Value>(&bytes)
                 .ok()
                 .and_then(|v| v.get("model_version").and_then(|m| m.as_str()).map(str::to_string));

@@ -38,10 +38,8 @@ impl OperatorProcess {
     /// An operator with extra flags; `identity` names its log file and lease identity.
     pub fn start_with(namespace: &str, identity: &str, extra: &[&str]) -> OperatorProcess {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let log = std::env::temp_dir().join(format!(
-            "modelship-operator-{namespace}-{identity}-{}.log",
-            std::process::id()
-        ));
+        let log = std::env::temp_dir()
+            .join(format!("modelship-operator-{namespace}-{identity}-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("operator log file");
         let agent = std::env::var("MODELSHIP_LOCALNODE_AGENT").unwrap_or_default();
         let mut command = Command::new(operator_bin());
@@ -54,8 +52,11 @@ impl OperatorProcess {
             .arg(identity)
             .arg("--pod-metrics-url")
             .arg(format!("http://{agent}/pods/{{namespace}}/{{name}}/proxy/metrics"))
-            .arg("--resync-seconds")
-            .arg("30")
+            .args(if extra.contains(&"--resync-seconds") {
+                &[][..]
+            } else {
+                &["--resync-seconds", "30"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "info,modelship_operator=debug,kube=warn")
             .stdout(Stdio::from(file.try_clone().unwrap()))
@@ -130,7 +131,11 @@ impl OperatorProcess {
 
     /// GET a path on the admin server; returns (status, body).
     pub async fn admin_get(&self, path: &str) -> Option<(u16, String)> {
-        crate::harness::http_get(&format!("http://{}{path}", self.admin)).await.ok()
+        let http = crate::harness::TestHttp::new();
+        let host = self.admin.to_string();
+        let response =
+            http.request(self.admin, axum::http::Method::GET, &host, path, None).await.ok()?;
+        Some((response.status.as_u16(), response.text()))
     }
 
     /// The operator's metrics page.
@@ -154,7 +159,8 @@ impl Drop for OperatorProcess {
 pub fn sum_metric(page: &str, name: &str) -> f64 {
     page.lines()
         .filter(|line| {
-            line.strip_prefix(name).is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            line.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
         })
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
