@@ -7,8 +7,12 @@
 //! - [`operator`]: the operator binary as a child process per test.
 //! - [`models`]: building, applying and inspecting ModelDeployments.
 //! - [`load`]: bounded open-loop load through the Service proxy.
+//! - [`controlplane`]: a control plane of a test's own, for cluster-wide changes.
+//! - [`faults`]: a link to the API server that tests can cut, for outages and partitions.
 
+pub mod controlplane;
 pub mod error;
+pub mod faults;
 pub mod harness;
 pub mod load;
 pub mod localnode;

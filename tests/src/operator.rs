@@ -37,6 +37,16 @@ impl OperatorProcess {
 
     /// An operator with extra flags; `identity` names its log file and lease identity.
     pub fn start_with(namespace: &str, identity: &str, extra: &[&str]) -> OperatorProcess {
+        Self::start_full(namespace, identity, extra, &[])
+    }
+
+    /// An operator with extra flags and environment (for example another `KUBECONFIG`).
+    pub fn start_full(
+        namespace: &str,
+        identity: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> OperatorProcess {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let log = std::env::temp_dir()
             .join(format!("modelship-operator-{namespace}-{identity}-{}.log", std::process::id()));
@@ -59,6 +69,7 @@ impl OperatorProcess {
             })
             .args(extra)
             .env("RUST_LOG", "info,modelship_operator=debug,kube=warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file));
         let child = command.spawn().expect("start the operator");

@@ -1,0 +1,297 @@
+//! The operator under stress on the real control plane: the autoscaler owning replicas, two
+//! replicas with one leader, a leader cut off from the API server, an API outage, shutdown
+//! while the API is unreachable, and objects that cannot be decoded.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, CustomResourceExt};
+use modelship_crds::{ModelDeployment, Phase};
+use modelship_tests::faults::{FaultyLink, api_server, kubeconfig_via};
+use modelship_tests::harness::{cluster, hold_for, wait_until, with_namespace};
+use modelship_tests::models::{
+    self, apply, current, fake_model, get, patch_spec, track, wait_for, wait_phase,
+};
+use modelship_tests::operator::{OperatorProcess, sum_metric};
+use serde_json::json;
+
+const T: Duration = Duration::from_secs(60);
+
+/// S12: the HPA owns `spec.replicas` through `/scale`; the operator never writes it, never
+/// resets it on other edits or restarts, and splits whatever the HPA decides.
+#[tokio::test(flavor = "multi_thread")]
+async fn autoscaler_owns_replicas() {
+    with_namespace(async |client, ns| {
+        let mut operator = OperatorProcess::start(&ns);
+        let mut model = fake_model("m", "1", 1, json!({"type": "RollingUpdate"}));
+        model["spec"].as_object_mut().unwrap().remove("replicas");
+        model["spec"]["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 10});
+        apply(&client, &ns, model).await;
+
+        let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(client.clone(), &ns);
+        let hpa = wait_until(T, "the HPA", async || hpas.get_opt("m").await.ok().flatten()).await;
+        let target = &hpa.spec.scale_target_ref;
+        assert_eq!((target.kind.as_str(), target.name.as_str()), ("ModelDeployment", "m"));
+        // The real HPA controller lifts the default of 1 to minReplicas through /scale.
+        wait_until(T, "the HPA to scale to 2", async || {
+            track(&client, &ns, "m", "stable").await.map(|t| t.1) == Some(2)
+        })
+        .await;
+        assert_eq!(get(&client, &ns, "m").await.spec.replicas, 2);
+
+        models::scale(&client, &ns, "m", 7).await;
+        wait_until(T, "7 replicas", async || {
+            track(&client, &ns, "m", "stable").await.map(|t| t.1) == Some(7)
+        })
+        .await;
+        patch_spec(&client, &ns, "m", json!({"serving": {"podAnnotations": {"team": "risk"}}}))
+            .await;
+        operator.kill();
+        let _operator = OperatorProcess::start(&ns);
+        hold_for(Duration::from_secs(4), "replicas stay 7", async || {
+            get(&client, &ns, "m").await.spec.replicas == 7
+                && track(&client, &ns, "m", "stable").await.map(|t| t.1) == Some(7)
+        })
+        .await;
+        let md = wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        assert_eq!(md.status.as_ref().unwrap().replicas, 7);
+        assert_eq!(md.status.as_ref().unwrap().selector.as_deref(), Some("modelship.io/name=m"));
+        // The operator's field manager owns status only, never spec.replicas.
+        for entry in md.metadata.managed_fields.unwrap_or_default() {
+            if entry.manager.as_deref() == Some("modelship-operator") {
+                assert_eq!(entry.subresource.as_deref(), Some("status"), "{entry:?}");
+            }
+        }
+    })
+    .await;
+}
+
+fn leader_args(namespace: &str) -> Vec<String> {
+    [
+        "--leader-elect=true",
+        "--lease-namespace",
+        namespace,
+        "--lease-duration-seconds",
+        "6",
+        "--lease-grace-seconds",
+        "2",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+async fn is_leader(operator: &OperatorProcess) -> bool {
+    sum_metric(&operator.metrics().await, "modelship_operator_leader") == 1.0
+}
+
+/// S16: two instances, one leader writing; when the leader dies the other takes over within
+/// the lease duration, and the dead one wrote nothing after that.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_one_leader() {
+    with_namespace(async |client, ns| {
+        let args = leader_args(&ns);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut a = OperatorProcess::start_with(&ns, "a", &args);
+        wait_until(T, "a to lead", async || is_leader(&a).await).await;
+        let b = OperatorProcess::start_with(&ns, "b", &args);
+        apply(
+            &client,
+            &ns,
+            fake_model("m", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}})),
+        )
+        .await;
+        wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        hold_for(Duration::from_secs(2), "b stands by without writing", async || {
+            !is_leader(&b).await && b.writes().await == 0.0
+        })
+        .await;
+        assert!(a.writes().await > 0.0);
+
+        a.kill();
+        let killed = Instant::now();
+        patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
+        wait_until(Duration::from_secs(20), "b to lead", async || is_leader(&b).await).await;
+        let takeover = killed.elapsed();
+        assert!(takeover <= Duration::from_secs(6 + 5), "takeover took {takeover:?}");
+        wait_phase(&client, &ns, "m", Phase::Paused, T).await;
+        assert!(b.writes().await > 0.0, "the new leader reconciles");
+    })
+    .await;
+}
+
+/// S17: a leader cut off from the API server stops and exits non-zero before its lease could
+/// be taken, and the standby takes over.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitioned_leader_steps_down_and_exits() {
+    with_namespace(async |client, ns| {
+        let dir = tempdir();
+        let link = FaultyLink::start(api_server(&cluster().kubeconfig)).await;
+        let via = kubeconfig_via(&cluster().kubeconfig, &link, &dir);
+        let args = leader_args(&ns);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut a =
+            OperatorProcess::start_full(&ns, "a", &args, &[("KUBECONFIG", via.to_str().unwrap())]);
+        wait_until(T, "a to lead", async || is_leader(&a).await).await;
+        let b = OperatorProcess::start_with(&ns, "b", &args);
+        apply(&client, &ns, fake_model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
+        wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+
+        link.cut();
+        let cut = Instant::now();
+        let code = wait_until(Duration::from_secs(20), "a to exit", async || a.exit_code()).await;
+        let exited = cut.elapsed();
+        assert_ne!(code, Some(0), "a deposed leader exits with an error; log:\n{}", a.log_tail());
+        // Its lease may be taken 6 s after the last renewal, which was at most 4 s before the cut.
+        assert!(exited <= Duration::from_secs(6), "a exited only after {exited:?}");
+        wait_until(Duration::from_secs(20), "b to lead", async || is_leader(&b).await).await;
+        patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
+        wait_for(&client, &ns, "m", "b to roll out version 2", T, |md| {
+            current(md) && md.status.as_ref().and_then(|s| s.stable_version.as_deref()) == Some("2")
+        })
+        .await;
+    })
+    .await;
+}
+
+/// S18: during an API outage the operator stays up, its liveness fails after the configured
+/// window, and it resumes as soon as the API is back, picking up changes made meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_outage_is_survived() {
+    with_namespace(async |client, ns| {
+        let dir = tempdir();
+        let link = FaultyLink::start(api_server(&cluster().kubeconfig)).await;
+        let via = kubeconfig_via(&cluster().kubeconfig, &link, &dir);
+        let mut operator = OperatorProcess::start_full(
+            &ns,
+            "solo",
+            &["--leader-elect=false", "--watch-failure-seconds", "3"],
+            &[("KUBECONFIG", via.to_str().unwrap())],
+        );
+        apply(&client, &ns, fake_model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
+        wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        assert_eq!(operator.admin_get("/healthz").await.map(|r| r.0), Some(200));
+
+        link.cut();
+        wait_until(Duration::from_secs(20), "liveness to fail", async || {
+            operator.admin_get("/healthz").await.map(|r| r.0) == Some(503)
+        })
+        .await;
+        patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
+        hold_for(Duration::from_secs(3), "the operator to stay up", async || operator.alive())
+            .await;
+        link.restore();
+        let restored = Instant::now();
+        wait_for(
+            &client,
+            &ns,
+            "m",
+            "version 2 reconciled after the outage",
+            Duration::from_secs(45),
+            |md| {
+                current(md)
+                    && md.status.as_ref().and_then(|s| s.stable_version.as_deref()) == Some("2")
+            },
+        )
+        .await;
+        assert!(
+            restored.elapsed() <= Duration::from_secs(40),
+            "resumed after {:?}",
+            restored.elapsed()
+        );
+        wait_until(T, "liveness to pass again", async || {
+            operator.admin_get("/healthz").await.map(|r| r.0) == Some(200)
+        })
+        .await;
+    })
+    .await;
+}
+
+/// SIGTERM ends the operator promptly even while the API server is unreachable.
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_while_the_api_is_unreachable() {
+    with_namespace(async |client, ns| {
+        let dir = tempdir();
+        let link = FaultyLink::start(api_server(&cluster().kubeconfig)).await;
+        let via = kubeconfig_via(&cluster().kubeconfig, &link, &dir);
+        let mut operator = OperatorProcess::start_full(
+            &ns,
+            "solo",
+            &["--leader-elect=false", "--shutdown-seconds", "5"],
+            &[("KUBECONFIG", via.to_str().unwrap())],
+        );
+        apply(&client, &ns, fake_model("m", "1", 1, json!({"type": "RollingUpdate"}))).await;
+        wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        link.cut();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let (code, took) = operator.terminate(Duration::from_secs(20));
+        assert!(code.is_some(), "still running after {took:?}; log:\n{}", operator.log_tail());
+        assert!(took <= Duration::from_secs(6), "shutdown took {took:?}");
+    })
+    .await;
+}
+
+/// S21: an object the operator cannot decode (stored under an older, looser schema) is
+/// skipped, and the others are reconciled. Runs on its own control plane, because it changes
+/// the CRD.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undecodable_object_does_not_stop_the_others() {
+    let plane = modelship_tests::controlplane::OwnControlPlane::start();
+    let client = plane.client().await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let strict = ModelDeployment::crd();
+    let mut loose = serde_json::to_value(&strict).unwrap();
+    // The looser schema of an imagined earlier release: any model format.
+    loose["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["model"]["properties"]["format"] = json!({"type": "string"});
+    let apply_crd = async |body: &serde_json::Value| {
+        crds.patch(
+            "modeldeployments.modelship.io",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(body),
+        )
+        .await
+        .expect("apply the CRD");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    apply_crd(&loose).await;
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        "default",
+        &kube::api::ApiResource::erase::<ModelDeployment>(&()),
+    );
+    let mut bad = fake_model("old", "1", 1, json!({"type": "RollingUpdate"}));
+    bad["spec"]["model"]["format"] = json!("pmml");
+    wait_until(T, "the loose schema to serve", async || {
+        raw.patch("old", &PatchParams::apply("test").force(), &Patch::Apply(&bad)).await
+    })
+    .await;
+    apply_crd(&serde_json::to_value(&strict).unwrap()).await;
+
+    let operator = OperatorProcess::start_full(
+        "default",
+        "solo",
+        &["--leader-elect=false"],
+        &[("KUBECONFIG", plane.kubeconfig.to_str().unwrap())],
+    );
+    apply(&client, "default", fake_model("good", "1", 1, json!({"type": "RollingUpdate"}))).await;
+    // There is no node on this control plane: children and status are what we can see.
+    wait_for(&client, "default", "good", "good to be reconciled", T, |md| {
+        current(md) && models::phase(md) == Some(Phase::Progressing)
+    })
+    .await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "default");
+    assert!(deployments.get_opt("good-stable").await.unwrap().is_some());
+    assert!(deployments.get_opt("old-stable").await.unwrap().is_none());
+    let skipped = sum_metric(&operator.metrics().await, "modelship_operator_invalid_objects_total");
+    assert!(skipped >= 1.0, "the undecodable object was counted ({skipped})");
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(modelship_tests::harness::unique_name("modelship-faults"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
