@@ -487,6 +487,11 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate_version: Option<String>,
 
+    /// Where the stable version's model comes from, recorded when it became stable: rolling
+    /// back by setting `spec.model.version` alone restores this file, not the candidate's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_model: Option<ModelSource>,
+
     /// A version that was rolled back automatically. It is not tried again until
     /// `spec.model.version` names another version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -544,6 +549,28 @@ pub struct ModelDeploymentStatus {
     /// Finished rollouts, newest first, at most ten.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,
+}
+
+/// The model file of one version.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelSource {
+    pub uri: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_data: Option<String>,
+}
+
+impl ModelSpec {
+    /// The model file this spec names.
+    pub fn source(&self) -> ModelSource {
+        ModelSource {
+            uri: self.uri.clone(),
+            sha256: self.sha256.clone(),
+            reference_data: self.reference_data.clone(),
+        }
+    }
 }
 
 /// Lifecycle phase shown by `kubectl get md`.

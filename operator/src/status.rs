@@ -60,6 +60,7 @@ pub fn compute(input: &StatusInput<'_>) -> ModelDeploymentStatus {
         observed_generation: input.generation,
         phase: Some(plan::phase(plan)),
         stable_version: state.stable_version.clone(),
+        stable_model: state.stable_model.clone(),
         candidate_version: state.candidate_version.clone(),
         aborted_version: state.aborted_version.clone(),
         active_color: state.active_color.map(|t| t.as_str().to_string()),
@@ -105,6 +106,13 @@ fn conditions(input: &StatusInput<'_>, ready: i32) -> Vec<Condition> {
     let degraded = match (&input.problem, &plan.stage) {
         (Some(problem), _) => ("True", problem.reason, problem.message.clone()),
         (None, Stage::RolledBack { message }) => ("True", "RolledBack", message.clone()),
+        (None, _) if plan.state.source_mismatch => (
+            "True",
+            "ModelSourceMismatch",
+            "spec.model names the stable version with another model file; the recorded file \
+             keeps serving. Set a new spec.model.version to roll the new file out"
+                .to_string(),
+        ),
         (None, Stage::Progressing { message, .. }) if plan.state.deadline_exceeded => (
             "True",
             "ProgressDeadlineExceeded",

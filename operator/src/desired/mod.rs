@@ -159,7 +159,7 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
     pod_labels.insert("app.kubernetes.io/name".into(), "modelship-serving".into());
     pod_labels.insert("app.kubernetes.io/instance".into(), name.clone());
 
-    let model = &md.spec.model;
+    let model = &desired.source;
     let mut env_vars = vec![
         env("MODELSHIP_LISTEN", format!("0.0.0.0:{port}")),
         env("MODELSHIP_MODEL_NAME", md.served_model_name()),

@@ -78,7 +78,8 @@ fn check_snapshot(name: &str, value: &impl Serialize) {
 }
 
 fn canary_track() -> DesiredTrack {
-    DesiredTrack { track: Track::Canary, version: "2".into(), replicas: 1, frozen: false }
+    let source = model().spec.model.source();
+    DesiredTrack { track: Track::Canary, version: "2".into(), replicas: 1, frozen: false, source }
 }
 
 #[test]

@@ -21,7 +21,7 @@ pub fn plan(d: &mut Draft<'_>) {
     let version = d.version().to_string();
     d.state.current_step = None;
     d.state.canary_weight = 0;
-    let stable = d.state.stable_version.get_or_insert_with(|| version.clone()).clone();
+    let stable = d.state.stable_version.clone().unwrap_or_else(|| version.clone());
     // The Service's selector is the truth about which color serves.
     let selected = d.input.observed.service_track.flatten().filter(|t| t.is_color());
     let active = selected.or(d.state.active_color).unwrap_or(Track::Blue);

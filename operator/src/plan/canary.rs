@@ -20,7 +20,7 @@ enum Target {
 
 pub fn plan(d: &mut Draft<'_>) {
     let version = d.version().to_string();
-    let stable = d.state.stable_version.get_or_insert_with(|| version.clone()).clone();
+    let stable = d.state.stable_version.clone().unwrap_or_else(|| version.clone());
     d.service_track = None;
     d.preview_track = None;
     d.state.active_color = None;

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use modelship_crds::{
-    AnalysisStatus, ModelDeploymentSpec, ModelDeploymentStatus, Phase, RolloutOutcome,
+    AnalysisStatus, ModelDeploymentSpec, ModelDeploymentStatus, ModelSource, Phase, RolloutOutcome,
     RolloutRecord, StrategyType,
 };
 
@@ -139,6 +139,8 @@ pub struct DesiredTrack {
     /// Keep the pod template the Deployment runs now and change only its size: a version
     /// that is not being rolled out must not be re-rolled by edits meant for the candidate.
     pub frozen: bool,
+    /// The model file the pods load.
+    pub source: ModelSource,
 }
 
 /// Why the rollout stands where it stands; becomes conditions and the phase.
@@ -225,20 +227,29 @@ impl<'a> Draft<'a> {
 
     /// A track built from the current spec, running `version`.
     pub fn want(&mut self, track: Track, version: &str, replicas: i32) {
+        self.push(track, version, replicas, false);
+    }
+
+    fn push(&mut self, track: Track, version: &str, replicas: i32, frozen: bool) {
         self.tracks.retain(|t| t.track != track);
+        let source = self.source_of(version);
         let version = version.to_string();
-        self.tracks.push(DesiredTrack { track, version, replicas, frozen: false });
+        self.tracks.push(DesiredTrack { track, version, replicas, frozen, source });
+    }
+
+    /// The model file of `version`: the recorded one for the stable version, else the spec's.
+    pub fn source_of(&self, version: &str) -> ModelSource {
+        match (&self.state.stable_version, &self.state.stable_model) {
+            (Some(stable), Some(model)) if stable == version => model.clone(),
+            _ => self.input.spec.model.source(),
+        }
     }
 
     /// A track that keeps the template it runs now, resized to `replicas`; built from the
     /// spec only when it does not run `version` yet.
     pub fn hold(&mut self, track: Track, version: &str, replicas: i32) {
         match self.input.observed.tracks.get(&track) {
-            Some(seen) if seen.version == version => {
-                self.tracks.retain(|t| t.track != track);
-                let version = version.to_string();
-                self.tracks.push(DesiredTrack { track, version, replicas, frozen: true });
-            }
+            Some(seen) if seen.version == version => self.push(track, version, replicas, true),
             _ => self.want(track, version, replicas),
         }
     }
@@ -334,6 +345,7 @@ impl<'a> Draft<'a> {
             self.record(&candidate, RolloutOutcome::Promoted, None);
             self.event("Promoted", format!("version {candidate} is now stable"));
             self.state.stable_version = Some(candidate);
+            self.state.stable_model = Some(self.input.spec.model.source());
             self.state.current_step = None;
             self.state.step_started_at = None;
             self.state.last_progress_at = Some(self.input.now);
@@ -354,7 +366,35 @@ pub fn plan(input: &Input<'_>) -> Plan {
         StrategyType::BlueGreen => bluegreen::plan(&mut draft),
     }
     track_progress(&mut draft);
+    check_model_source(&mut draft);
     finish(draft)
+}
+
+/// The model file of a version is fixed when it rolls out. A spec that names the stable
+/// version with another file (typically after setting only the version back) keeps serving
+/// the recorded file, and says so.
+fn check_model_source(draft: &mut Draft<'_>) {
+    let spec = &draft.input.spec.model;
+    let stable = draft.state.stable_version.as_deref();
+    let mismatch = draft.state.candidate_version.is_none()
+        && stable == Some(spec.version.as_str())
+        && draft.state.stable_model.as_ref().is_some_and(|m| *m != spec.source());
+    draft.state.source_mismatch = mismatch;
+    let was =
+        draft.input.status.conditions.iter().any(|c| {
+            c.type_ == "Degraded" && c.status == "True" && c.reason == "ModelSourceMismatch"
+        });
+    if mismatch && !was {
+        let recorded = draft.state.stable_model.as_ref().map(|m| m.uri.clone()).unwrap_or_default();
+        draft.warning(
+            "ModelSourceMismatch",
+            format!(
+                "version {} runs {recorded}; spec.model names another file: set a new \
+                 spec.model.version to roll that file out",
+                spec.version
+            ),
+        );
+    }
 }
 
 /// Records progress (more ready pods, new targets) and applies the progress deadline.
@@ -433,7 +473,7 @@ fn finish(draft: Draft<'_>) -> Plan {
 pub fn phase(plan: &Plan) -> Phase {
     match &plan.stage {
         Stage::RolledBack { .. } => Phase::RolledBack,
-        _ if plan.state.deadline_exceeded => Phase::Degraded,
+        _ if plan.state.deadline_exceeded || plan.state.source_mismatch => Phase::Degraded,
         Stage::Complete => Phase::Healthy,
         Stage::Progressing { .. } => Phase::Progressing,
         Stage::Paused { .. } => Phase::Paused,

@@ -6,7 +6,6 @@ use super::{Draft, Stage, Track, retire_foreign};
 pub fn plan(d: &mut Draft<'_>) {
     let total = d.total();
     let version = d.version().to_string();
-    d.state.stable_version.get_or_insert_with(|| version.clone());
     d.state.aborted_version = None;
     d.state.active_color = None;
     d.state.scale_down_at = None;

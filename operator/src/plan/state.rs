@@ -2,13 +2,15 @@
 //! one stopped: versions, step, timers and analysis all live in the API, never in memory.
 
 use k8s_openapi::jiff::Timestamp;
-use modelship_crds::{AnalysisStatus, RolloutRecord, StrategyType};
+use modelship_crds::{AnalysisStatus, ModelSource, RolloutRecord, StrategyType};
 
 use super::{Input, Track};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RolloutState {
     pub stable_version: Option<String>,
+    /// The model file of the stable version.
+    pub stable_model: Option<ModelSource>,
     pub candidate_version: Option<String>,
     pub aborted_version: Option<String>,
     pub active_color: Option<Track>,
@@ -21,6 +23,8 @@ pub struct RolloutState {
     pub history: Vec<RolloutRecord>,
     /// Computed each time, never stored: the progress deadline passed.
     pub deadline_exceeded: bool,
+    /// Computed each time: the spec names the stable version with another model file.
+    pub source_mismatch: bool,
 }
 
 impl RolloutState {
@@ -46,8 +50,17 @@ impl RolloutState {
                 .or_else(|| observed.tracks.get(&Track::Stable))
                 .map(|t| t.version.clone())
         };
+        let stable_version = status.stable_version.clone().or_else(running_version);
+        let spec_model = &input.spec.model;
+        // First deployment, or a status from before the model file was recorded: the spec
+        // is the best knowledge of what the stable version runs.
+        let stable_model = status.stable_model.clone().or_else(|| {
+            let version = stable_version.as_deref().unwrap_or(&spec_model.version);
+            (version == spec_model.version).then(|| spec_model.source())
+        });
         RolloutState {
-            stable_version: status.stable_version.clone().or_else(running_version),
+            stable_version: stable_version.or_else(|| Some(spec_model.version.clone())),
+            stable_model,
             candidate_version: status.candidate_version.clone(),
             aborted_version: status.aborted_version.clone(),
             active_color,
@@ -59,6 +72,7 @@ impl RolloutState {
             analysis: status.analysis.clone(),
             history: status.history.clone(),
             deadline_exceeded: false,
+            source_mismatch: false,
         }
     }
 }

@@ -664,3 +664,37 @@ fn timed_pause_survives_a_restart() {
         wait <= std::time::Duration::from_secs(60) && wait >= std::time::Duration::from_secs(55)
     );
 }
+
+#[test]
+fn setting_only_the_version_back_restores_the_stable_model_file() {
+    let mut world = World::new(spec("1", 2, canary(Some(50), None)));
+    world.spec.model.uri = "file:///models/1.onnx".into();
+    world.settle();
+    world.spec.model.version = "2".into();
+    world.spec.model.uri = "file:///models/2.onnx".into();
+    world.run_until("paused", |w| w.phase() == Phase::Paused);
+    let plan = world.last_plan.clone().unwrap();
+    assert_eq!(plan.desired(Track::Canary).unwrap().source.uri, "file:///models/2.onnx");
+    assert_eq!(plan.desired(Track::Stable).unwrap().source.uri, "file:///models/1.onnx");
+
+    // Only the version goes back; the spec still names the candidate's file.
+    world.spec.model.version = "1".into();
+    world.run_until("canary drained", |w| !w.tracks.contains_key(&Track::Canary));
+    let plan = world.tick();
+    assert_eq!(plan.desired(Track::Stable).unwrap().source.uri, "file:///models/1.onnx");
+    assert_eq!(world.phase(), Phase::Degraded);
+    let degraded = world.status.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(degraded.reason, "ModelSourceMismatch");
+    assert!(world.events.contains(&"ModelSourceMismatch"));
+
+    world.spec.model.uri = "file:///models/1.onnx".into();
+    world.settle();
+    assert_eq!(world.status.stable_model.as_ref().unwrap().uri, "file:///models/1.onnx");
+
+    // A promotion records the candidate's file.
+    world.spec.model.version = "3".into();
+    world.spec.model.uri = "file:///models/3.onnx".into();
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), steps: None });
+    world.settle();
+    assert_eq!(world.status.stable_model.as_ref().unwrap().uri, "file:///models/3.onnx");
+}
