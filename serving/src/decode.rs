@@ -103,6 +103,7 @@ pub fn decode_predict(bytes: &[u8]) -> Result<PredictInput<'_>> {
     };
     let field = if batch { "instances" } else { "features" };
     check_finite(&rows, field)?;
+    check_id(raw.id.as_deref())?;
     Ok(PredictInput {
         model: raw.model,
         model_version: raw.model_version,
@@ -112,6 +113,19 @@ pub fn decode_predict(bytes: &[u8]) -> Result<PredictInput<'_>> {
         width,
         batch,
     })
+}
+
+/// Ids are remembered for feedback, so they stay short.
+pub const MAX_ID_BYTES: usize = 256;
+
+fn check_id(id: Option<&str>) -> Result<()> {
+    match id {
+        Some(id) if id.len() > MAX_ID_BYTES => Err(Error::invalid(format!(
+            "`id` is {} bytes long; the limit is {MAX_ID_BYTES}",
+            id.len()
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn check_finite(values: &[f32], field: &str) -> Result<()> {
@@ -195,6 +209,7 @@ pub fn decode_infer(bytes: &[u8]) -> Result<InferInput<'_>> {
         )));
     }
     let rows = convert(&tensor.datatype, &tensor.data.0)?;
+    check_id(raw.id.as_deref())?;
     let outputs = raw.outputs.map(|o| o.into_iter().map(|o| o.name).collect());
     Ok(InferInput { id: raw.id, input_name: tensor.name, rows, n_rows, width, outputs })
 }
@@ -363,6 +378,8 @@ mod tests {
         assert!(predict_err(r#"{}"#).contains("required"));
         assert!(predict_err(r#"{"features":[1],"instances":[[1]]}"#).contains("not both"));
         assert!(predict_err(r#"[1,2"#).contains("invalid JSON"));
+        let long = format!(r#"{{"features":[1],"id":"{}"}}"#, "x".repeat(257));
+        assert!(predict_err(&long).contains("`id` is 257 bytes"));
     }
 
     #[test]

@@ -16,6 +16,8 @@ pub const DRIFT_WINDOW_ROWS: usize = 1000;
 pub const ACCURACY_WINDOW_ROWS: usize = 1000;
 /// Request ids remembered for feedback, per model.
 pub const PREDICTION_LOG_ENTRIES: usize = 10_000;
+/// Rows remembered for feedback, per model, across all ids.
+pub const PREDICTION_LOG_ROWS: usize = 100_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ModelSource {
@@ -152,7 +154,11 @@ pub async fn load_all(
             backend,
             batcher,
             metrics,
-            feedback: Mutex::new(Feedback::new(ACCURACY_WINDOW_ROWS, PREDICTION_LOG_ENTRIES)),
+            feedback: Mutex::new(Feedback::new(
+                ACCURACY_WINDOW_ROWS,
+                PREDICTION_LOG_ENTRIES,
+                PREDICTION_LOG_ROWS,
+            )),
             drift: has_drift,
         }));
     }

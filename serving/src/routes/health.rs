@@ -68,6 +68,7 @@ pub async fn models(State(state): State<AppState>) -> Response {
     };
     let ready = !state.shutting_down();
     let mut versions: Vec<&str> = models.all().iter().map(|m| m.version.as_str()).collect();
+    versions.sort_unstable();
     versions.dedup();
     let details = models
         .all()

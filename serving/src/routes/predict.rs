@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::guard::read_body;
 use super::health::now;
-use crate::batching::Rows;
+use crate::batching::{Arriving, Rows};
 use crate::decode::{PredictInput, decode_predict};
 use crate::error::{Error, Result};
 use crate::feedback::Labels;
@@ -70,7 +70,8 @@ async fn answer(
             input.width, model.name
         )));
     }
-    let out = infer(model, input.rows, input.n_rows, deadline, timeout_ms).await?;
+    let arriving = model.batcher.arriving();
+    let out = infer(model, input.rows, input.n_rows, arriving, deadline, timeout_ms).await?;
     let sig = model.backend.signature();
     let width = sig.width();
     let row = |i: usize| -> Prediction {
@@ -113,10 +114,10 @@ pub(super) async fn infer(
     model: &ServedModel,
     rows: Rows,
     n: usize,
+    arriving: Arriving,
     deadline: Instant,
     timeout_ms: u64,
 ) -> Result<RowOutputs> {
-    let arriving = model.batcher.arriving();
     tokio::time::timeout_at(deadline, model.batcher.infer(rows, n, arriving))
         .await
         .map_err(|_| Error::Timeout(timeout_ms))?

@@ -236,6 +236,8 @@ async fn infer_model(
     let deadline = started + timeout;
     let bytes =
         read_body(headers, body, state.settings.max_body_bytes, deadline, timeout_ms).await?;
+    // Tell a forming batch this request is on its way while it decodes.
+    let arriving = model.batcher.arriving();
     let input = decode_infer(&bytes)?;
     let sig = model.backend.signature();
     if input.input_name != sig.input.name {
@@ -261,7 +263,7 @@ async fn infer_model(
         }
     }
     let n = input.n_rows;
-    let out = queue_infer(model, input.rows, n, deadline, timeout_ms).await?;
+    let out = queue_infer(model, input.rows, n, arriving, deadline, timeout_ms).await?;
     if let (Some(id), true) = (input.id.as_deref(), sig.is_classifier()) {
         model.feedback().log.insert(id, Labels::from_slice(&out.labels));
     }
