@@ -11,6 +11,7 @@ pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod plugin;
 pub mod status;
 
 pub use error::{Error, Result};

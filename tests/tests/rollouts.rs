@@ -522,3 +522,47 @@ async fn status_follows_each_generation() {
     })
     .await;
 }
+
+/// `kubectl modelship` (the plugin binary on PATH, run through real kubectl): status,
+/// promote and rollback are spec edits that drive the rollout.
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_plugin_promotes_and_rolls_back() {
+    with_namespace(async |client, ns| {
+        let _operator = OperatorProcess::start(&ns);
+        let kubectl = async |args: &[&str]| {
+            let bin_dir = modelship_tests::operator::operator_bin().parent().unwrap().to_path_buf();
+            let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+            let output = tokio::process::Command::new("kubectl")
+                .args(["modelship", "-n", &ns])
+                .args(args)
+                .env("PATH", path)
+                .output()
+                .await
+                .expect("run kubectl");
+            let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
+            (output.status.success(), text)
+        };
+        let mut model = fake_model("m", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}}));
+        model["spec"]["model"]["uri"] = json!("file:///models/1.onnx");
+        apply(&client, &ns, model).await;
+        wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        patch_spec(&client, &ns, "m", json!({"model": {"version": "2", "uri": "file:///models/2.onnx"}})).await;
+        wait_phase(&client, &ns, "m", Phase::Paused, T).await;
+        let (ok, text) = kubectl(&["status", "m"]).await;
+        assert!(ok && text.contains("m: Paused (Canary)") && text.contains("candidate        2"), "{text}");
+        let (ok, text) = kubectl(&["promote", "m"]).await;
+        assert!(ok, "{text}");
+        wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+
+        patch_spec(&client, &ns, "m", json!({"model": {"version": "3", "uri": "file:///models/3.onnx"}, "strategy": {"canary": {"weight": 50}}})).await;
+        wait_phase(&client, &ns, "m", Phase::Paused, T).await;
+        let (ok, text) = kubectl(&["rollback", "m"]).await;
+        assert!(ok, "{text}");
+        let md = wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        assert_eq!(md.spec.model.uri, "file:///models/2.onnx", "the stable file is restored");
+        assert_eq!(condition(&md, "Degraded").unwrap().0, "False");
+        let (ok, text) = kubectl(&["promote", "m"]).await;
+        assert!(!ok && text.contains("no rollout in progress"), "{text}");
+    })
+    .await;
+}

@@ -1,0 +1,206 @@
+//! `kubectl modelship`: sugar over spec edits. Every action is a JSON merge patch of
+//! `spec` that a GitOps user could write by hand; the functions here build them (pure).
+
+use std::fmt::Write;
+
+use modelship_crds::{ModelDeployment, StrategyType};
+use serde_json::{Value, json};
+
+/// The patch that promotes the rollout in progress.
+///
+/// A manual canary goes to weight 100; a canary with steps and a blue-green rollout get
+/// `approvedVersion` set to the candidate, which releases their manual gates.
+pub fn promote_patch(md: &ModelDeployment) -> Result<Value, String> {
+    let candidate = candidate(md)?;
+    let strategy = &md.spec.strategy;
+    let manual_canary = strategy.type_ == StrategyType::Canary
+        && strategy.canary.as_ref().is_some_and(|c| c.weight.is_some());
+    Ok(if manual_canary {
+        json!({"spec": {"strategy": {"canary": {"weight": 100}}}})
+    } else {
+        json!({"spec": {"strategy": {"approvedVersion": candidate}}})
+    })
+}
+
+/// The patch that sets a manual canary's weight.
+pub fn weight_patch(md: &ModelDeployment, weight: i32) -> Result<Value, String> {
+    let strategy = &md.spec.strategy;
+    if strategy.type_ != StrategyType::Canary
+        || strategy.canary.as_ref().is_none_or(|c| c.weight.is_none())
+    {
+        return Err("set-weight needs a Canary strategy with spec.strategy.canary.weight".into());
+    }
+    if !(0..=100).contains(&weight) {
+        return Err(format!("weight {weight} is outside 0..100"));
+    }
+    Ok(json!({"spec": {"strategy": {"canary": {"weight": weight}}}}))
+}
+
+/// The patch that rolls back to the stable version: its version and the model file it was
+/// rolled out with.
+pub fn rollback_patch(md: &ModelDeployment) -> Result<Value, String> {
+    let status = md.status.clone().unwrap_or_default();
+    let stable = status.stable_version.ok_or("no stable version recorded yet")?;
+    if stable == md.spec.model.version {
+        return Err(format!("spec.model.version is already the stable version {stable}"));
+    }
+    let mut model = json!({"version": stable});
+    if let Some(source) = status.stable_model {
+        model["uri"] = json!(source.uri);
+        model["sha256"] = json!(source.sha256);
+        model["referenceData"] = json!(source.reference_data);
+    }
+    Ok(json!({"spec": {"model": model}}))
+}
+
+fn candidate(md: &ModelDeployment) -> Result<String, String> {
+    md.status
+        .as_ref()
+        .and_then(|s| s.candidate_version.clone())
+        .ok_or_else(|| "no rollout in progress (status.candidateVersion is empty)".to_string())
+}
+
+/// A readable summary of a ModelDeployment's rollout.
+pub fn render_status(md: &ModelDeployment) -> String {
+    let status = md.status.clone().unwrap_or_default();
+    let name = md.metadata.name.clone().unwrap_or_default();
+    let mut out = String::new();
+    let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let _ = writeln!(
+        out,
+        "{name}: {} ({:?})",
+        status.phase.map_or_else(|| "Unknown".to_string(), |p| format!("{p:?}")),
+        md.spec.strategy.type_
+    );
+    let _ = writeln!(out, "  desired version  {}", md.spec.model.version);
+    let _ = writeln!(out, "  stable version   {}", opt(&status.stable_version));
+    let _ = writeln!(out, "  candidate        {}", opt(&status.candidate_version));
+    if let Some(aborted) = &status.aborted_version {
+        let _ = writeln!(out, "  rolled back      {aborted}");
+    }
+    if let Some(color) = &status.active_color {
+        let _ = writeln!(out, "  active color     {color}");
+    }
+    if md.spec.strategy.type_ == StrategyType::Canary {
+        let step = status.current_step.map(|s| format!(", step {s}")).unwrap_or_default();
+        let _ = writeln!(out, "  canary weight    {}%{step}", status.canary_weight);
+    }
+    let _ = writeln!(out, "  replicas         {}/{} ready", status.ready_replicas, status.replicas);
+    for track in &status.tracks {
+        let _ = writeln!(
+            out,
+            "  track {:<10} version {:<12} {}/{} ready",
+            track.name, track.version, track.ready_replicas, track.replicas
+        );
+    }
+    for condition in &status.conditions {
+        let message = if condition.message.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", condition.message)
+        };
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<5} {}{message}",
+            condition.type_, condition.status, condition.reason
+        );
+    }
+    if let Some(analysis) = &status.analysis {
+        let _ = writeln!(
+            out,
+            "  analysis of {}: {} measurements, {} failed, {} inconclusive; {}",
+            analysis.version,
+            analysis.measurements,
+            analysis.failures,
+            analysis.inconclusive,
+            analysis.message.clone().unwrap_or_default()
+        );
+    }
+    for record in &status.history {
+        let reason = record.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  history: {} {:?} at {}{reason}",
+            record.version, record.outcome, record.finished_at
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn md(strategy: Value, status: Value) -> ModelDeployment {
+        serde_json::from_value(json!({
+            "apiVersion": "modelship.io/v1alpha1",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "m", "namespace": "ml"},
+            "spec": {"model": {"version": "2", "uri": "file:///2.onnx"}, "strategy": strategy},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn promote_depends_on_the_strategy() {
+        let in_flight = json!({"stableVersion": "1", "candidateVersion": "2"});
+        let manual = md(json!({"type": "Canary", "canary": {"weight": 10}}), in_flight.clone());
+        assert_eq!(
+            promote_patch(&manual).unwrap(),
+            json!({"spec": {"strategy": {"canary": {"weight": 100}}}})
+        );
+        let stepped =
+            md(json!({"type": "Canary", "canary": {"steps": [{"pause": {}}]}}), in_flight.clone());
+        assert_eq!(
+            promote_patch(&stepped).unwrap(),
+            json!({"spec": {"strategy": {"approvedVersion": "2"}}})
+        );
+        let blue_green = md(json!({"type": "BlueGreen"}), in_flight);
+        assert_eq!(
+            promote_patch(&blue_green).unwrap(),
+            json!({"spec": {"strategy": {"approvedVersion": "2"}}})
+        );
+        let idle = md(json!({"type": "BlueGreen"}), json!({"stableVersion": "2"}));
+        assert!(promote_patch(&idle).unwrap_err().contains("no rollout in progress"));
+    }
+
+    #[test]
+    fn rollback_restores_version_and_file() {
+        let status = json!({"stableVersion": "1", "candidateVersion": "2",
+                            "stableModel": {"uri": "file:///1.onnx", "sha256": null}});
+        let m = md(json!({"type": "Canary", "canary": {"weight": 10}}), status);
+        assert_eq!(
+            rollback_patch(&m).unwrap(),
+            json!({"spec": {"model": {"version": "1", "uri": "file:///1.onnx", "sha256": null, "referenceData": null}}})
+        );
+        let idle = md(json!({"type": "RollingUpdate"}), json!({"stableVersion": "2"}));
+        assert!(rollback_patch(&idle).is_err());
+    }
+
+    #[test]
+    fn weight_only_for_manual_canaries() {
+        let manual = md(json!({"type": "Canary", "canary": {"weight": 10}}), json!({}));
+        assert_eq!(
+            weight_patch(&manual, 40).unwrap(),
+            json!({"spec": {"strategy": {"canary": {"weight": 40}}}})
+        );
+        assert!(weight_patch(&manual, 140).is_err());
+        let blue_green = md(json!({"type": "BlueGreen"}), json!({}));
+        assert!(weight_patch(&blue_green, 40).is_err());
+    }
+
+    #[test]
+    fn status_summary() {
+        let m = md(
+            json!({"type": "Canary", "canary": {"weight": 10}}),
+            json!({"phase": "Paused", "stableVersion": "1", "candidateVersion": "2", "canaryWeight": 10,
+                   "replicas": 4, "readyReplicas": 4,
+                   "tracks": [{"name": "stable", "version": "1", "replicas": 3, "readyReplicas": 3}]}),
+        );
+        let text = render_status(&m);
+        assert!(text.contains("m: Paused (Canary)"), "{text}");
+        assert!(text.contains("canary weight    10%"), "{text}");
+        assert!(text.contains("track stable"), "{text}");
+    }
+}
