@@ -1,7 +1,7 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   the local control plane, the chart, the operator and a model rolled out
 #   make test   every test
-.PHONY: demo test lint crds fixtures controlplane bench-serving bench-operator clean
+.PHONY: demo test lint crds fixtures controlplane images bench-serving bench-operator clean
 
 demo:
 	bash tests/demo.sh
@@ -21,6 +21,9 @@ fixtures:
 
 controlplane:
 	bash tests/controlplane/build.sh
+
+images:
+	bash tests/images.sh
 
 bench-serving:
 	bash bench/serving.sh

@@ -59,8 +59,10 @@ for component in operator serving; do
 
   image=localhost/modelship/$component:$tag
   log "Building $image"
+  # Replace, not pile up: the previous image of this tag would stay behind untagged.
+  podman rmi --ignore "$image" >/dev/null
   # The main context is an empty directory: the runtime stage copies only from `builder`.
-  podman build --quiet --format docker --pull=never \
+  podman build --quiet --format docker --pull=never --layers=false \
     --build-context "builder=$work/$component" \
     --build-arg "VERSION=$version" --build-arg "REVISION=$revision" \
     -f "Dockerfile.$component" -t "$image" "$work/context" >/dev/null
@@ -72,7 +74,10 @@ import json, os, sys, tarfile
 
 component, binary, inspect_path, archive, rootfs = sys.argv[1:]
 image = json.load(open(inspect_path))[0]
-config = image["Config"]
+# The image configuration as shipped (the docker-archive's config blob), not a tool's view.
+with tarfile.open(archive) as outer:
+    manifest = json.load(outer.extractfile("manifest.json"))[0]
+    config = json.load(outer.extractfile(manifest["Config"]))["config"]
 problems = []
 
 def expect(what, got, want):
@@ -81,7 +86,7 @@ def expect(what, got, want):
 
 expect("user", config.get("User"), "65532:65532")
 expect("entrypoint", config.get("Entrypoint"), [f"/{binary}"])
-expect("cmd", config.get("Cmd"), None)
+expect("cmd", config.get("Cmd") or None, None)
 expect("exposed ports", sorted((config.get("ExposedPorts") or {}).keys()), ["8080/tcp"])
 labels = config.get("Labels") or {}
 for key in ["title", "description", "version", "revision", "source", "url", "documentation",
@@ -100,7 +105,6 @@ else:
 # Every file of every layer: the binary must be the only one.
 files = []
 with tarfile.open(archive) as outer:
-    manifest = json.load(outer.extractfile("manifest.json"))[0]
     for layer in manifest["Layers"]:
         with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
             for member in inner.getmembers():
