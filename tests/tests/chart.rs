@@ -26,8 +26,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use modelship_crds::ModelDeployment;
-use modelship_operator::desired::{self, Defaults};
-use modelship_operator::plan::{DesiredTrack, Track};
 use modelship_tests::harness::{self, unique_name, wait_until};
 use modelship_tests::operator::{free_port, operator_bin};
 use serde::Deserialize;
@@ -228,6 +226,77 @@ fn helm_lint_is_clean_in_strict_mode() {
     }
 }
 
+/// Value combinations a user may choose: each renders what it promises, and the unsafe or
+/// incomplete ones are refused with a message that says what is missing.
+#[test]
+fn value_combinations_render_or_fail_with_a_reason() {
+    let set = |sets: &[&str]| -> Vec<String> {
+        sets.iter().flat_map(|s| ["--set".to_string(), s.to_string()]).collect()
+    };
+    let kinds = |objects: &[Value]| -> BTreeSet<String> {
+        objects.iter().map(|o| kind(o).to_string()).collect()
+    };
+    let args_of = |objects: &[Value]| -> Vec<String> {
+        strings(&one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"])
+    };
+
+    // One replica without leader election: no Lease Role, no PodDisruptionBudget.
+    let single = render(&set(&["replicaCount=1", "leaderElection.enabled=false"]));
+    assert!(args_of(&single).contains(&"--leader-elect=false".to_string()));
+    assert!(!args_of(&single).iter().any(|a| a.starts_with("--lease-")));
+    assert!(!kinds(&single).contains("PodDisruptionBudget"));
+    assert!(!single.iter().any(|o| name(o).ends_with("-leader-election")));
+
+    // An existing ServiceAccount, bound by the chart's RBAC.
+    let existing = render(&set(&["serviceAccount.create=false", "serviceAccount.name=existing"]));
+    assert!(!kinds(&existing).contains("ServiceAccount"));
+    let pod = &one(&existing, "Deployment")["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "existing");
+    assert!(!operator_rules(&existing, "existing").is_empty());
+
+    // No RBAC, no metrics Service, a pinned digest, each anti-affinity preset.
+    let bare = render(&set(&["rbac.create=false", "metrics.service.enabled=false"]));
+    for absent in ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding", "Service"] {
+        assert!(!kinds(&bare).contains(absent), "{absent} rendered");
+    }
+    let digest = "sha256:".to_string() + &"0123456789abcdef".repeat(4);
+    let pinned = render(&set(&[&format!("image.digest={digest}")]));
+    let image = &one(&pinned, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"];
+    assert_eq!(image.as_str().unwrap(), format!("ghcr.io/modelship/operator:0.1.0@{digest}"));
+    for (preset, key) in [
+        ("soft", Some("preferredDuringSchedulingIgnoredDuringExecution")),
+        ("hard", Some("requiredDuringSchedulingIgnoredDuringExecution")),
+        ("none", None),
+    ] {
+        let objects = render(&set(&[&format!("podAntiAffinity={preset}")]));
+        let affinity = &one(&objects, "Deployment")["spec"]["template"]["spec"]["affinity"];
+        match key {
+            Some(key) => assert!(affinity["podAntiAffinity"][key].is_array(), "{preset}"),
+            None => assert!(affinity.is_null(), "{preset}"),
+        }
+    }
+
+    // Refused, with the reason.
+    for (sets, reason) in [
+        (
+            &["replicaCount=2", "leaderElection.enabled=false"][..],
+            "replicaCount > 1 needs leaderElection.enabled",
+        ),
+        (
+            &["metrics.service.enabled=false", "metrics.serviceMonitor.enabled=true"][..],
+            "metrics.serviceMonitor.enabled needs metrics.service.enabled",
+        ),
+        (&["serviceAccount.create=false"][..], "serviceAccount.name is required"),
+        (
+            &["kubeStateMetrics.rbac.create=true"][..],
+            "kubeStateMetrics.rbac.serviceAccountName is required",
+        ),
+    ] {
+        let (ok, _, stderr) = run(helm().args(["template", RELEASE]).arg(chart()).args(set(sets)));
+        assert!(!ok && stderr.contains(reason), "{sets:?}: {stderr}");
+    }
+}
+
 /// Core kinds are validated by kubernetes-validate against the 1.35 OpenAPI schemas, strictly
 /// (unknown fields are errors). It has no schemas for the Prometheus Operator's kinds, and
 /// installing their CRDs here would mean vendoring another project's files, so those are
@@ -349,26 +418,13 @@ fn sanitize(label: &str) -> String {
     label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect()
 }
 
-/// The pod template of a serving Deployment, as the operator builds it.
+/// The pod template of a serving Deployment, as the operator builds it: the snapshot that the
+/// operator's own tests keep identical to its builder's output.
 fn serving_pod_template() -> Value {
-    let md: ModelDeployment = serde_json::from_value(json!({
-        "apiVersion": "modelship.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": "fraud", "namespace": "ml", "uid": "0000"},
-        "spec": {
-            "model": {"version": "2", "uri": "pvc://models/fraud/2/model.onnx",
-                      "referenceData": "pvc://models/fraud/2/reference.json"},
-            "replicas": 3,
-            "serving": {"authSecretName": "fraud-token"},
-            "strategy": {"type": "Canary", "canary": {"weight": 10}}
-        }
-    }))
-    .expect("a valid ModelDeployment");
-    let track =
-        DesiredTrack { track: Track::Canary, version: "2".into(), replicas: 1, frozen: false };
-    let defaults = Defaults { serving_image: "ghcr.io/modelship/serving:0.1.0".into() };
-    let deployment = desired::deployment(&md, &track, &defaults);
-    serde_json::to_value(&deployment).unwrap()["spec"]["template"].clone()
+    let path = repo().join("operator/src/desired/snapshots/deployment-canary.yaml");
+    let deployment = &yaml_documents(&read(path))[0];
+    assert_eq!(kind(deployment), "Deployment");
+    deployment["spec"]["template"].clone()
 }
 
 /// Pod Security Standards, `restricted` profile (which includes `baseline`): every violation
