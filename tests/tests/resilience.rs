@@ -127,13 +127,9 @@ async fn two_replicas_one_leader() {
 #[tokio::test(flavor = "multi_thread")]
 async fn partitioned_leader_steps_down_and_exits() {
     with_namespace(async |client, ns| {
-        let dir = tempdir();
-        let link = FaultyLink::start(api_server(&cluster().kubeconfig)).await;
-        let via = kubeconfig_via(&cluster().kubeconfig, &link, &dir);
         let args = leader_args(&ns);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut a =
-            OperatorProcess::start_full(&ns, "a", &args, &[("KUBECONFIG", via.to_str().unwrap())]);
+        let (link, mut a) = operator_behind_link(&ns, "a", &args).await;
         wait_until(T, "a to lead", async || is_leader(&a).await).await;
         let b = OperatorProcess::start_with(&ns, "b", &args);
         apply(&client, &ns, fake_model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
@@ -161,15 +157,12 @@ async fn partitioned_leader_steps_down_and_exits() {
 #[tokio::test(flavor = "multi_thread")]
 async fn api_outage_is_survived() {
     with_namespace(async |client, ns| {
-        let dir = tempdir();
-        let link = FaultyLink::start(api_server(&cluster().kubeconfig)).await;
-        let via = kubeconfig_via(&cluster().kubeconfig, &link, &dir);
-        let mut operator = OperatorProcess::start_full(
+        let (link, mut operator) = operator_behind_link(
             &ns,
             "solo",
             &["--leader-elect=false", "--watch-failure-seconds", "3"],
-            &[("KUBECONFIG", via.to_str().unwrap())],
-        );
+        )
+        .await;
         apply(&client, &ns, fake_model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         assert_eq!(operator.admin_get("/healthz").await.map(|r| r.0), Some(200));
@@ -213,15 +206,9 @@ async fn api_outage_is_survived() {
 #[tokio::test(flavor = "multi_thread")]
 async fn shutdown_while_the_api_is_unreachable() {
     with_namespace(async |client, ns| {
-        let dir = tempdir();
-        let link = FaultyLink::start(api_server(&cluster().kubeconfig)).await;
-        let via = kubeconfig_via(&cluster().kubeconfig, &link, &dir);
-        let mut operator = OperatorProcess::start_full(
-            &ns,
-            "solo",
-            &["--leader-elect=false", "--shutdown-seconds", "5"],
-            &[("KUBECONFIG", via.to_str().unwrap())],
-        );
+        let (link, mut operator) =
+            operator_behind_link(&ns, "solo", &["--leader-elect=false", "--shutdown-seconds", "5"])
+                .await;
         apply(&client, &ns, fake_model("m", "1", 1, json!({"type": "RollingUpdate"}))).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         link.cut();
@@ -288,6 +275,24 @@ async fn an_undecodable_object_does_not_stop_the_others() {
     assert!(deployments.get_opt("old-stable").await.unwrap().is_none());
     let skipped = sum_metric(&operator.metrics().await, "modelship_operator_invalid_objects_total");
     assert!(skipped >= 1.0, "the undecodable object was counted ({skipped})");
+}
+
+/// An operator in `namespace` whose API traffic goes through a link the test can cut.
+async fn operator_behind_link(
+    namespace: &str,
+    identity: &str,
+    args: &[&str],
+) -> (FaultyLink, OperatorProcess) {
+    let dir = tempdir();
+    let link = FaultyLink::start(api_server(&cluster().kubeconfig)).await;
+    let via = kubeconfig_via(&cluster().kubeconfig, &link, &dir);
+    let operator = OperatorProcess::start_full(
+        namespace,
+        identity,
+        args,
+        &[("KUBECONFIG", via.to_str().unwrap())],
+    );
+    (link, operator)
 }
 
 fn tempdir() -> std::path::PathBuf {
