@@ -34,6 +34,8 @@ impl ServedModel {
 /// The loaded models, sorted by name, then version with the newest last.
 pub struct Models {
     all: Vec<Arc<ServedModel>>,
+    /// Distinct names, computed once: `/predict` consults them on every request.
+    names: Vec<String>,
 }
 
 impl Models {
@@ -41,17 +43,17 @@ impl Models {
         all.sort_by(|a, b| {
             a.name.cmp(&b.name).then_with(|| compare_versions(&a.version, &b.version))
         });
-        Self { all }
+        let mut names: Vec<String> = all.iter().map(|m| m.name.clone()).collect();
+        names.dedup();
+        Self { all, names }
     }
 
     pub fn all(&self) -> &[Arc<ServedModel>] {
         &self.all
     }
 
-    pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.all.iter().map(|m| m.name.as_str()).collect();
-        names.dedup();
-        names
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     pub fn versions(&self, name: &str) -> Vec<&str> {
@@ -76,7 +78,7 @@ impl Models {
     pub fn select(&self, name: Option<&str>, version: Option<&str>) -> Result<&Arc<ServedModel>> {
         match name {
             Some(n) => self.get(n, version),
-            None => match self.names().as_slice() {
+            None => match self.names.as_slice() {
                 [only] => self.get(only, version).map_err(|_| {
                     Error::NotFound(format!(
                         "`model_version` {:?} is not served; served: {:?}",

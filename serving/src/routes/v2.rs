@@ -58,7 +58,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
 
 #[derive(Serialize)]
 struct ModelNames<'a> {
-    models: Vec<&'a str>,
+    models: &'a [String],
 }
 
 pub async fn list(State(state): State<AppState>) -> Response {
