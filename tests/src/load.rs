@@ -16,6 +16,8 @@ use tokio::sync::Mutex;
 /// What one request returned.
 #[derive(Clone, Debug)]
 pub struct Outcome {
+    /// When the request was sent, from the start of the load.
+    pub sent_at: Duration,
     pub status: u16,
     pub latency: Duration,
     /// `model_version` from the response body, if any.
@@ -53,7 +55,13 @@ impl LoadReport {
         let failures = self.failures();
         let mut text = format!("{} of {} requests failed", failures.len(), self.sent());
         for f in failures.iter().take(5) {
-            text.push_str(&format!("\n  status {} pod {:?} error {:?}", f.status, f.pod, f.error));
+            text.push_str(&format!(
+                "\n  at {:.2}s: status {} pod {:?} error {:?}",
+                f.sent_at.as_secs_f64(),
+                f.status,
+                f.pod,
+                f.error
+            ));
         }
         text
     }
@@ -108,8 +116,10 @@ impl Load {
                 ticker.tick().await;
                 let (client, uri, host, body, outcomes) =
                     (client.clone(), uri.clone(), host.clone(), body.clone(), outcomes.clone());
+                let sent_at = started.elapsed();
                 in_flight.push(tokio::spawn(async move {
-                    let outcome = send(&client, uri, &host, body).await;
+                    let mut outcome = send(&client, uri, &host, body).await;
+                    outcome.sent_at = sent_at;
                     outcomes.lock().await.push(outcome);
                 }));
                 in_flight.retain(|t: &tokio::task::JoinHandle<()>| !t.is_finished());
@@ -117,7 +127,8 @@ impl Load {
             for task in in_flight {
                 let _ = task.await;
             }
-            let outcomes = std::mem::take(&mut *outcomes.lock().await);
+            let mut outcomes = std::mem::take(&mut *outcomes.lock().await);
+            outcomes.sort_by_key(|o| o.sent_at);
             LoadReport { outcomes }
         });
         Load { running, task }
@@ -157,9 +168,17 @@ async fn send(
                 .and_then(|v| v.get("model_version").and_then(|m| m.as_str()).map(str::to_string));
             let error = (!(200..300).contains(&status))
                 .then(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            Outcome { status, latency: started.elapsed(), version, pod, error }
+            Outcome {
+                sent_at: Duration::ZERO,
+                status,
+                latency: started.elapsed(),
+                version,
+                pod,
+                error,
+            }
         }
         Ok(Err(err)) => Outcome {
+            sent_at: Duration::ZERO,
             status: 0,
             latency: started.elapsed(),
             version: None,
@@ -167,6 +186,7 @@ async fn send(
             error: Some(err.to_string()),
         },
         Err(_) => Outcome {
+            sent_at: Duration::ZERO,
             status: 0,
             latency: started.elapsed(),
             version: None,

@@ -365,9 +365,22 @@ pub fn plan(input: &Input<'_>) -> Plan {
         StrategyType::Canary => canary::plan(&mut draft),
         StrategyType::BlueGreen => bluegreen::plan(&mut draft),
     }
+    require_endpoints(&mut draft);
     track_progress(&mut draft);
     check_model_source(&mut draft);
     finish(draft)
+}
+
+/// Healthy means the Service answers: pods can be ready a moment before the EndpointSlice
+/// controller lists them, and until then the rollout is not complete.
+fn require_endpoints(draft: &mut Draft<'_>) {
+    let observed = draft.input.observed;
+    let serves = observed.endpoints.iter().any(|e| e.ready);
+    if draft.stage == Stage::Complete && draft.total() > 0 && !serves {
+        let message =
+            format!("waiting for the ready pods to appear behind service {}", draft.input.name);
+        draft.progressing("WaitingForEndpoints", message);
+    }
 }
 
 /// The model file of a version is fixed when it rolls out. A spec that names the stable
