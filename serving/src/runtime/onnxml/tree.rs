@@ -225,18 +225,61 @@ impl Forest {
         n
     }
 
-    /// Calls `f(id, weight)` for every leaf weight this row reaches, tree by tree.
-    #[inline]
-    fn for_each_weight(&self, x: &[f32], mut f: impl FnMut(usize, f32)) {
-        for &root in &self.roots {
-            let leaf = self.leaf(root, x);
+    /// Calls `f(row, id, weight)` for every leaf weight each row reaches. Trees go in order, so
+    /// each row sums its weights exactly as a row-at-a-time walk would; walking one tree for
+    /// several rows keeps that tree in cache and lets the rows' independent loads overlap.
+    fn for_each_weight(
+        &self,
+        x: &[f32],
+        rows: usize,
+        features: usize,
+        mut f: impl FnMut(usize, usize, f32),
+    ) {
+        let mut emit = |row: usize, leaf: &Packed| {
             let range = leaf.a as usize..leaf.b as usize;
             for (&id, &w) in self.leaf_ids[range.clone()].iter().zip(&self.leaf_weights[range]) {
-                f(id as usize, w);
+                f(row, id as usize, w);
+            }
+        };
+        for &root in &self.roots {
+            let mut row = 0;
+            if self.all_leq {
+                while row + LANES <= rows {
+                    for (k, leaf) in self.leaves_leq(root, x, row, features).iter().enumerate() {
+                        emit(row + k, &self.nodes[*leaf]);
+                    }
+                    row += LANES;
+                }
+            }
+            for r in row..rows {
+                emit(r, self.leaf(root, &x[r * features..(r + 1) * features]));
+            }
+        }
+    }
+
+    /// [`Self::leaf`] for `LANES` consecutive rows in lockstep (BRANCH_LEQ forests only).
+    #[inline]
+    fn leaves_leq(&self, root: u32, x: &[f32], first: usize, features: usize) -> [usize; LANES] {
+        let mut at = [root as usize; LANES];
+        loop {
+            let mut moved = false;
+            for (lane, i) in at.iter_mut().enumerate() {
+                let n = &self.nodes[*i];
+                if n.feature != LEAF {
+                    moved = true;
+                    let v = x[(first + lane) * features + n.feature as usize];
+                    *i = if v <= n.threshold { n.a } else { n.b } as usize;
+                }
+            }
+            if !moved {
+                return at;
             }
         }
     }
 }
+
+/// Rows walked together through one tree.
+const LANES: usize = 4;
 
 fn pack(n: &Node) -> Packed {
     if n.mode == Mode::Leaf {
@@ -414,22 +457,20 @@ impl TreeEnsembleClassifier {
     }
 
     pub fn run(&self, x: &[f32], rows: usize, labels: &mut Vec<i64>, scores: &mut Vec<f32>) {
-        let features = self.features;
         let classes = self.classes();
         labels.clear();
         scores.clear();
         scores.resize(rows * classes, 0.0);
-        let mut has = vec![false; classes];
-        for (row, out) in x.chunks_exact(features).zip(scores.chunks_exact_mut(classes)) {
-            has.iter_mut().for_each(|h| *h = false);
-            self.forest.for_each_weight(row, |id, w| {
-                out[id] += w;
-                has[id] = true;
-            });
+        let mut has = vec![false; rows * classes];
+        self.forest.for_each_weight(x, rows, self.features, |row, id, w| {
+            scores[row * classes + id] += w;
+            has[row * classes + id] = true;
+        });
+        for (out, has) in scores.chunks_exact_mut(classes).zip(has.chunks_exact_mut(classes)) {
             let label = if classes == 2 {
-                self.finish_binary(out, &has)
+                self.finish_binary(out, has)
             } else {
-                self.finish_multi(out, &mut has)
+                self.finish_multi(out, has)
             };
             labels.push(label);
         }
@@ -550,27 +591,26 @@ impl TreeEnsembleRegressor {
     }
 
     pub fn run(&self, x: &[f32], rows: usize, out: &mut Vec<f32>) {
-        let features = self.features;
         let t = self.targets;
         out.clear();
         out.resize(rows * t, 0.0);
-        let mut has = vec![false; t];
+        let mut has = vec![false; rows * t];
+        let agg = self.aggregate;
+        self.forest.for_each_weight(x, rows, self.features, |row, id, w| {
+            let k = row * t + id;
+            let s = &mut out[k];
+            *s = match agg {
+                Aggregate::Sum | Aggregate::Average => *s + w,
+                Aggregate::Min if has[k] => s.min(w),
+                Aggregate::Max if has[k] => s.max(w),
+                Aggregate::Min | Aggregate::Max => w,
+            };
+            has[k] = true;
+        });
         let trees = self.forest.roots.len() as f32;
-        for (row, o) in x.chunks_exact(features).zip(out.chunks_exact_mut(t)) {
-            has.iter_mut().for_each(|h| *h = false);
-            let agg = self.aggregate;
-            self.forest.for_each_weight(row, |id, w| {
-                let s = &mut o[id];
-                *s = match agg {
-                    Aggregate::Sum | Aggregate::Average => *s + w,
-                    Aggregate::Min if has[id] => s.min(w),
-                    Aggregate::Max if has[id] => s.max(w),
-                    Aggregate::Min | Aggregate::Max => w,
-                };
-                has[id] = true;
-            });
+        for o in out.chunks_exact_mut(t) {
             for (k, v) in o.iter_mut().enumerate() {
-                if self.aggregate == Aggregate::Average {
+                if agg == Aggregate::Average {
                     *v /= trees;
                 }
                 *v += self.base.get(k).copied().unwrap_or(0.0);
