@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# The operator at scale, one command: release builds, a control plane of its own, localnode,
+# then target/release/operator-bench (see its doc comment for what each number includes).
+# Results: bench/results/operator-<time>/ (summary.json, results.md, logs); runs with
+# N >= 1000 are also added to BENCHMARKS.md (section "Operator at scale").
+#
+# Usage: bash bench/operator.sh            (or make bench-operator)
+#        N=50 bash bench/operator.sh       (a quick run; not recorded)
+# Settings (environment):
+#   N                     ModelDeployments in the scale phases (1000)
+#   DIRECT_CONCURRENCY    parallel writes of the direct phase (32)
+#   PATCH_CONCURRENCY     localnode --patch-concurrency (128)
+#   OPERATOR_ARGS         extra operator flags, space separated (none)
+#   RESYNC_SECONDS        operator --resync-seconds (10)
+#   STEADY_WINDOW_SECONDS window in which steady-state writes are counted (25)
+#   LATENCY_SAMPLES       apply-to-children samples (100)
+#   BLUE_GREEN            blue-green ModelDeployments (20)
+#   SKIP_DIRECT=1         skip the direct phase (no ratio)
+#   RECORD                auto (N >= 1000), 1 or 0: add the run to BENCHMARKS.md
+#   BENCH_LOCK            lock shared by every benchmark (/tmp/modelship-bench.lock)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source tests/controlplane/env.sh
+
+# The exact command, with the settings given in the environment.
+command_line="bash bench/operator.sh"
+for var in OPERATOR_ARGS BLUE_GREEN LATENCY_SAMPLES STEADY_WINDOW_SECONDS RESYNC_SECONDS \
+           PATCH_CONCURRENCY DIRECT_CONCURRENCY SKIP_DIRECT N; do
+  if [[ -n ${!var:-} ]]; then
+    command_line="$var=$(printf '%q' "${!var}") $command_line"
+  fi
+done
+
+N=${N:-1000}
+DIRECT_CONCURRENCY=${DIRECT_CONCURRENCY:-32}
+PATCH_CONCURRENCY=${PATCH_CONCURRENCY:-128}
+OPERATOR_ARGS=${OPERATOR_ARGS:-}
+RESYNC_SECONDS=${RESYNC_SECONDS:-10}
+STEADY_WINDOW_SECONDS=${STEADY_WINDOW_SECONDS:-25}
+LATENCY_SAMPLES=${LATENCY_SAMPLES:-100}
+BLUE_GREEN=${BLUE_GREEN:-20}
+RECORD=${RECORD:-auto}
+BENCH_LOCK=${BENCH_LOCK:-/tmp/modelship-bench.lock}
+FAKE_READY_DELAY=300ms
+
+log "Building the release binaries"
+cargo build --release -p modelship-operator -p modelship-tests
+tests/controlplane/build.sh >/dev/null
+tests/controlplane/tools.sh >/dev/null
+
+revision=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [[ -n $(git status --porcelain -- operator crds 2>/dev/null) ]]; then
+  revision="$revision + uncommitted changes in operator/ or crds/"
+fi
+out=$PWD/bench/results/operator-$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$out"
+
+# One benchmark at a time on this machine: hold the lock until the control plane is down.
+exec 9>>"$BENCH_LOCK"
+log "Waiting for the benchmark lock $BENCH_LOCK"
+flock 9
+load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
+log "Lock taken; load average $load_at_start"
+
+state=$(mktemp -d "${TMPDIR:-/tmp}/modelship-bench-operator.XXXX")
+cleanup() {
+  status=$?
+  if [[ -d $state ]]; then
+    cp "$state/logs/localnode.log" "$out/" 2>/dev/null || true
+    tests/controlplane/down.sh "$state"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+tests/controlplane/up.sh "$state" >/dev/null
+LOCALNODE_BIN=$PWD/target/release/localnode tests/localnode.sh start "$state" \
+  --patch-concurrency "$PATCH_CONCURRENCY" --fake-ready-delay "$FAKE_READY_DELAY"
+# shellcheck disable=SC1091
+source "$state/env"
+kubectl apply --server-side -f crds/yaml/modeldeployments.modelship.io.yaml >/dev/null
+kubectl wait --for condition=established --timeout=60s crd/modeldeployments.modelship.io >/dev/null
+
+operator_args=()
+for arg in $OPERATOR_ARGS; do operator_args+=("--operator-arg=$arg"); done
+skip=()
+[[ ${SKIP_DIRECT:-0} == 1 ]] && skip=(--skip-direct)
+
+log "Running the benchmark (N=$N)"
+target/release/operator-bench run \
+  --n "$N" \
+  --operator-bin "$PWD/target/release/modelship-operator" \
+  "${operator_args[@]}" "${skip[@]}" \
+  --resync-seconds "$RESYNC_SECONDS" \
+  --steady-window-seconds "$STEADY_WINDOW_SECONDS" \
+  --direct-concurrency "$DIRECT_CONCURRENCY" \
+  --latency-samples "$LATENCY_SAMPLES" \
+  --blue-green "$BLUE_GREEN" \
+  --state-dir "$state" \
+  --out-dir "$out" \
+  --load-at-start "$load_at_start" \
+  --command-line "$command_line" \
+  --revision "$revision" \
+  --localnode-patch-concurrency "$PATCH_CONCURRENCY" \
+  --fake-ready-delay "$FAKE_READY_DELAY"
+
+if [[ $RECORD == 1 || ( $RECORD == auto && $N -ge 1000 ) ]]; then
+  target/release/operator-bench record --summary "$out/summary.json" --file BENCHMARKS.md
+else
+  log "Not recorded in BENCHMARKS.md (N=$N; RECORD=1 records it)"
+fi
+log "Results in $out"
