@@ -13,6 +13,7 @@ use std::time::Duration;
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::drift::DriftWindow;
 use crate::error::{Error, Result};
@@ -70,7 +71,8 @@ impl Batcher {
             drift,
             arriving: arriving.clone(),
         };
-        tokio::spawn(worker.run());
+        // Keep the caller's span (pod name) on the task's log lines.
+        tokio::spawn(worker.run().in_current_span());
         Self { tx, arriving, metrics }
     }
 
