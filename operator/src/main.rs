@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use clap::Parser;
 use kube::Client;
+use modelship_operator::Result;
 use modelship_operator::admin::{self, AdminState};
 use modelship_operator::controller::{self, Settings};
 use modelship_operator::desired::Defaults;
 use modelship_operator::leader::{self, LeaseSettings};
 use modelship_operator::metrics::Metrics;
-use modelship_operator::{Error, Result};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -194,13 +194,14 @@ async fn run(args: Args) -> Result<ExitCode> {
         controller::run(client, settings, metrics.clone(), synced, stop.cancelled_owned());
     tokio::select! {
         result = controller => result?,
-        // A deposed leader must stop writing now, not after in-flight work drains.
-        () = async { lost.cancelled().await; tokio::time::sleep(Duration::from_secs(2)).await } => {}
+        // A deposed leader must stop writing now: exiting aborts in-flight requests too, so
+        // nothing of this instance reaches the API server once another may lead.
+        () = lost.cancelled() => {}
     }
     metrics.leader.set(0);
     if leadership.lost.is_cancelled() {
         error!("leadership lost; exiting so that only the new leader writes");
-        return Err(Error::Lease("leadership lost".into()));
+        std::process::exit(1);
     }
     leadership.release().await;
     Ok(ExitCode::SUCCESS)
