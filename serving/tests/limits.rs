@@ -92,8 +92,9 @@ async fn a_request_past_its_deadline_gets_503_in_time() {
         let took = started.elapsed();
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{uri}");
         assert!(error_of(&r).contains("timed out after 100 ms"));
+        // 100 ms is the target; the extra margin keeps a busy CI machine from failing the test.
         assert!(
-            took >= Duration::from_millis(100) && took < Duration::from_millis(200),
+            took >= Duration::from_millis(100) && took < Duration::from_millis(350),
             "{uri}: {took:?}"
         );
     }
