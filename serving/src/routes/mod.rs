@@ -9,8 +9,10 @@ mod v2;
 use axum::Router;
 use axum::http::Uri;
 use axum::middleware;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+
+use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::Error;
 use crate::state::AppState;
@@ -39,7 +41,13 @@ pub fn app(state: AppState) -> Router {
         .merge(protected)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // A bug must cost one request a 500, not the connection or the process.
+        .layer(CatchPanicLayer::custom(panic_response))
         .with_state(state)
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    Error::Inference("handler panicked".into()).into_response()
 }
 
 async fn not_found(uri: Uri) -> impl IntoResponse {
