@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use axum::Json;
 use axum::Router;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use serde::{Deserialize, Serialize};
 
 /// The source design's request: `{"features": [...], "model_version": "v1"}`.
@@ -52,7 +53,10 @@ fn main() -> std::io::Result<()> {
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
+        // Same socket option as modelship-serving.
+        let listener = tokio::net::TcpListener::bind(addr).await?.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let app = Router::new().route("/predict", post(predict));
         axum::serve(listener, app).await
     })
