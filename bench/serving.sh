@@ -17,7 +17,7 @@
 #   SERVER_CPU      CPU the servers are pinned to (0); LOAD_CPU: wrk's (1)
 #   NICE            niceness of the servers and wrk, e.g. -10 to run ahead of other work
 #                   on a shared machine (0; negative needs root; recorded)
-#   RECORD          auto (only a full default run is recorded), 1 or 0
+#   RECORD          auto (a full run, NICE aside, is recorded), 1 or 0
 #   BENCH_LOCK      lock shared by every benchmark (/tmp/modelship-bench.lock)
 #   MODELSHIP_CACHE cache directory for the virtualenvs and models (~/.cache/modelship)
 set -euo pipefail
@@ -45,9 +45,10 @@ BENCH_LOCK=${BENCH_LOCK:-/tmp/modelship-bench.lock}
 cache="${MODELSHIP_CACHE:-$HOME/.cache/modelship}"
 venvs="$cache/venv-bench"
 
+# A full default run is recorded; so is one that only changes NICE (kept apart in the file).
 if [[ $RECORD == auto ]]; then
   RECORD=0
-  [[ $command_line == "bash bench/serving.sh" ]] && RECORD=1
+  [[ ${command_line#NICE=* } == "bash bench/serving.sh" ]] && RECORD=1
 fi
 
 for tool in wrk curl python3 cargo flock; do

@@ -572,9 +572,13 @@ def targets(res, args):
         out["rss"] = (rss < 16, f"RSS {rss:.1f} MiB (target < 16 MiB)")
         cs = s["cold_start_median_ms"]
         out["cold_start"] = (cs < 20, f"cold start {fmt_ms(cs)} ms (target < 20 ms)")
-    errs = sum(r["errors"] for srv in res["servers"].values() for m in srv["models"].values()
-               for r in m["rows"])
-    out["errors"] = (errs == 0, f"{errs} errors over all runs (must be 0)")
+    if s:
+        errs = sum(r["errors"] for m in s["models"].values() for r in m["rows"])
+        peers = [f"{name} {n}" for name, srv in res["servers"].items() if name != "modelship"
+                 and (n := sum(r["errors"] for m in srv["models"].values() for r in m["rows"]))]
+        out["errors"] = (errs == 0, f"Modelship: {errs} errors (must be 0)" + (
+            f"; peers: {', '.join(peers)} (wrk timeouts past 5 s or non-2xx, see the tables)"
+            if peers else "; peers: none"))
     return out
 
 
@@ -651,17 +655,18 @@ def wrk_version():
     return f"wrk {m.group(1)}" if m else "wrk"
 
 
-def report(summary, args):
-    lines = []
+def header(summary, args):
+    """What is measured and how: the top of the section, rewritten by every recorded run."""
     m = summary["machine"]
-    lines += [
+    lines = [
         "## Serving",
         "",
-        f"Date: {summary['date']}. Revision: {summary['revision']}.",
-        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} memory, Linux "
-        f"{m['kernel']}; shared with other work (load average recorded per run).",
+        "`bash bench/serving.sh` (`make bench-serving`): Modelship serving against the source "
+        "design's FastAPI app, MLServer and a bare axum server, side by side in one run.",
         "",
-        f"Command: `{summary['command']}`",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory']} memory, Linux "
+        f"{m['kernel']}; shared with other work (compiles, tests), so every run records its "
+        "load average and, per measurement, how much of the server's core other work took.",
         "",
         f"Each server pinned to CPU {args.server_cpu}, wrk ({summary['versions']['wrk']}, one "
         f"thread) pinned to CPU {args.load_cpu}, 127.0.0.1; per model a {args.warmup} s warm-up "
@@ -696,16 +701,26 @@ def report(summary, args):
         f"Python {summary['versions']['python_mlserver']}: {summary['versions']['mlserver']}.",
         "- The Python servers run without the machine's `OPENBLAS_CORETYPE`/`OPENBLAS_L2_SIZE` "
         "settings (they slow a current numpy).",
+        "- `NICE=-10 bash bench/serving.sh` runs the servers and wrk at niceness -10, ahead of "
+        "other work on the machine (the same for every server); its results are kept apart "
+        "from the default ones below.",
+        "",
     ]
-    if args.nice:
-        lines.append(f"- Servers and wrk ran at niceness {args.nice} (ahead of other work on "
-                     "the machine).")
-    lines += [
+    return "\n".join(lines) + "\n"
+
+
+def block(summary, args):
+    """The results of one invocation: every run, all reported."""
+    lines = [
+        f"### `{summary['command']}`",
+        "",
+        f"Date: {summary['date']}. Revision: {summary['revision']}. Niceness of the servers "
+        f"and wrk: {args.nice}.",
         "",
     ]
     for res in summary["runs"]:
         lines += [
-            f"### Run {res['run']} of {len(summary['runs'])} (started {res['started']}, load "
+            f"#### Run {res['run']} of {len(summary['runs'])} (started {res['started']}, load "
             f"average {' '.join(res['loadavg_start'])} at the start, "
             f"{' '.join(res.get('loadavg_end', ['?']))} at the end)",
             "",
@@ -718,24 +733,40 @@ def report(summary, args):
         for key, (ok, text) in targets(res, args).items():
             lines.append(f"- {'met' if ok else '**missed**'}: {text}")
         lines.append("")
+    if summary.get("answers_agree"):
+        lines.append("Same answers from Modelship and the source design's app: " + "; ".join(
+            f"{a['model']}: label {a['modelship'][0]:.0f} / confidence "
+            f"{a['modelship'][1]:.6f} and {a['fastapi'][0]:.0f} / {a['fastapi'][1]:.6f} "
+            f"({'agree' if a['same'] else 'DIFFER'})" for a in summary["answers_agree"]) + ".")
+        lines.append("")
     lines += [f"Raw wrk output, server logs and summary.json: `bench/results/{summary['out']}/` "
               "(not committed)."]
     return "\n".join(lines) + "\n"
 
 
 BEGIN, END = "<!-- serving:begin -->", "<!-- serving:end -->"
+RUN_BEGIN = "<!-- serving:results nice={} -->"
+RUN_END = "<!-- serving:results-end -->"
 
 
-def record(path, section):
-    """Replace our section of BENCHMARKS.md (between the markers), leave the rest alone."""
+def record(path, top, nice, results):
+    """Rewrite our section of BENCHMARKS.md (between BEGIN and END) and nothing else: the
+    header, then one results block per niceness, this invocation's replacing the last one
+    recorded with the same niceness, the others kept."""
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}{END}"
+    blocks = {}
     if BEGIN in text and END in text:
         head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
+        old, tail = rest.split(END, 1)
+        for m in re.finditer(r"<!-- serving:results nice=(-?\d+) -->\n(.*?)"
+                             + re.escape(RUN_END), old, re.S):
+            blocks[int(m.group(1))] = m.group(2)
     else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
+        head, tail = text.rstrip("\n") + "\n\n", "\n"
+    blocks[nice] = results
+    body = top + "".join(f"\n{RUN_BEGIN.format(n)}\n{blocks[n]}{RUN_END}\n"
+                         for n in sorted(blocks, reverse=True))
+    text = head + f"{BEGIN}\n{body}{END}" + tail
     tmp = path.with_name(path.name + ".serving-tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
@@ -823,17 +854,11 @@ def main():
     summary["answers_agree"] = agree
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
 
-    section = report(summary, args)
-    if agree:
-        section = section.replace(
-            "\nRaw wrk output", "\nSame answers: " + "; ".join(
-                f"{a['model']}: Modelship {a['modelship'][0]:.0f} / {a['modelship'][1]:.6f}, "
-                f"FastAPI {a['fastapi'][0]:.0f} / {a['fastapi'][1]:.6f} "
-                f"({'agree' if a['same'] else 'DIFFER'})" for a in agree) + ".\n\nRaw wrk output")
-    (out / "results.md").write_text(section)
-    print(section)
+    top, results = header(summary, args), block(summary, args)
+    (out / "results.md").write_text(top + "\n" + results)
+    print(top + "\n" + results)
     if args.record:
-        record(Path(args.record), section)
+        record(Path(args.record), top, args.nice, results)
         log(f"recorded in {args.record}")
 
 
