@@ -33,8 +33,10 @@ log "$(podman --version)"
 
 log "Building static release binaries ($target, crt-static)"
 # With an explicit --target, RUSTFLAGS reach only the target's artifacts, not build scripts
-# or proc macros, which must stay dynamic.
-RUSTFLAGS="-C target-feature=+crt-static" cargo build --release --locked --quiet \
+# or proc macros, which must stay dynamic. The flags are those of the Dockerfiles: getrandom
+# calls the getrandom(2) syscall, since dlsym finds nothing in a static binary.
+RUSTFLAGS='-C target-feature=+crt-static --cfg getrandom_backend="linux_getrandom"' \
+  cargo build --release --locked --quiet \
   --target "$target" -p modelship-operator -p modelship-serving
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/modelship-images.XXXX")
@@ -70,7 +72,7 @@ for component in operator serving; do
   podman image inspect "$image" >"$work/$component.json"
   podman save --quiet --format docker-archive -o "$work/$component.tar" "$image"
   python3 - "$component" "$binary" "$work/$component.json" "$work/$component.tar" "$work/$component/rootfs" <<'PY'
-import json, os, sys, tarfile
+import hashlib, json, os, sys, tarfile
 
 component, binary, inspect_path, archive, rootfs = sys.argv[1:]
 image = json.load(open(inspect_path))[0]
@@ -104,6 +106,7 @@ else:
 
 # Every file of every layer: the binary must be the only one.
 files = []
+digest = None
 with tarfile.open(archive) as outer:
     for layer in manifest["Layers"]:
         with tarfile.open(fileobj=outer.extractfile(layer)) as inner:
@@ -114,8 +117,10 @@ with tarfile.open(archive) as outer:
                 files.append((name, member.mode, member.uid, member.size))
                 if name == binary:
                     os.makedirs(rootfs, exist_ok=True)
+                    data = inner.extractfile(member).read()
+                    digest = hashlib.sha256(data).hexdigest()
                     with open(os.path.join(rootfs, binary), "wb") as out:
-                        out.write(inner.extractfile(member).read())
+                        out.write(data)
                     os.chmod(os.path.join(rootfs, binary), 0o555)
 names = sorted(f[0] for f in files)
 expect("files in the image", names, [binary])
@@ -133,7 +138,8 @@ size_mb = image["Size"] / 1e6
 print(f"{component}: {image['RepoTags'][0]} {size_mb:.1f} MB, user {config.get('User')}, "
       f"entrypoint {config.get('Entrypoint')}, ports {sorted((config.get('ExposedPorts') or {}))}, "
       f"healthcheck {(health or {}).get('Test')}, files {names}, "
-      f"{sum(1 for k in labels if k.startswith('org.opencontainers.image.'))} OCI labels")
+      f"{sum(1 for k in labels if k.startswith('org.opencontainers.image.'))} OCI labels, "
+      f"/{binary} sha256 {digest}")
 if problems:
     print(f"{component}: " + "; ".join(problems), file=sys.stderr)
     sys.exit(1)

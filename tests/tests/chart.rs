@@ -1144,6 +1144,10 @@ fn dockerfiles_pass_hadolint() {
             "Dockerfile.{component}: entrypoint"
         );
         assert!(text.contains("target-feature=+crt-static"), "Dockerfile.{component}: static");
+        assert!(
+            text.contains(r#"--cfg getrandom_backend="linux_getrandom""#),
+            "Dockerfile.{component}: getrandom without dlsym"
+        );
     }
     assert!(
         read(root.join("Dockerfile.serving"))
@@ -1165,15 +1169,22 @@ fn ci_workflow_passes_actionlint() {
 }
 
 /// Builds both images with podman from binaries built here (tests/images.sh) and checks what
-/// is inside. Fails, with podman's own error, when podman cannot build.
-#[test]
-fn images_are_static_scratch_images_run_as_65532() {
+/// is inside; fails with podman's own error when podman cannot build. Containers cannot run
+/// here, so the operator binary that went into the image then runs the way its pod would:
+/// alone in an empty root directory (chroot) as UID 65532, with nothing but the files and
+/// variables Kubernetes gives a pod (the projected ServiceAccount token, CA and namespace,
+/// KUBERNETES_SERVICE_HOST/PORT), authenticated as the chart's ServiceAccount. It must reach
+/// the API server, take the leader Lease and report ready. Not even /dev is there, which
+/// caught getrandom falling back to /dev/urandom in a static binary.
+#[tokio::test(flavor = "multi_thread")]
+async fn images_are_static_scratch_images_whose_operator_runs_in_cluster_mode() {
     let (ok, stdout, stderr) = run(Command::new("bash")
         .arg(repo().join("tests/images.sh"))
         .arg("test")
         .current_dir(repo()));
     eprintln!("{stdout}");
     assert!(ok, "tests/images.sh failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    let mut digests = BTreeMap::new();
     for component in ["operator", "serving"] {
         let line = stdout
             .lines()
@@ -1189,7 +1200,106 @@ fn images_are_static_scratch_images_run_as_65532() {
             )),
             "{stdout}"
         );
+        let digest = line.rsplit("sha256 ").next().unwrap().trim().to_string();
+        digests.insert(component, digest);
     }
+
+    // The binary in the image is the one built here.
+    let binary = repo().join("target/x86_64-unknown-linux-gnu/release/modelship-operator");
+    let sum = run_ok(Command::new("sha256sum").arg(&binary), "sha256sum");
+    assert_eq!(sum.split_whitespace().next(), Some(digests["operator"].as_str()));
+
+    harness::with_namespace_labels(RESTRICTED, async |_: Client, namespace: String| {
+        let release = unique_name("image");
+        let _guard = Release { name: release.clone(), namespace: namespace.clone() };
+        run_ok(
+            helm().args(["install", &release]).arg(chart()).args([
+                "--namespace",
+                &namespace,
+                "--set",
+                "replicaCount=0",
+            ]),
+            "helm install",
+        );
+        let account = format!("{release}-modelship");
+        let token = run_ok(
+            kubectl().args(["create", "token", &account, "-n", &namespace, "--duration", "1h"]),
+            "kubectl create token",
+        );
+        // The root directory: the binary and what the kubelet would mount, nothing else.
+        let root = TempDir::new("operator-root");
+        let secrets = root.0.join("var/run/secrets/kubernetes.io/serviceaccount");
+        std::fs::create_dir_all(&secrets).unwrap();
+        std::fs::copy(&binary, root.0.join("modelship-operator")).unwrap();
+        std::fs::write(secrets.join("token"), token.trim()).unwrap();
+        std::fs::write(secrets.join("namespace"), &namespace).unwrap();
+        let config: Value = serde_json::from_str(&run_ok(
+            kubectl().args(["config", "view", "--minify", "--raw", "-o", "json"]),
+            "kubectl config view",
+        ))
+        .unwrap();
+        let cluster = &config["clusters"][0]["cluster"];
+        let ca = match cluster["certificate-authority"].as_str() {
+            Some(path) => std::fs::read(path).unwrap(),
+            None => run_with_input(
+                Command::new("base64").arg("-d"),
+                cluster["certificate-authority-data"].as_str().unwrap(),
+                "base64",
+            )
+            .into_bytes(),
+        };
+        std::fs::write(secrets.join("ca.crt"), ca).unwrap();
+        run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&root.0), "chmod");
+        let server = cluster["server"].as_str().unwrap();
+        let (host, port) = server.trim_start_matches("https://").rsplit_once(':').unwrap();
+        let admin = free_port();
+        let log = root.0.join("operator.log");
+        let file = std::fs::File::create(&log).unwrap();
+        // The environment is cleared below, so find chroot on PATH first.
+        let child = Command::new(tool("chroot", "chroot is part of coreutils"))
+            .arg("--userspec=65532:65532")
+            .arg(&root.0)
+            .arg("/modelship-operator")
+            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
+            .args(["--namespace", &namespace, "--lease-name", &account])
+            .env_clear()
+            .env("KUBERNETES_SERVICE_HOST", host)
+            .env("KUBERNETES_SERVICE_PORT", port)
+            .env("POD_NAME", "in-an-empty-root")
+            .env("POD_NAMESPACE", &namespace)
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("chroot the operator");
+        let operator = OperatorAs(child, log);
+        let leases =
+            || kubectl().args(["get", "lease", &account, "-n", &namespace, "-o", "json"]).output();
+        wait_until(Duration::from_secs(60), "the chrooted operator to lead", async || {
+            let output = leases().map_err(|e| e.to_string())?;
+            let holder = serde_json::from_slice::<Value>(&output.stdout)
+                .ok()
+                .and_then(|lease| lease["spec"]["holderIdentity"].as_str().map(String::from))
+                .unwrap_or_default();
+            if holder.starts_with("in-an-empty-root-") {
+                Ok(())
+            } else {
+                Err(format!("lease holder {holder:?}; operator log:\n{}", read(&operator.1)))
+            }
+        })
+        .await;
+        let ready = run_ok(
+            Command::new("curl").args(["-fsS", &format!("http://127.0.0.1:{admin}/readyz")]),
+            "GET /readyz",
+        );
+        assert_eq!(ready.trim(), "ready");
+        let metrics = run_ok(
+            Command::new("curl").args(["-fsS", &format!("http://127.0.0.1:{admin}/metrics")]),
+            "GET /metrics",
+        );
+        assert!(metrics.contains("modelship_operator_leader 1"), "{metrics}");
+        drop(operator);
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------
