@@ -18,6 +18,9 @@
 #   SKIP_DIRECT=1         skip the direct phase (no ratio)
 #   RECORD                auto (N >= 1000), 1 or 0: add the run to BENCHMARKS.md
 #   BENCH_LOCK            lock shared by every benchmark (/tmp/modelship-bench.lock)
+#   MAX_LOAD, LOAD_WAIT_SECONDS  with the lock held, wait up to LOAD_WAIT_SECONDS (300) for
+#                         the 1-minute load average to drop below MAX_LOAD (nproc) before starting
+#   OPERATOR_RUST_LOG     the operator's log filter, for a diagnosis (more logging costs CPU)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source tests/controlplane/env.sh
@@ -41,6 +44,8 @@ LATENCY_SAMPLES=${LATENCY_SAMPLES:-100}
 BLUE_GREEN=${BLUE_GREEN:-20}
 RECORD=${RECORD:-auto}
 BENCH_LOCK=${BENCH_LOCK:-/tmp/modelship-bench.lock}
+MAX_LOAD=${MAX_LOAD:-$(nproc)}
+LOAD_WAIT_SECONDS=${LOAD_WAIT_SECONDS:-300}
 FAKE_READY_DELAY=300ms
 
 log "Building the release binaries"
@@ -59,8 +64,13 @@ mkdir -p "$out"
 exec 9>>"$BENCH_LOCK"
 log "Waiting for the benchmark lock $BENCH_LOCK"
 flock 9
+log "Lock taken; load average $(cut -d' ' -f1-3 /proc/loadavg); waiting up to ${LOAD_WAIT_SECONDS}s for it to drop below $MAX_LOAD"
+for _ in $(seq 1 "$LOAD_WAIT_SECONDS"); do
+  awk -v max="$MAX_LOAD" '{ exit !($1 < max) }' /proc/loadavg && break
+  sleep 1
+done
 load_at_start=$(cut -d' ' -f1-3 /proc/loadavg)
-log "Lock taken; load average $load_at_start"
+log "Starting with load average $load_at_start"
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/modelship-bench-operator.XXXX")
 cleanup() {

@@ -37,7 +37,8 @@ use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceAccount};
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -219,6 +220,7 @@ struct DirectResult {
     /// First write sent to last write accepted.
     accepted_seconds: f64,
     write_latency_ms: Stats,
+    write_latency_ms_by_kind: BTreeMap<String, Stats>,
     retries: usize,
     /// Seconds at which 10 ... 100 % of the writes had been accepted.
     accepted_progress: BTreeMap<String, f64>,
@@ -257,6 +259,7 @@ struct SteadyResult {
     writes_in_window: f64,
     writes_in_window_by_kind: BTreeMap<String, f64>,
     reconciles_in_window: f64,
+    cpu_in_window: Vec<CpuShare>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Default, Clone)]
@@ -265,6 +268,9 @@ struct MemoryResult {
     rss_after_steady_mib: f64,
     hwm_after_steady_mib: f64,
     hwm_at_end_mib: f64,
+    /// At the end: per kind, objects the operator caches and their JSON size in KiB as it
+    /// keeps them (children without managedFields; ModelDeployments as listed).
+    cached_objects: BTreeMap<String, (usize, f64)>,
 }
 
 #[derive(Serialize, Deserialize, Debug, Default, Clone)]
@@ -289,6 +295,19 @@ struct BlueGreenResult {
     after_pods_ready_ms: Stats,
     /// Version patched to the Service selecting the new color.
     patch_to_switch_ms: Stats,
+    per_model: Vec<BlueGreenModel>,
+}
+
+/// One blue-green switch; times in ms after the version patch was sent.
+#[derive(Serialize, Deserialize, Debug, Default, Clone)]
+struct BlueGreenModel {
+    name: String,
+    new_color: String,
+    /// Wall-clock time of the patch, to compare with the operator's log.
+    patched_utc: String,
+    pods_ready_ms: f64,
+    deployment_ready_ms: f64,
+    switched_ms: f64,
 }
 
 #[derive(Serialize, Deserialize, Debug, Default, Clone)]
@@ -609,9 +628,30 @@ fn processes(state_dir: &Path) -> Vec<(String, u32)> {
     out
 }
 
-fn cpu_snapshot(processes: &[(String, u32)]) -> BTreeMap<String, f64> {
-    processes.iter().filter_map(|(name, pid)| Some((name.clone(), cpu_seconds(*pid)?))).collect()
+/// Busy CPU seconds of the whole machine (every process, ours and others'), from /proc/stat.
+fn machine_busy_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<f64> = line.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal ...: everything but idle and iowait.
+    let total: f64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4)?;
+    Some((total - idle) / USER_HZ)
 }
+
+/// CPU seconds per process, plus `machine` for the whole machine.
+fn cpu_snapshot(processes: &[(String, u32)]) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, f64> = processes
+        .iter()
+        .filter_map(|(name, pid)| Some((name.clone(), cpu_seconds(*pid)?)))
+        .collect();
+    if let Some(busy) = machine_busy_seconds() {
+        out.insert(MACHINE.into(), busy);
+    }
+    out
+}
+
+const MACHINE: &str = "machine";
 
 fn cpu_shares(
     before: &BTreeMap<String, f64>,
@@ -620,6 +660,7 @@ fn cpu_shares(
 ) -> Vec<CpuShare> {
     let mut shares: Vec<CpuShare> = after
         .iter()
+        .filter(|(name, _)| name.as_str() != MACHINE)
         .map(|(name, end)| {
             let used = end - before.get(name).copied().unwrap_or(0.0);
             CpuShare {
@@ -636,6 +677,14 @@ fn cpu_shares(
         cpu_seconds: round(total, 2),
         cores: round(total / wall, 2),
     });
+    if let (Some(start), Some(end)) = (before.get(MACHINE), after.get(MACHINE)) {
+        let others = end - start - total;
+        shares.push(CpuShare {
+            process: "other processes".into(),
+            cpu_seconds: round(others, 2),
+            cores: round(others / wall, 2),
+        });
+    }
     shares
 }
 
@@ -958,6 +1007,16 @@ enum ChildObject {
     Hpa(Box<HorizontalPodAutoscaler>),
 }
 
+impl ChildObject {
+    fn kind(&self) -> &'static str {
+        match self {
+            ChildObject::Deployment(_) => "deployment",
+            ChildObject::Service(_) => "service",
+            ChildObject::Hpa(_) => "hpa",
+        }
+    }
+}
+
 fn children_of(md: &ModelDeployment) -> Res<Vec<ChildObject>> {
     let track = DesiredTrack {
         track: Track::Stable,
@@ -994,20 +1053,24 @@ async fn apply_child(client: &Client, namespace: &str, child: &ChildObject) -> k
     }
 }
 
-/// One write, retried up to 3 times; returns its latency (of the successful attempt) and
-/// the retries.
-async fn write_child(
-    client: &Client,
-    namespace: &str,
-    child: &ChildObject,
-) -> Res<(f64, usize, Instant)> {
+/// One accepted write of the direct phase.
+struct Written {
+    kind: &'static str,
+    latency_ms: f64,
+    retries: usize,
+    at: Instant,
+}
+
+/// One write, retried up to 3 times; the latency is the successful attempt's.
+async fn write_child(client: &Client, namespace: &str, child: &ChildObject) -> Res<Written> {
     let mut retries = 0;
     loop {
         let started = Instant::now();
         match apply_child(client, namespace, child).await {
             Ok(()) => {
-                let now = Instant::now();
-                return Ok(((now - started).as_secs_f64() * 1000.0, retries, now));
+                let at = Instant::now();
+                let latency_ms = (at - started).as_secs_f64() * 1000.0;
+                return Ok(Written { kind: child.kind(), latency_ms, retries, at });
             }
             Err(error) if retries < 3 => {
                 eprintln!("direct write failed, retrying: {error}");
@@ -1046,7 +1109,7 @@ async fn direct_phase(
     );
     let cpu_before = cpu_snapshot(procs);
     let started = Instant::now();
-    let results: Vec<Res<(f64, usize, Instant)>> = stream::iter(children.iter())
+    let results: Vec<Res<Written>> = stream::iter(children.iter())
         .map(|child| write_child(client, DIRECT_NS, child))
         .buffer_unordered(args.direct_concurrency.max(1))
         .collect()
@@ -1054,13 +1117,15 @@ async fn direct_phase(
     let accepted = started.elapsed().as_secs_f64();
     let cpu_after = cpu_snapshot(procs);
     let mut latencies = Vec::with_capacity(results.len());
+    let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut done = Vec::with_capacity(results.len());
     let mut retries = 0;
     for result in results {
-        let (latency, retried, at) = result?;
-        latencies.push(latency);
-        done.push(at);
-        retries += retried;
+        let written = result?;
+        latencies.push(written.latency_ms);
+        by_kind.entry(written.kind.to_string()).or_default().push(written.latency_ms);
+        done.push(written.at);
+        retries += written.retries;
     }
     eprintln!("direct: {} writes accepted in {accepted:.2}s", latencies.len());
 
@@ -1084,6 +1149,7 @@ async fn direct_phase(
         concurrency: args.direct_concurrency,
         accepted_seconds: round(accepted, 3),
         write_latency_ms: Stats::of(&latencies),
+        write_latency_ms_by_kind: by_kind.iter().map(|(k, v)| (k.clone(), Stats::of(v))).collect(),
         retries,
         accepted_progress: progress(started, done),
         pods_ready_seconds: round(pods_ready, 3),
@@ -1190,6 +1256,7 @@ async fn operator_phases(
         last = now;
     }
     let before = operator.metrics().await?;
+    let cpu_before = cpu_snapshot(&procs);
     let window = Duration::from_secs(args.steady_window_seconds);
     eprintln!("steady: counting writes for {window:?} (resync every {}s)", args.resync_seconds);
     tokio::time::sleep(window).await;
@@ -1203,6 +1270,7 @@ async fn operator_phases(
         writes_in_window: after.total_writes() - before.total_writes(),
         writes_in_window_by_kind: after.writes_since(&before),
         reconciles_in_window: after.reconciles - before.reconciles,
+        cpu_in_window: cpu_shares(&cpu_before, &cpu_snapshot(&procs), window.as_secs_f64()),
     };
     eprintln!(
         "steady: {} writes, {} reconciles in the window",
@@ -1222,10 +1290,62 @@ async fn operator_phases(
         rss_after_steady_mib: round(rss_after_steady, 1),
         hwm_after_steady_mib: round(hwm_after_steady, 1),
         hwm_at_end_mib: round(operator.hwm_mib(), 1),
+        cached_objects: cached_objects(client).await?,
     };
     watches.stop();
     operator.stop();
     Ok(OperatorPhases { cold_start, steady, memory, apply_latency, blue_green })
+}
+
+/// What the operator's caches hold, measured as JSON: (objects, KiB) per kind.
+async fn cached_objects(client: &Client) -> Res<BTreeMap<String, (usize, f64)>> {
+    let managed = ListParams::default().labels(&format!(
+        "{}={}",
+        labels::MANAGED_BY,
+        labels::MANAGED_BY_VALUE
+    ));
+    let mut out = BTreeMap::new();
+    let ns = OPERATOR_NS;
+    let c = client.clone();
+    out.insert(
+        "modeldeployment".into(),
+        json_size(Api::<ModelDeployment>::namespaced(c.clone(), ns), &ListParams::default(), false)
+            .await?,
+    );
+    out.insert(
+        "deployment".into(),
+        json_size(Api::<Deployment>::namespaced(c.clone(), ns), &managed, true).await?,
+    );
+    out.insert(
+        "service".into(),
+        json_size(Api::<Service>::namespaced(c.clone(), ns), &managed, true).await?,
+    );
+    out.insert(
+        "hpa".into(),
+        json_size(Api::<HorizontalPodAutoscaler>::namespaced(c.clone(), ns), &managed, true)
+            .await?,
+    );
+    let sliced = ListParams::default().labels(labels::NAME);
+    out.insert(
+        "endpointslice".into(),
+        json_size(Api::<EndpointSlice>::namespaced(c, ns), &sliced, true).await?,
+    );
+    Ok(out)
+}
+
+async fn json_size<K>(api: Api<K>, params: &ListParams, strip: bool) -> Res<(usize, f64)>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+{
+    let list = api.list(params).await?;
+    let mut bytes = 0;
+    for mut object in list.items.iter().cloned() {
+        if strip {
+            object.meta_mut().managed_fields = None;
+        }
+        bytes += serde_json::to_vec(&object)?.len();
+    }
+    Ok((list.items.len(), round(bytes as f64 / 1024.0, 1)))
 }
 
 async fn latency_phase(
@@ -1354,6 +1474,7 @@ async fn blue_green_phase(
     pods_watch.abort();
 
     let (mut after_deployment, mut after_pods, mut total) = (Vec::new(), Vec::new(), Vec::new());
+    let mut per_model = Vec::new();
     for name in &names {
         let color = &colors[name];
         let switched = timeline.get(&format!("svc-selects:{color}"), name).expect("waited for");
@@ -1363,7 +1484,17 @@ async fn blue_green_phase(
         let pods = timeline.get(&format!("pods-ready:{color}:2"), name).expect("waited for");
         after_deployment.push(signed_ms(deployment, switched));
         after_pods.push(signed_ms(pods, switched));
-        total.push(signed_ms(sent_at[name], switched));
+        let sent = sent_at[name];
+        total.push(signed_ms(sent, switched));
+        let wall = chrono::Utc::now() - chrono::Duration::from_std(sent.elapsed())?;
+        per_model.push(BlueGreenModel {
+            name: name.clone(),
+            new_color: color.clone(),
+            patched_utc: wall.format("%H:%M:%S%.3f").to_string(),
+            pods_ready_ms: round(signed_ms(sent, pods), 1),
+            deployment_ready_ms: round(signed_ms(sent, deployment), 1),
+            switched_ms: round(signed_ms(sent, switched), 1),
+        });
     }
     Ok(BlueGreenResult {
         models: count,
@@ -1371,6 +1502,7 @@ async fn blue_green_phase(
         after_deployment_ready_ms: Stats::of(&after_deployment),
         after_pods_ready_ms: Stats::of(&after_pods),
         patch_to_switch_ms: Stats::of(&total),
+        per_model,
     })
 }
 
