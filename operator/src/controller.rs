@@ -121,7 +121,15 @@ pub async fn run(
         let namespace = slice.namespace();
         name.zip(namespace).map(|(name, ns)| ObjectRef::<Guarded>::new(&name).within(&ns))
     };
-    let controller = Controller::new(models, watcher::Config::default().any_semantic())
+    // The ModelDeployments' own cache, trimmed like the children's.
+    let (model_store, model_writer) = reflector::store();
+    let model_events = watcher(models, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|guarded: &mut Guarded| guarded.meta_mut().managed_fields = None)
+        .reflect(model_writer)
+        .inspect(watch_health::<Guarded>(&metrics))
+        .applied_objects();
+    let controller = Controller::for_stream(model_events, model_store)
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         .owns_stream(hpa_events)
@@ -188,7 +196,6 @@ where
         None => Api::all(client.clone()),
     };
     let (reader, writer) = reflector::store();
-    let metrics = metrics.clone();
     let stream = watcher(api, config)
         .default_backoff()
         // Managed fields are most of an object's size and never read here.
@@ -199,15 +206,23 @@ where
             }
         })
         .reflect(writer)
-        .inspect(move |event| match event {
-            Ok(_) => metrics.watch_ok(),
-            Err(error) => {
-                warn!(%error, kind = %K::kind(&()), "watch failed");
-                metrics.watch_failed(Timestamp::now().as_second());
-            }
-        })
+        .inspect(watch_health::<K>(&metrics))
         .touched_objects();
     (reader, stream)
+}
+
+/// Feeds the liveness check: every watch event or error of `K`'s watch.
+fn watch_health<K: Resource<DynamicType = ()>>(
+    metrics: &Arc<Metrics>,
+) -> impl Fn(&Result<watcher::Event<K>, watcher::Error>) + Send + 'static {
+    let metrics = metrics.clone();
+    move |event| match event {
+        Ok(_) => metrics.watch_ok(),
+        Err(error) => {
+            warn!(%error, kind = %K::kind(&()), "watch failed");
+            metrics.watch_failed(Timestamp::now().as_second());
+        }
+    }
 }
 
 async fn reconcile_guarded(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action> {

@@ -1,6 +1,6 @@
 //! The Helm chart, the container images and the CI workflow.
 //!
-//! Static checks: `helm lint --strict`; the rendered manifests against the Kubernetes 1.35
+//! Static checks: `helm lint --strict`; the rendered manifests against the Kubernetes 1.37
 //! schemas; Pod Security `restricted` on every pod template; the RBAC rules (no wildcards,
 //! the documented table); the alert rules and dashboard queries with promtool, including unit
 //! tests of every alert; every value documented; hadolint; actionlint; the images built with
@@ -297,13 +297,13 @@ fn value_combinations_render_or_fail_with_a_reason() {
     }
 }
 
-/// Core kinds are validated by kubernetes-validate against the 1.35 OpenAPI schemas, strictly
+/// Core kinds are validated by kubernetes-validate against the 1.37 OpenAPI schemas (the release the local control plane runs), strictly
 /// (unknown fields are errors). It has no schemas for the Prometheus Operator's kinds, and
 /// installing their CRDs here would mean vendoring another project's files, so those are
 /// checked by meaning instead: the ServiceMonitor against the metrics Service, the PodMonitor
 /// against the pods the operator really builds, and the PrometheusRule with promtool (below).
 #[test]
-fn rendered_manifests_are_valid_for_kubernetes_1_35() {
+fn rendered_manifests_are_valid_for_kubernetes_1_37() {
     let validate = tool("kubernetes-validate", PYTHON_HINT);
     let dir = TempDir::new("chart-validate");
     for (variant, args) in variants() {
@@ -316,7 +316,7 @@ fn rendered_manifests_are_valid_for_kubernetes_1_35() {
         let file = dir.write(&format!("{variant}.yaml"), &text);
         let crd = chart().join("crds/modeldeployments.modelship.io.yaml");
         let out = run_ok(
-            Command::new(&validate).args(["--strict", "-k", "1.35.0"]).arg(&crd).arg(&file),
+            Command::new(&validate).args(["--strict", "-k", "1.37.0"]).arg(&crd).arg(&file),
             "kubernetes-validate",
         );
         let passed =
