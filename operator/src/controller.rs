@@ -206,7 +206,7 @@ where
             }
         })
         .reflect(writer)
-        .inspect(watch_health::<K>(&metrics))
+        .inspect(watch_health::<K>(metrics))
         .touched_objects();
     (reader, stream)
 }
