@@ -10,7 +10,7 @@ use std::borrow::Cow;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -44,8 +44,9 @@ struct FeedbackResponse<'a> {
     window: usize,
 }
 
-pub async fn feedback(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    handle(&state, &headers, body).await.unwrap_or_else(IntoResponse::into_response)
+pub async fn feedback(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    handle(&state, &parts.headers, body).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 async fn handle(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Response> {

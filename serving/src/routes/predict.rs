@@ -1,9 +1,7 @@
 //! `POST /predict`: the source design's request and response, plus an `instances` batch form.
 
 use axum::Json;
-use axum::body::Body;
-use axum::extract::State;
-use axum::http::HeaderMap;
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Serialize, Serializer};
 use tokio::time::Instant;
@@ -21,12 +19,14 @@ use crate::state::{AppState, ServedModel};
 /// The source design answers regressors with this fixed confidence; kept for its clients.
 pub const REGRESSION_CONFIDENCE: f32 = 0.95;
 
-pub async fn predict(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+// The request is taken whole: a `HeaderMap` extractor would copy every header.
+pub async fn predict(State(state): State<AppState>, req: Request) -> Response {
     let started = Instant::now();
+    let (parts, body) = req.into_parts();
     let timeout = state.settings.request_timeout;
     let deadline = started + timeout;
     let bytes = match read_body(
-        &headers,
+        &parts.headers,
         body,
         state.settings.max_body_bytes,
         deadline,

@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -162,11 +162,11 @@ pub async fn model_ready_version(
 pub async fn infer(
     State(state): State<AppState>,
     p: std::result::Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
+    let (parts, body) = req.into_parts();
     match path(p) {
-        Ok(m) => infer_at(&state, &m, None, &headers, body).await,
+        Ok(m) => infer_at(&state, &m, None, &parts.headers, body).await,
         Err(e) => e.into_response(),
     }
 }
@@ -174,11 +174,11 @@ pub async fn infer(
 pub async fn infer_version(
     State(state): State<AppState>,
     p: std::result::Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Response {
+    let (parts, body) = req.into_parts();
     match path(p) {
-        Ok((m, v)) => infer_at(&state, &m, Some(&v), &headers, body).await,
+        Ok((m, v)) => infer_at(&state, &m, Some(&v), &parts.headers, body).await,
         Err(e) => e.into_response(),
     }
 }
