@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -68,14 +68,20 @@ pub struct Context {
     pub http: HttpClient,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
-    /// resourceVersion our last status write produced, per object: a cache older than it is
-    /// stale and must not drive decisions.
-    written: Mutex<HashMap<ObjectRef<ModelDeployment>, u64>>,
+    /// Our last status write per object: a cache older than its resourceVersion is stale and
+    /// must not drive decisions; its time paces counts-only writes.
+    written: Mutex<HashMap<ObjectRef<ModelDeployment>, StatusWrite>>,
     /// Every child cache has completed its initial list.
     pub synced: Arc<AtomicBool>,
 }
 
 type Guarded = DeserializeGuard<ModelDeployment>;
+
+#[derive(Clone, Copy)]
+struct StatusWrite {
+    resource_version: u64,
+    at: Instant,
+}
 
 /// Run the controller until `shutdown` resolves.
 pub async fn run(
@@ -375,20 +381,25 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         problem: problem.clone(),
         now,
     });
+    let mut requeue =
+        plan.requeue_after.map_or(ctx.settings.resync, |d| d.min(ctx.settings.resync));
     if status::changed(&previous, &next) {
-        write_status(md, &namespace, &next, ctx, &key).await?;
+        let since = ctx.written.lock().expect("lock").get(&key).map(|w| w.at.elapsed());
+        match status::hold_back(&previous, &next, since) {
+            Some(wait) => requeue = requeue.min(wait),
+            None => write_status(md, &namespace, &next, ctx, &key).await?,
+        }
     }
     publish_events(md, &plan.events, ctx).await;
     if let Some(problem) = problem {
         return Err(Error::Refused(problem.message));
     }
-    let requeue = plan.requeue_after.map_or(ctx.settings.resync, |d| d.min(ctx.settings.resync));
     Ok(Action::requeue(requeue))
 }
 
 /// Whether the cached object predates our own last status write.
 fn is_stale(md: &ModelDeployment, ctx: &Context, key: &ObjectRef<ModelDeployment>) -> bool {
-    let written = ctx.written.lock().expect("lock").get(key).copied();
+    let written = ctx.written.lock().expect("lock").get(key).map(|w| w.resource_version);
     let current = md.resource_version().and_then(|rv| rv.parse::<u64>().ok());
     matches!((written, current), (Some(w), Some(c)) if c < w)
 }
@@ -520,7 +531,8 @@ async fn write_status(
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let written = api.patch_status(&md.name_any(), &params, &Patch::Apply(&patch)).await?;
     if let Some(rv) = written.resource_version().and_then(|rv| rv.parse::<u64>().ok()) {
-        ctx.written.lock().expect("lock").insert(key.clone(), rv);
+        let write = StatusWrite { resource_version: rv, at: Instant::now() };
+        ctx.written.lock().expect("lock").insert(key.clone(), write);
     }
     debug!(phase = ?status.phase, "status written");
     Ok(())

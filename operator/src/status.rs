@@ -2,6 +2,8 @@
 //! written only when it changed. Conditions keep their `lastTransitionTime` while their
 //! status stays the same.
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use modelship_crds::{ModelDeploymentStatus, StrategyType, TrackStatus};
@@ -175,4 +177,101 @@ fn condition(
 /// Whether a freshly computed status differs from the stored one in anything but time.
 pub fn changed(previous: &ModelDeploymentStatus, next: &ModelDeploymentStatus) -> bool {
     previous != next
+}
+
+/// Counts-only changes are written at most this often per ModelDeployment.
+pub const COUNTS_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long to hold a status write back, given the time since the last one: a change in
+/// pod counts alone (with the condition messages and progress time that follow them) waits
+/// until [`COUNTS_INTERVAL`] has passed, so a rollout's stream of pod updates costs a few
+/// writes, not one per pod. Anything the planner or a user acts on is written at once.
+pub fn hold_back(
+    previous: &ModelDeploymentStatus,
+    next: &ModelDeploymentStatus,
+    since_last_write: Option<Duration>,
+) -> Option<Duration> {
+    let since = since_last_write?;
+    (since < COUNTS_INTERVAL && counts_only(previous, next)).then(|| COUNTS_INTERVAL - since)
+}
+
+fn counts_only(previous: &ModelDeploymentStatus, next: &ModelDeploymentStatus) -> bool {
+    fn without_counts(status: &ModelDeploymentStatus) -> ModelDeploymentStatus {
+        let mut status = status.clone();
+        status.replicas = 0;
+        status.ready_replicas = 0;
+        status.last_progress_at = None;
+        for track in &mut status.tracks {
+            track.replicas = 0;
+            track.ready_replicas = 0;
+        }
+        for condition in &mut status.conditions {
+            condition.message.clear();
+        }
+        status
+    }
+    without_counts(previous) == without_counts(next)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy() -> ModelDeploymentStatus {
+        let mut status = ModelDeploymentStatus {
+            observed_generation: Some(1),
+            phase: Some(modelship_crds::Phase::Progressing),
+            replicas: 3,
+            ready_replicas: 1,
+            tracks: vec![TrackStatus {
+                name: "stable".into(),
+                version: "1".into(),
+                replicas: 3,
+                ready_replicas: 1,
+            }],
+            ..ModelDeploymentStatus::default()
+        };
+        status.conditions = vec![condition(
+            &[],
+            AVAILABLE,
+            "False",
+            "MinimumReplicasUnavailable",
+            "1/3 replicas ready".into(),
+            Some(1),
+            Timestamp::UNIX_EPOCH,
+        )];
+        status
+    }
+
+    #[test]
+    fn pod_counts_alone_wait_for_the_interval() {
+        let previous = healthy();
+        let mut next = previous.clone();
+        next.ready_replicas = 2;
+        next.tracks[0].ready_replicas = 2;
+        next.conditions[0].message = "2/3 replicas ready".into();
+        next.last_progress_at = Some("2026-01-01T00:00:00Z".into());
+        let just_written = Some(Duration::from_millis(300));
+        assert_eq!(hold_back(&previous, &next, just_written), Some(Duration::from_millis(700)));
+        assert_eq!(hold_back(&previous, &next, Some(COUNTS_INTERVAL)), None);
+        assert_eq!(hold_back(&previous, &next, None), None, "never written by this process");
+    }
+
+    #[test]
+    fn anything_acted_on_is_written_at_once() {
+        let previous = healthy();
+        let just_written = Some(Duration::from_millis(10));
+        let changes: [fn(&mut ModelDeploymentStatus); 5] = [
+            |s| s.observed_generation = Some(2),
+            |s| s.phase = Some(modelship_crds::Phase::Healthy),
+            |s| s.conditions[0].status = "True".into(),
+            |s| s.tracks[0].version = "2".into(),
+            |s| s.canary_weight = 10,
+        ];
+        for change in changes {
+            let mut next = previous.clone();
+            change(&mut next);
+            assert_eq!(hold_back(&previous, &next, just_written), None, "{next:?}");
+        }
+    }
 }
