@@ -384,7 +384,9 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let mut requeue =
         plan.requeue_after.map_or(ctx.settings.resync, |d| d.min(ctx.settings.resync));
     if status::changed(&previous, &next) {
+        // A planned event is keyed on the stored status: write it now, or it would repeat.
         let since = ctx.written.lock().expect("lock").get(&key).map(|w| w.at.elapsed());
+        let since = since.filter(|_| plan.events.is_empty());
         match status::hold_back(&previous, &next, since) {
             Some(wait) => requeue = requeue.min(wait),
             None => write_status(md, &namespace, &next, ctx, &key).await?,
