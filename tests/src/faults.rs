@@ -1,6 +1,10 @@
-//! Fault injection between one client and the API server: a TCP forwarder on 127.0.0.1
-//! that can be cut (every connection closed, new ones refused) and restored, and a kubeconfig
-//! that sends one process through it. TLS passes through untouched.
+//! Fault injection between one client and the API server.
+//!
+//! - [`FaultyLink`]: a TCP forwarder on 127.0.0.1 that can be cut (every connection closed,
+//!   new ones refused) and restored, and a kubeconfig that sends one process through it. TLS
+//!   passes through untouched.
+//! - [`ChaosApi`]: an HTTP front that answers a share of writes with 409 Conflict and delays
+//!   watch events, for the conflict and stale-cache scenarios.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -83,4 +87,225 @@ pub fn kubeconfig_via(kubeconfig: &Path, link: &FaultyLink, dir: &Path) -> PathB
     let path = dir.join(format!("kubeconfig-via-{}", link.addr.port()));
     std::fs::write(&path, rewritten).expect("write kubeconfig");
     path
+}
+
+/// What [`ChaosApi`] does to the traffic it forwards.
+#[derive(Clone, Copy, Debug)]
+pub struct Chaos {
+    /// Share of writes (POST, PUT, PATCH, DELETE) answered `409 Conflict` without reaching
+    /// the API server, in percent.
+    pub conflict_percent: u32,
+    /// Each watch stream is held back by a delay drawn from 0 up to this, for all its events.
+    pub max_watch_delay: std::time::Duration,
+    /// Seed of the draws, so a failing run can be repeated.
+    pub seed: u64,
+}
+
+/// One write that reached the proxy.
+#[derive(Clone, Debug)]
+pub struct SeenWrite {
+    pub at: std::time::Instant,
+    pub method: String,
+    /// The object's path without the query, for example
+    /// `/apis/modelship.io/v1alpha1/namespaces/ns/modeldeployments/m/status`.
+    pub path: String,
+    pub conflicted: bool,
+}
+
+/// An HTTP front for the API server on 127.0.0.1: one client (through [`ChaosApi::kubeconfig`])
+/// talks plain HTTP to it, and it forwards over the test's own authenticated client, answering
+/// a share of writes with 409 and delaying watch events.
+pub struct ChaosApi {
+    pub addr: SocketAddr,
+    writes: Arc<std::sync::Mutex<Vec<SeenWrite>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ChaosApi {
+    pub async fn start(upstream: kube::Client, chaos: Chaos) -> ChaosApi {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
+        let addr = listener.local_addr().expect("local address");
+        let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let state = ChaosState {
+            upstream,
+            chaos,
+            draws: Arc::new(std::sync::Mutex::new(Draws(chaos.seed | 1))),
+            writes: writes.clone(),
+        };
+        let app = axum::Router::new().fallback(forward).with_state(state);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        ChaosApi { addr, writes, task }
+    }
+
+    /// A kubeconfig that sends its user through this proxy (no credentials needed: the proxy
+    /// adds the test's own).
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: chaos\n  cluster:\n    server: \
+             \"http://{}\"\nusers:\n- name: chaos\n  user: {{}}\ncontexts:\n- name: chaos\n  \
+             context:\n    cluster: chaos\n    user: chaos\ncurrent-context: chaos\n",
+            self.addr
+        );
+        let path = dir.join(format!("kubeconfig-chaos-{}", self.addr.port()));
+        std::fs::write(&path, text).expect("write kubeconfig");
+        path
+    }
+
+    /// Every write seen so far, in arrival order.
+    pub fn writes(&self) -> Vec<SeenWrite> {
+        self.writes.lock().expect("lock").clone()
+    }
+}
+
+impl Drop for ChaosApi {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The most writes any one object got within `window`, and which object.
+pub fn busiest_object(writes: &[SeenWrite], window: std::time::Duration) -> (usize, String) {
+    let mut by_path: std::collections::BTreeMap<&str, Vec<std::time::Instant>> =
+        std::collections::BTreeMap::new();
+    for write in writes {
+        by_path.entry(write.path.as_str()).or_default().push(write.at);
+    }
+    let mut busiest = (0, String::new());
+    for (path, times) in by_path {
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end] - times[start] > window {
+                start += 1;
+            }
+            if end - start + 1 > busiest.0 {
+                busiest = (end - start + 1, path.to_string());
+            }
+        }
+    }
+    busiest
+}
+
+#[derive(Clone)]
+struct ChaosState {
+    upstream: kube::Client,
+    chaos: Chaos,
+    draws: Arc<std::sync::Mutex<Draws>>,
+    writes: Arc<std::sync::Mutex<Vec<SeenWrite>>>,
+}
+
+/// A small xorshift generator: reproducible draws without another dependency.
+struct Draws(u64);
+
+impl Draws {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn percent(&mut self) -> u32 {
+        (self.next() % 100) as u32
+    }
+
+    fn up_to(&mut self, max: std::time::Duration) -> std::time::Duration {
+        let millis = max.as_millis() as u64;
+        std::time::Duration::from_millis(if millis == 0 { 0 } else { self.next() % (millis + 1) })
+    }
+}
+
+const HOP_HEADERS: [&str; 5] =
+    ["host", "connection", "content-length", "transfer-encoding", "authorization"];
+
+async fn forward(
+    axum::extract::State(state): axum::extract::State<ChaosState>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+
+    let (parts, body) = request.into_parts();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_string();
+    let query = parts.uri.query().unwrap_or("");
+    let is_write = matches!(method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE");
+    let is_watch = query.split('&').any(|p| p == "watch=true" || p == "watch=1");
+    let (conflict, delay) = {
+        let mut draws = state.draws.lock().expect("lock");
+        let conflict = is_write && draws.percent() < state.chaos.conflict_percent;
+        let delay =
+            if is_watch { draws.up_to(state.chaos.max_watch_delay) } else { Default::default() };
+        (conflict, delay)
+    };
+    if is_write {
+        state.writes.lock().expect("lock").push(SeenWrite {
+            at: std::time::Instant::now(),
+            method: method.to_string(),
+            path: path.clone(),
+            conflicted: conflict,
+        });
+    }
+    if conflict {
+        let status = serde_json::json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": format!("Operation cannot be fulfilled on {path}: the object has been \
+                                modified; please apply your changes to the latest version and \
+                                try again"),
+            "reason": "Conflict", "details": {}, "code": 409,
+        });
+        return (axum::http::StatusCode::CONFLICT, axum::Json(status)).into_response();
+    }
+
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return axum::http::StatusCode::BAD_REQUEST.into_response(),
+    };
+    let mut upstream = axum::http::Request::builder().method(method).uri(parts.uri.clone());
+    for (name, value) in &parts.headers {
+        if !HOP_HEADERS.contains(&name.as_str()) {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let Ok(upstream) = upstream.body(kube::client::Body::from(bytes.to_vec())) else {
+        return axum::http::StatusCode::BAD_REQUEST.into_response();
+    };
+    let response = match state.upstream.send(upstream).await {
+        Ok(response) => response,
+        Err(error) => {
+            return (axum::http::StatusCode::BAD_GATEWAY, error.to_string()).into_response();
+        }
+    };
+    let (parts, body) = response.into_parts();
+    let body = if is_watch && !delay.is_zero() {
+        axum::body::Body::from_stream(delayed(body, delay))
+    } else {
+        axum::body::Body::new(body)
+    };
+    axum::response::Response::from_parts(parts, body)
+}
+
+/// The frames of `body`, each released `delay` after it arrived, in order.
+fn delayed(
+    body: kube::client::Body,
+    delay: std::time::Duration,
+) -> impl futures::Stream<Item = Result<bytes::Bytes, kube::Error>> {
+    use http_body_util::BodyExt;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let item = frame.map(|f| f.into_data().unwrap_or_default());
+            let failed = item.is_err();
+            if tx.send((tokio::time::Instant::now() + delay, item)).is_err() || failed {
+                return;
+            }
+        }
+    });
+    futures::stream::unfold(rx, |mut rx| async move {
+        let (due, item) = rx.recv().await?;
+        tokio::time::sleep_until(due).await;
+        Some((item, rx))
+    })
 }

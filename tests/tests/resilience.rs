@@ -1,6 +1,6 @@
 //! The operator under stress on the real control plane: the autoscaler owning replicas, two
 //! replicas with one leader, a leader cut off from the API server, an API outage, shutdown
-//! while the API is unreachable, and objects that cannot be decoded.
+//! while the API is unreachable, objects that cannot be decoded, and conflicts with stale watches.
 
 use std::time::{Duration, Instant};
 
@@ -9,10 +9,12 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Patch, PatchParams};
 use kube::{Api, CustomResourceExt};
 use modelship_crds::{ModelDeployment, Phase};
-use modelship_tests::faults::{FaultyLink, api_server, kubeconfig_via};
+use modelship_tests::faults::{
+    Chaos, ChaosApi, FaultyLink, api_server, busiest_object, kubeconfig_via,
+};
 use modelship_tests::harness::{cluster, hold_for, wait_until, with_namespace};
 use modelship_tests::models::{
-    self, apply, current, fake_model, get, patch_spec, track, wait_for, wait_phase,
+    self, apply, current, fake_model, get, patch_spec, split, track, wait_for, wait_phase,
 };
 use modelship_tests::operator::{OperatorProcess, sum_metric};
 use serde_json::json;
@@ -200,6 +202,119 @@ async fn api_outage_is_survived() {
         .await;
     })
     .await;
+}
+
+/// S19: with a fifth of the operator's writes answered 409 and each of its watch streams
+/// delayed by up to 2 s, a canary rolls out, the user aborts it while a weight change is in
+/// flight, and a new version rolls forward: the rollouts converge, the abort stands, no status
+/// ever says Degraded, and no object gets more than 5 writes a second.
+#[tokio::test(flavor = "multi_thread")]
+async fn conflicts_and_slow_watches_never_fail_a_rollout() {
+    with_namespace(async |client, ns| {
+        let chaos =
+            Chaos { conflict_percent: 20, max_watch_delay: Duration::from_secs(2), seed: 19 };
+        let api = ChaosApi::start(client.clone(), chaos).await;
+        let kubeconfig = api.kubeconfig(&tempdir());
+        let operator = OperatorProcess::start_full(
+            &ns,
+            "solo",
+            &["--leader-elect=false"],
+            &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
+        );
+        let statuses = record_statuses(&client, &ns);
+        const SLOW: Duration = Duration::from_secs(90);
+
+        apply(
+            &client,
+            &ns,
+            fake_model("m", "1", 4, json!({"type": "Canary", "canary": {"weight": 50}})),
+        )
+        .await;
+        wait_phase(&client, &ns, "m", Phase::Healthy, SLOW).await;
+        patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
+        wait_phase(&client, &ns, "m", Phase::Paused, SLOW).await;
+        assert_eq!(split(&client, &ns, "m").await, (2, 2));
+
+        patch_spec(&client, &ns, "m", json!({"strategy": {"canary": {"weight": 75}}})).await;
+        patch_spec(&client, &ns, "m", json!({"model": {"version": "1"}})).await;
+        let md = wait_phase(&client, &ns, "m", Phase::Healthy, SLOW).await;
+        assert_eq!(md.spec.model.version, "1", "the user's abort stands");
+        wait_until(SLOW, "stable to hold all 4 pods again", async || {
+            split(&client, &ns, "m").await == (4, 0)
+        })
+        .await;
+
+        patch_spec(
+            &client,
+            &ns,
+            "m",
+            json!({"model": {"version": "3"}, "strategy": {"canary": {"weight": 100}}}),
+        )
+        .await;
+        wait_for(&client, &ns, "m", "version 3 to be promoted", SLOW, |md| {
+            current(md)
+                && models::phase(md) == Some(Phase::Healthy)
+                && md.status.as_ref().and_then(|s| s.stable_version.as_deref()) == Some("3")
+        })
+        .await;
+        wait_until(SLOW, "version 3 on all 4 stable pods", async || {
+            track(&client, &ns, "m", "stable").await == Some(("3".into(), 4, 4))
+        })
+        .await;
+
+        let degraded: Vec<String> = statuses
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| {
+                s.phase == Some(Phase::Degraded)
+                    || s.conditions.iter().any(|c| c.type_ == "Degraded" && c.status == "True")
+            })
+            .map(|s| serde_json::to_string(s).unwrap())
+            .collect();
+        assert!(degraded.is_empty(), "a status said Degraded: {degraded:#?}");
+        let writes = api.writes();
+        let conflicted = writes.iter().filter(|w| w.conflicted).count();
+        assert!(conflicted >= 3, "only {conflicted} of {} writes were answered 409", writes.len());
+        let page = operator.metrics().await;
+        let seen_409 = page
+            .lines()
+            .filter(|l| l.starts_with("modelship_operator_reconcile_errors_total{"))
+            .filter(|l| l.contains("category=\"conflict\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+        assert!(seen_409 >= 1.0, "the operator counted no conflict; metrics:\n{page}");
+        let (most, path) = busiest_object(&writes, Duration::from_secs(5));
+        eprintln!(
+            "{} writes, {conflicted} answered 409, the operator counted {seen_409}; busiest \
+             object: {most} writes in 5 s ({path})",
+            writes.len()
+        );
+        assert!(most <= 25, "{most} writes to {path} within 5 s");
+    })
+    .await;
+}
+
+/// Every status of the namespace's ModelDeployments the API server stores, as a watch sees
+/// them.
+fn record_statuses(
+    client: &kube::Client,
+    namespace: &str,
+) -> std::sync::Arc<std::sync::Mutex<Vec<modelship_crds::ModelDeploymentStatus>>> {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let api: Api<ModelDeployment> = Api::namespaced(client.clone(), namespace);
+    let sink = seen.clone();
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+        while let Some(event) = stream.next().await {
+            if let Ok(Some(status)) = event.map(|md| md.status) {
+                sink.lock().unwrap().push(status);
+            }
+        }
+    });
+    seen
 }
 
 /// SIGTERM ends the operator promptly even while the API server is unreachable.
