@@ -183,9 +183,11 @@ pub fn changed(previous: &ModelDeploymentStatus, next: &ModelDeploymentStatus) -
 pub const COUNTS_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How long to hold a status write back, given the time since the last one: a change in
-/// pod counts alone (with the condition messages and progress time that follow them) waits
-/// until [`COUNTS_INTERVAL`] has passed, so a rollout's stream of pod updates costs a few
-/// writes, not one per pod. Anything the planner or a user acts on is written at once.
+/// what only describes the pods (counts, the tracks list, condition messages, the reason of a
+/// `Progressing` or `Available` condition whose status stays, the progress time) waits until
+/// [`COUNTS_INTERVAL`] has passed, so a rollout's stream of pod updates costs a few writes,
+/// not one per pod. Anything the planner or a user acts on is written at once: the phase,
+/// versions, rollout state, and every condition's status.
 pub fn hold_back(
     previous: &ModelDeploymentStatus,
     next: &ModelDeploymentStatus,
@@ -201,12 +203,13 @@ fn counts_only(previous: &ModelDeploymentStatus, next: &ModelDeploymentStatus) -
         status.replicas = 0;
         status.ready_replicas = 0;
         status.last_progress_at = None;
-        for track in &mut status.tracks {
-            track.replicas = 0;
-            track.ready_replicas = 0;
-        }
+        status.tracks.clear();
         for condition in &mut status.conditions {
             condition.message.clear();
+            // The planner reads the reasons of Degraded and Paused; these two only describe.
+            if condition.type_ == PROGRESSING || condition.type_ == AVAILABLE {
+                condition.reason.clear();
+            }
         }
         status
     }
@@ -231,26 +234,27 @@ mod tests {
             }],
             ..ModelDeploymentStatus::default()
         };
-        status.conditions = vec![condition(
-            &[],
-            AVAILABLE,
-            "False",
-            "MinimumReplicasUnavailable",
-            "1/3 replicas ready".into(),
-            Some(1),
-            Timestamp::UNIX_EPOCH,
-        )];
+        let at = |type_, status, reason: &str, message: &str| {
+            condition(&[], type_, status, reason, message.into(), Some(1), Timestamp::UNIX_EPOCH)
+        };
+        status.conditions = vec![
+            at(AVAILABLE, "False", "MinimumReplicasUnavailable", "1/3 replicas ready"),
+            at(PROGRESSING, "True", "RollingUpdate", "version 1: 1/3 pods ready"),
+            at(DEGRADED, "False", "AsExpected", ""),
+        ];
         status
     }
 
     #[test]
-    fn pod_counts_alone_wait_for_the_interval() {
+    fn descriptions_of_the_pods_wait_for_the_interval() {
         let previous = healthy();
         let mut next = previous.clone();
         next.ready_replicas = 2;
         next.tracks[0].ready_replicas = 2;
         next.conditions[0].message = "2/3 replicas ready".into();
+        next.conditions[1].reason = "WaitingForEndpoints".into();
         next.last_progress_at = Some("2026-01-01T00:00:00Z".into());
+        next.tracks.push(TrackStatus { name: "canary".into(), ..TrackStatus::default() });
         let just_written = Some(Duration::from_millis(300));
         assert_eq!(hold_back(&previous, &next, just_written), Some(Duration::from_millis(700)));
         assert_eq!(hold_back(&previous, &next, Some(COUNTS_INTERVAL)), None);
@@ -261,11 +265,13 @@ mod tests {
     fn anything_acted_on_is_written_at_once() {
         let previous = healthy();
         let just_written = Some(Duration::from_millis(10));
-        let changes: [fn(&mut ModelDeploymentStatus); 5] = [
+        let changes: [fn(&mut ModelDeploymentStatus); 7] = [
+            |s| s.conditions[1].status = "False".into(),
+            |s| s.conditions[2].reason = "ProgressDeadlineExceeded".into(),
             |s| s.observed_generation = Some(2),
             |s| s.phase = Some(modelship_crds::Phase::Healthy),
             |s| s.conditions[0].status = "True".into(),
-            |s| s.tracks[0].version = "2".into(),
+            |s| s.stable_version = Some("2".into()),
             |s| s.canary_weight = 10,
         ];
         for change in changes {
