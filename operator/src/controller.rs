@@ -130,7 +130,7 @@ pub async fn run(
     // The ModelDeployments' own cache, trimmed like the children's.
     let (model_store, model_writer) = reflector::store();
     let model_events = watcher(models, watcher::Config::default().any_semantic())
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         .modify(|guarded: &mut Guarded| guarded.meta_mut().managed_fields = None)
         .reflect(model_writer)
         .inspect(watch_health::<Guarded>(&metrics))
@@ -141,6 +141,9 @@ pub async fn run(
         .owns_stream(hpa_events)
         .watches_stream(slice_events, slice_owner)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
+        // The controller pauses all its triggers after any watch error; kube's default pause
+        // grows to 30 s, which kept recovered watches idle long after an outage.
+        .trigger_backoff(WatchBackoff::default())
         .graceful_shutdown_on(shutdown);
     // Decisions need complete caches: reconciles wait until every child store has listed.
     let synced = context.synced.clone();
@@ -203,7 +206,7 @@ where
     };
     let (reader, writer) = reflector::store();
     let stream = watcher(api, config)
-        .default_backoff()
+        .backoff(WatchBackoff::default())
         // Managed fields are most of an object's size and never read here.
         .modify(|object: &mut K| {
             object.meta_mut().managed_fields = None;
@@ -215,6 +218,41 @@ where
         .inspect(watch_health::<K>(metrics))
         .touched_objects();
     (reader, stream)
+}
+
+/// Watch retries double from 0.5 s to at most 5 s, and start over after a success: a watch
+/// resumes within seconds of the API server coming back (kube's default waits up to 30 s),
+/// at the cost of one attempt per watch every 5 s during an outage.
+#[derive(Clone, Copy)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(500);
+    const MAX: Duration = Duration::from_secs(5);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let wait = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(wait)
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
 }
 
 /// Feeds the liveness check: every watch event or error of `K`'s watch.
@@ -575,5 +613,15 @@ mod tests {
         assert_eq!(retry_delay(5, 0.0), Duration::from_secs(4));
         assert_eq!(retry_delay(16, 0.0), Duration::from_secs(30));
         assert!(retry_delay(16, 1.0) <= Duration::from_secs_f64(37.5));
+    }
+
+    #[test]
+    fn watch_retries_double_up_to_five_seconds_and_start_over() {
+        use kube::runtime::utils::Backoff;
+        let mut backoff = WatchBackoff::default();
+        let waits: Vec<u64> = backoff.by_ref().take(6).map(|d| d.as_millis() as u64).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(500)));
     }
 }

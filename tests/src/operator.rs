@@ -68,7 +68,12 @@ impl OperatorProcess {
                 &["--resync-seconds", "30"][..]
             })
             .args(extra)
-            .env("RUST_LOG", "info,modelship_operator=debug,kube=warn")
+            // OPERATOR_TEST_LOG widens the filter for a diagnosis (kube_runtime=debug, ...).
+            .env(
+                "RUST_LOG",
+                std::env::var("OPERATOR_TEST_LOG")
+                    .unwrap_or_else(|_| "info,modelship_operator=debug,kube=warn".into()),
+            )
             .envs(env.iter().copied())
             .stdout(Stdio::from(file.try_clone().unwrap()))
             .stderr(Stdio::from(file));
