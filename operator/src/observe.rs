@@ -14,17 +14,24 @@ use crate::plan::{Endpoint, Observed, Track, TrackState};
 /// The label EndpointSlices carry with their Service's name.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The model version a Deployment's pod template carries (empty when unlabelled).
+pub fn template_version(deployment: &Deployment) -> &str {
+    deployment
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|l| l.get(labels::VERSION))
+        .map_or("", String::as_str)
+}
+
 /// What one track's Deployment says.
 pub fn track_state(deployment: &Deployment) -> TrackState {
     let spec = Some(&deployment.spec);
     let status = deployment.status.clone().unwrap_or_default();
     let replicas = spec.and_then(|s| s.replicas).unwrap_or(1);
-    let version = spec
-        .and_then(|s| s.template.metadata.as_ref())
-        .and_then(|m| m.labels.as_ref())
-        .and_then(|l| l.get(labels::VERSION))
-        .cloned()
-        .unwrap_or_default();
+    let version = template_version(deployment).to_string();
     let generation = deployment.metadata.generation.unwrap_or(0);
     // Caught up with the latest spec, and every pod comes from the latest template.
     let rolled_out = status.observed_generation.unwrap_or(0) >= generation

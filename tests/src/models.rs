@@ -157,15 +157,7 @@ pub async fn track(
 ) -> Option<(String, i32, i32)> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     let d = deployments.get_opt(&format!("{name}-{track}")).await.ok()??;
-    let version = d
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.as_ref())
-        .and_then(|l| l.get("modelship.io/version"))
-        .cloned()
-        .unwrap_or_default();
+    let version = modelship_operator::observe::template_version(&d).to_string();
     let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
     Some((version, d.spec.replicas.unwrap_or(0), ready))
 }

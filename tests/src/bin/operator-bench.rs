@@ -394,14 +394,7 @@ fn on_deployment(d: &Deployment, deleted: bool, now: Instant, timeline: &Timelin
     timeline.mark("dep-exists", &name, now);
     let replicas = d.spec.replicas.unwrap_or(1);
     let Some(status) = d.status.as_ref() else { return };
-    let version = d
-        .spec
-        .template
-        .metadata
-        .as_ref()
-        .and_then(|m| m.labels.as_ref())
-        .and_then(|l| l.get(labels::VERSION))
-        .map_or("", String::as_str);
+    let version = modelship_operator::observe::template_version(d);
     let rolled_out = status.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
         && status.updated_replicas.unwrap_or(0) == replicas
         && status.replicas.unwrap_or(0) == replicas;
