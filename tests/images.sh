@@ -12,11 +12,14 @@
 #   - a binary that is static (no interpreter, no shared libraries) and starts in an
 #     otherwise empty root directory as user 65532 (checked with chroot).
 #
-# Usage: tests/images.sh [TAG]     (default tag: dev; images are localhost/modelship/*:TAG)
+# Usage: tests/images.sh [TAG [SAVE_DIR]]   (default tag: dev; images are
+#        localhost/modelship/*:TAG; with SAVE_DIR, docker-archives operator.tar and
+#        serving.tar are kept there, for loading into the test node)
 # Installs podman with apt-get when it is missing and this runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tag=${1:-dev}
+save_dir=${2:-}
 target=x86_64-unknown-linux-gnu
 log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
 fail() { printf 'images.sh: FAILED: %s\n' "$*" >&2; exit 1; }
@@ -150,4 +153,8 @@ PY
   fi
   echo "$component: /$binary --version in an empty root as 65532: $out"
 done
+if [[ -n $save_dir ]]; then
+  mkdir -p "$save_dir"
+  for component in operator serving; do cp "$work/$component.tar" "$save_dir/$component.tar"; done
+fi
 log "Images built and checked: localhost/modelship/operator:$tag, localhost/modelship/serving:$tag"

@@ -11,7 +11,7 @@ if [[ -x $CONTROLPLANE_BIN/kube-apiserver && -x $CONTROLPLANE_BIN/kube-controlle
 fi
 
 command -v go >/dev/null || { echo "go is required to build the control plane" >&2; exit 1; }
-export GOFLAGS=-mod=mod
+export GOFLAGS=-mod=readonly
 export GOTOOLCHAIN=local
 cd "$CONTROLPLANE_DIR"
 started=$(date +%s)

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler on 127.0.0.1 with
-# generated certificates, RBAC and PodSecurity admission, all state in STATE_DIR.
+# Starts etcd, kube-apiserver, kube-controller-manager and kube-scheduler with generated
+# certificates, RBAC and PodSecurity admission, all state in STATE_DIR.
 # Usage: up.sh STATE_DIR   (then: export KUBECONFIG=STATE_DIR/kubeconfig; stop with down.sh)
+# The API server listens on 127.0.0.1, or on MODELSHIP_APISERVER_ADDRESS: the test node sets
+# its host address there, so that pods reach the API server through the `kubernetes`
+# Service, whose endpoint the API server then keeps itself (lease endpoint reconciler).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -11,33 +14,25 @@ state=$(cd "$state" && pwd)
 bin=$("$CONTROLPLANE_DIR/build.sh")
 tools=$("$CONTROLPLANE_DIR/tools.sh")
 started=$(date +%s.%N)
+address=${MODELSHIP_APISERVER_ADDRESS:-127.0.0.1}
+if [[ $address == 127.0.0.1 ]]; then reconciler=none; else reconciler=lease; fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 # --- certificates ---------------------------------------------------------------------
 pki=$state/pki
-ossl() { openssl "$@" 2>/dev/null; }
-ossl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=modelship-local-ca" \
-  -keyout "$pki/ca.key" -out "$pki/ca.crt"
-# issue NAME SUBJECT [SAN]: a key and a certificate signed by the local CA.
-issue() {
-  local name=$1 subject=$2 san=${3:-}
-  ossl req -newkey rsa:2048 -nodes -subj "$subject" -keyout "$pki/$name.key" -out "$pki/$name.csr"
-  if [[ -n $san ]]; then
-    printf 'subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n' "$san" >"$pki/$name.ext"
-  else
-    printf 'extendedKeyUsage=clientAuth\n' >"$pki/$name.ext"
-  fi
-  ossl x509 -req -in "$pki/$name.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
-    -days 3650 -extfile "$pki/$name.ext" -out "$pki/$name.crt"
-}
+openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=modelship-local-ca" \
+  -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+issue() { issue_cert "$pki" "$@"; }
 issue apiserver "/CN=kube-apiserver" \
-  "IP:127.0.0.1,IP:10.96.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+  "IP:127.0.0.1,IP:$address,IP:$KUBERNETES_SERVICE_IP,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc"
+# The API server's identity towards kubelets (logs, exec, port-forward).
+issue apiserver-kubelet-client "/CN=kube-apiserver-kubelet-client"
 issue admin "/O=system:masters/CN=modelship-admin"
 issue controller-manager "/CN=system:kube-controller-manager"
 issue scheduler "/CN=system:kube-scheduler"
-ossl genrsa -out "$pki/sa.key" 2048
-ossl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
+openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 
 # Audit every request a ServiceAccount outside kube-system makes (the operator's, when it
 # runs as its chart's ServiceAccount), so tests can compare the verbs used with its RBAC.
@@ -54,25 +49,9 @@ rules:
 POLICY
 
 etcd_port=$(free_port); etcd_peer_port=$(free_port); api_port=$(free_port)
-server=https://127.0.0.1:$api_port
+server=https://$address:$api_port
 
-kubeconfig() {
-  local file=$1 cert=$2
-  cat >"$file" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters:
-- name: modelship-local
-  cluster: {server: "$server", certificate-authority: "$pki/ca.crt"}
-users:
-- name: $cert
-  user: {client-certificate: "$pki/$cert.crt", client-key: "$pki/$cert.key"}
-contexts:
-- name: modelship-local
-  context: {cluster: modelship-local, user: $cert}
-current-context: modelship-local
-KUBECONFIG
-}
+kubeconfig() { write_kubeconfig "$1" "$server" "$pki" "$2"; }
 kubeconfig "$state/kubeconfig" admin
 kubeconfig "$state/controller-manager.kubeconfig" controller-manager
 kubeconfig "$state/scheduler.kubeconfig" scheduler
@@ -94,17 +73,21 @@ spawn etcd "$bin/etcd" --name modelship-local --data-dir "$state/etcd" \
 
 spawn kube-apiserver "$bin/kube-apiserver" \
   --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  --bind-address "$address" --advertise-address "$address" --secure-port "$api_port" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-account-issuer https://kubernetes.default.svc \
-  --service-cluster-ip-range 10.96.0.0/16 \
+  --service-cluster-ip-range "$SERVICE_CIDR" \
+  --kubelet-client-certificate "$pki/apiserver-kubelet-client.crt" \
+  --kubelet-client-key "$pki/apiserver-kubelet-client.key" \
+  --kubelet-certificate-authority "$pki/ca.crt" \
+  --kubelet-preferred-address-types InternalIP \
   --authorization-mode Node,RBAC \
   --enable-admission-plugins NodeRestriction,PodSecurity \
   --allow-privileged=false --profiling=false \
   --max-requests-inflight 1600 --max-mutating-requests-inflight 800 \
-  --endpoint-reconciler-type none \
+  --endpoint-reconciler-type "$reconciler" \
   --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.log" \
   --audit-log-maxsize 200 --audit-log-maxbackup 1 \
   --v 1
@@ -128,7 +111,7 @@ spawn kube-controller-manager "$bin/kube-controller-manager" \
   --bind-address 127.0.0.1 --secure-port 0 --leader-elect=false \
   --use-service-account-credentials \
   --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
-  --controllers '*,-node-ipam-controller,-persistentvolume-binder-controller,-persistentvolume-expander-controller,-persistentvolume-attach-detach-controller,-certificatesigningrequest-signing-controller' \
+  --controllers '*,-node-ipam-controller,-persistentvolume-expander-controller,-certificatesigningrequest-signing-controller' \
   --concurrent-deployment-syncs 20 --concurrent-replicaset-syncs 20 \
   --concurrent-service-endpoint-syncs 20 --kube-api-qps 400 --kube-api-burst 800 \
   --horizontal-pod-autoscaler-sync-period 5s \
@@ -153,6 +136,7 @@ export KUBECONFIG=$state/kubeconfig
 export PATH=$tools:\$PATH
 export MODELSHIP_CONTROLPLANE=$state
 export MODELSHIP_AUDIT_LOG=$state/logs/audit.log
+export MODELSHIP_APISERVER=$server
 ENV
 awk -v s="$started" -v r="$ready" 'BEGIN { printf "kube-apiserver ready in %.1fs\n", r - s }' >&2
 log "Control plane up at $server (state in $state); source $state/env to use it"
