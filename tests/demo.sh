@@ -1,82 +1,128 @@
 #!/usr/bin/env bash
-# The Modelship demo on a local control plane:
-#   1. start kube-apiserver, controller-manager, scheduler and etcd (built on first use),
-#      and the local node agent, which runs serving pods as real processes;
-#   2. install the Helm chart (CRD, RBAC, ServiceAccount) and run the operator as the chart's
-#      ServiceAccount;
-#   3. deploy a model, print `kubectl get md` and its children, and real predictions through
-#      the Service;
-#   4. roll version 2 out as a canary under load (weight 25, then promotion), then a
-#      blue-green model through its switch, printing `kubectl get md` at each stage.
-# KEEP=1 leaves everything running at the end (stop it with tests/controlplane/down.sh).
+# The Modelship demo on a local cluster:
+#   1. start a control plane and a real node (kubelet, containerd, kube-proxy, CoreDNS; all
+#      built on first use) and load the operator and serving images into the node;
+#   2. install the Helm chart with its defaults: two operator pods, one leading;
+#   3. give the `ml` namespace a model volume and an in-cluster model store;
+#   4. deploy a model, print `kubectl get md`, its pods and real predictions through its
+#      Service, as kube-proxy routes them;
+#   5. roll version 2 out as a canary under load (weight 25, then promotion), then a
+#      blue-green model (loaded over HTTP from the model store) through its switch, printing
+#      `kubectl get md` at each stage, and a serving pod's log.
+# KEEP=1 leaves everything running at the end (stop it with tests/cluster.sh down STATE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source tests/controlplane/env.sh
+source tests/node/env.sh
 repo=$PWD
 
 step() { printf '\n\033[1;36m== %s\033[0m\n' "$*"; }
 show() { printf '\033[2m$ %s\033[0m\n' "$*"; "$@"; }
 
-step "Building (the first run also builds the control plane from the Kubernetes Go modules)"
+step "Building (the first run also builds the control plane and the node from their Go modules)"
+tests/node/packages.sh
 tests/controlplane/build.sh >/dev/null
+tests/node/build.sh >/dev/null
 tests/controlplane/tools.sh >/dev/null
-cargo build --quiet --bins -p modelship-operator -p modelship-serving -p modelship-tests
+cargo build --quiet --bins -p modelship-tests
 
 state=${DEMO_STATE:-${TMPDIR:-/tmp}/modelship-demo}
-tests/controlplane/down.sh "$state" 2>/dev/null || true
+tests/cluster.sh down "$state" 2>/dev/null || true
 cleanup() {
-  [[ -n ${operator_pid:-} ]] && kill "$operator_pid" 2>/dev/null
+  [[ -n ${load_pid:-} ]] && kill "$load_pid" 2>/dev/null
   if [[ ${KEEP:-0} == 1 ]]; then
-    echo "Left running (KEEP=1): source $state/env; stop with tests/controlplane/down.sh $state"
+    echo "Left running (KEEP=1): source $state/env; stop with tests/cluster.sh down $state"
   else
-    tests/controlplane/down.sh "$state"
+    tests/cluster.sh down "$state"
   fi
 }
 trap cleanup EXIT
 
-step "Starting the local control plane and node"
-tests/controlplane/up.sh "$state"
-tests/localnode.sh start "$state" --run-image "modelship/serving=$repo/target/debug/modelship-serving"
+step "Starting the local cluster: control plane and node"
+tests/cluster.sh up "$state"
+step "Building the operator and serving images and loading them into the node"
+tests/cluster.sh load "$state" | grep -E '^(operator|serving):' || true
 source "$state/env"
-proxy=$MODELSHIP_LOCALNODE_PROXY
-agent=$MODELSHIP_LOCALNODE_AGENT
-show kubectl get nodes
+show kubectl get nodes -o wide
 
-step "Installing the chart"
-# Containers cannot run here, so the chart's operator Deployment is scaled to zero and the
-# operator runs below as a local process, with the chart's ServiceAccount and RBAC.
+step "Installing the chart with its defaults"
 show helm install modelship charts/modelship --namespace modelship-system --create-namespace \
-  --set replicaCount=0 --wait
-token=$(kubectl -n modelship-system create token modelship --duration 2h)
-server=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.server}')
-ca=$(kubectl config view --minify -o jsonpath='{.clusters[0].cluster.certificate-authority}')
-cat >"$state/operator.kubeconfig" <<EOF
-apiVersion: v1
-kind: Config
-clusters: [{name: local, cluster: {server: "$server", certificate-authority: "$ca"}}]
-users: [{name: modelship, user: {token: "$token"}}]
-contexts: [{name: local, context: {cluster: local, user: modelship}}]
-current-context: local
-EOF
-KUBECONFIG=$state/operator.kubeconfig target/debug/modelship-operator \
-  --leader-elect=true --lease-namespace modelship-system --lease-name modelship \
-  --admin-listen 127.0.0.1:0 --pod-metrics-url "http://$agent/pods/{namespace}/{name}/proxy/metrics" \
-  >"$state/logs/operator.log" 2>&1 &
-operator_pid=$!
-echo "operator running as system:serviceaccount:modelship-system:modelship (log: $state/logs/operator.log)"
+  --wait --timeout 120s
+show kubectl get pods -n modelship-system -o wide
+echo "Lease held by: $(kubectl -n modelship-system get lease modelship -o jsonpath='{.spec.holderIdentity}')"
 
-fixture() { echo "file://$repo/serving/fixtures/$1"; }
+step "A namespace for models: a volume with the model files, and a model store serving them"
+kubectl create namespace ml >/dev/null
+kubectl label namespace ml pod-security.kubernetes.io/enforce=restricted >/dev/null
+kubectl apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: demo-models}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadOnlyMany]
+  persistentVolumeReclaimPolicy: Retain
+  storageClassName: ""
+  hostPath: {path: $state/node/models, type: Directory}
+  claimRef: {namespace: ml, name: models}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: models, namespace: ml}
+spec:
+  accessModes: [ReadOnlyMany]
+  storageClassName: ""
+  volumeName: demo-models
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: model-store, namespace: ml}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: model-store}}
+  template:
+    metadata: {labels: {app: model-store}}
+    spec:
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+      - name: store
+        image: $MODELSTORE_IMAGE
+        imagePullPolicy: Never
+        args: [-dir, /models, -listen, ":8080"]
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
+        securityContext:
+          allowPrivilegeEscalation: false
+          readOnlyRootFilesystem: true
+          capabilities: {drop: [ALL]}
+        volumeMounts: [{name: models, mountPath: /models, readOnly: true}]
+      volumes: [{name: models, persistentVolumeClaim: {claimName: models, readOnly: true}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: models, namespace: ml}
+spec:
+  selector: {app: model-store}
+  ports: [{name: http, port: 80, targetPort: http}]
+EOF
+kubectl -n ml rollout status deployment/model-store --timeout=60s >/dev/null
+show kubectl get pvc,svc -n ml
+
 wait_phase() { # NAME PHASE
-  kubectl -n ml wait "md/$1" --for=jsonpath="{.status.phase}=$2" --timeout=120s >/dev/null
+  kubectl -n ml wait "md/$1" --for=jsonpath="{.status.phase}=$2" --timeout=180s >/dev/null
 }
+service() { kubectl -n ml get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
 predict() { # SERVICE PATH BODY
-  curl -sS -H "Host: $1.ml" -H 'content-type: application/json' "http://$proxy$2" -d "$3"
+  curl -sS -H 'content-type: application/json' "http://$(service "$1")$2" -d "$3"
   echo
 }
 features='{"features": [0.5, -1.2, 0.3, 0.8, -0.4, 1.1, 0.0, -0.7, 0.9, 0.2, -1.5, 0.6, 0.4, -0.1, 1.3, -0.9, 0.7, 0.05, -0.3, 1.0]}'
 
 step "Deploying fraud-detector version 1 (canary strategy, analysis on the pods' own metrics)"
-kubectl create namespace ml >/dev/null
 kubectl apply -f - <<EOF
 apiVersion: modelship.io/v1alpha1
 kind: ModelDeployment
@@ -84,10 +130,12 @@ metadata: {name: fraud-detector, namespace: ml}
 spec:
   model:
     version: "1"
-    uri: $(fixture logreg.onnx)
-    referenceData: $(fixture reference.json)
+    uri: pvc://models/logreg.onnx
+    referenceData: pvc://models/reference.json
   replicas: 4
-  serving: {drainSeconds: 2}
+  serving:
+    drainSeconds: 2
+    resources: {requests: {cpu: 50m, memory: 32Mi}, limits: {memory: 256Mi}}
   strategy:
     type: Canary
     canary: {weight: 25}
@@ -96,23 +144,24 @@ spec:
 EOF
 wait_phase fraud-detector Healthy
 show kubectl get md -n ml
-show kubectl get deploy,svc,pods -n ml -l modelship.io/name=fraud-detector
+show kubectl get deploy,svc -n ml -l modelship.io/name=fraud-detector
+show kubectl get pods -n ml -l modelship.io/name=fraud-detector -o wide
 
-step "Predictions through the Service (the seed's /predict and the Open Inference Protocol)"
+step "Predictions through the Service's ClusterIP (the seed's /predict and the Open Inference Protocol)"
 show predict fraud-detector /predict "$features"
-show curl -sS -H "Host: fraud-detector.ml" "http://$proxy/v2/models/fraud-detector"; echo
-input=$(curl -sS -H "Host: fraud-detector.ml" "http://$proxy/v2/models/fraud-detector" |
+show curl -sS "http://$(service fraud-detector)/v2/models/fraud-detector"; echo
+input=$(curl -sS "http://$(service fraud-detector)/v2/models/fraud-detector" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["inputs"][0]["name"])')
 inputs=$(python3 -c 'import json,sys; f=json.loads(sys.argv[1])["features"]; print(json.dumps({"inputs":[{"name":sys.argv[2],"shape":[1,20],"datatype":"FP32","data":f}]}))' "$features" "$input")
 show predict fraud-detector /v2/models/fraud-detector/infer "$inputs"
 
 step "Canary: version 2 at 25 % under load"
-target/debug/loadgen --proxy "$proxy" --service fraud-detector --namespace ml --rate 50 --seconds 120 \
+target/debug/loadgen --service fraud-detector --namespace ml --rate 50 --seconds 180 \
   --stop-file "$state/stop-load" >"$state/load.txt" &
 load_pid=$!
 sleep 2
 show kubectl -n ml patch md fraud-detector --type merge \
-  -p "{\"spec\":{\"model\":{\"version\":\"2\",\"uri\":\"$(fixture rf.onnx)\"}}}"
+  -p '{"spec":{"model":{"version":"2","uri":"pvc://models/rf.onnx"}}}'
 wait_phase fraud-detector Paused
 show kubectl get md -n ml
 show kubectl get deploy -n ml -l modelship.io/name=fraud-detector
@@ -125,18 +174,21 @@ wait_phase fraud-detector Healthy
 show kubectl get md -n ml
 touch "$state/stop-load"
 wait "$load_pid" || true
+load_pid=
 echo "load during the rollout: $(cat "$state/load.txt")"
 show kubectl get md fraud-detector -n ml -o jsonpath='{range .status.history[*]}{.version}: {.outcome} at {.finishedAt}{"\n"}{end}'
 
-step "Blue-green: recommender version 1, then version 2 behind a manual gate"
+step "Blue-green: recommender loads its model over HTTP from the model store; version 2 waits for approval"
 kubectl apply -f - <<EOF
 apiVersion: modelship.io/v1alpha1
 kind: ModelDeployment
 metadata: {name: recommender, namespace: ml}
 spec:
-  model: {version: "1", uri: $(fixture gb.onnx)}
+  model: {version: "1", uri: "http://models.ml.svc/gb.onnx"}
   replicas: 2
-  serving: {drainSeconds: 2}
+  serving:
+    drainSeconds: 2
+    resources: {requests: {cpu: 50m, memory: 32Mi}, limits: {memory: 256Mi}}
   strategy:
     type: BlueGreen
     blueGreen: {autoPromote: false, previewReplicas: 1, scaleDownDelaySeconds: 5}
@@ -144,7 +196,7 @@ EOF
 wait_phase recommender Healthy
 show kubectl get md -n ml
 show kubectl -n ml patch md recommender --type merge \
-  -p "{\"spec\":{\"model\":{\"version\":\"2\",\"uri\":\"$(fixture gb3.onnx)\"}}}"
+  -p '{"spec":{"model":{"version":"2","uri":"http://models.ml.svc/gb3.onnx"}}}'
 wait_phase recommender Paused
 show kubectl get md recommender -n ml
 echo "Service selects: $(kubectl -n ml get svc recommender -o jsonpath='{.spec.selector.modelship\.io/track}'), preview selects: $(kubectl -n ml get svc recommender-preview -o jsonpath='{.spec.selector.modelship\.io/track}')"
@@ -156,7 +208,11 @@ echo "Service selects: $(kubectl -n ml get svc recommender -o jsonpath='{.spec.s
 show predict recommender /predict "$features"
 wait_phase recommender Healthy
 show kubectl get md -n ml
-show kubectl get deploy -n ml
+show kubectl get pods -n ml -o wide
+
+step "A serving pod's log"
+pod=$(kubectl -n ml get pods -l modelship.io/name=recommender -o jsonpath='{.items[0].metadata.name}')
+show kubectl -n ml logs "$pod" --tail 5
 
 step "Events"
 show kubectl get events.events.k8s.io -n ml --field-selector regarding.kind=ModelDeployment \

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test: formatting and lints, unit tests, and the integration tests against a
-# real local control plane (built on first use, then cached) with real serving processes.
+# Runs every test: formatting and lints, unit tests, and the end-to-end tests on a local
+# cluster (a real control plane and a real node running the project's images, built on first
+# use, then cached). Ends by stopping the cluster and checking the host is as it was.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source tests/controlplane/env.sh
+source tests/node/env.sh
 started=$(date +%s)
 phase() { log "$* ($(( $(date +%s) - started ))s)"; }
 
@@ -11,9 +12,12 @@ phase "Checking the toolchain"
 for tool in cargo go python3 openssl; do
   command -v "$tool" >/dev/null || { echo "$tool is required" >&2; exit 1; }
 done
+[[ $(id -u) == 0 && $(uname -s) == Linux ]] || { echo "the test node needs root on Linux" >&2; exit 1; }
 
-phase "Building the control plane and fetching kubectl and helm (cached after the first run)"
+phase "Building the control plane and the node, fetching kubectl and helm (cached after the first run)"
+tests/node/packages.sh
 tests/controlplane/build.sh >/dev/null
+tests/node/build.sh >/dev/null
 tests/controlplane/tools.sh >/dev/null
 tests/python-tools.sh >/dev/null
 
@@ -25,13 +29,12 @@ phase "Building the binaries"
 cargo build --workspace --bins --quiet
 
 state=$(mktemp -d "${TMPDIR:-/tmp}/modelship-test.XXXX")
-cleanup() { tests/controlplane/down.sh "$state"; }
+cleanup() { tests/cluster.sh down "$state" || true; }
 trap cleanup EXIT
-phase "Starting the control plane and the local node"
-tests/controlplane/up.sh "$state" >/dev/null
-tests/localnode.sh start "$state" \
-  --run-image "modelship/serving=$PWD/target/debug/modelship-serving" \
-  --run-image "modelship/echo=$PWD/target/debug/echo-server"
+phase "Starting the cluster: control plane and node"
+tests/cluster.sh up "$state"
+phase "Building the images and loading them into the node"
+tests/cluster.sh load "$state" >/dev/null
 source "$state/env"
 kubectl apply --server-side -f crds/yaml/modeldeployments.modelship.io.yaml >/dev/null
 kubectl wait --for condition=established --timeout=60s crd/modeldeployments.modelship.io >/dev/null
@@ -42,4 +45,8 @@ export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 
 phase "Running the tests"
 cargo test --workspace --quiet
+
+phase "Stopping the cluster; the host must be as it was before"
+trap - EXIT
+tests/cluster.sh down "$state"
 phase "All tests passed"

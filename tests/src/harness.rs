@@ -1,10 +1,11 @@
-//! Helpers shared by the end-to-end tests, which run against the local control plane and
-//! localnode started by `tests/run.sh`. Nothing here skips a test: a missing cluster panics.
+//! Helpers shared by the end-to-end tests, which run against the local cluster started by
+//! `tests/run.sh` (`tests/cluster.sh`): a real control plane and a real node. Nothing here
+//! skips a test: a missing cluster panics.
 
 use std::collections::hash_map::RandomState;
 use std::fmt::Display;
 use std::hash::{BuildHasher, Hasher};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,22 +17,23 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as HyperClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    Namespace, PersistentVolume, PersistentVolumeClaim, Pod, Service, ServiceAccount,
+};
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::localnode::http::POD_HEADER;
 use crate::{Error, Result};
 
-/// Environment variable with the Service proxy's address.
-pub const PROXY_ENV: &str = "MODELSHIP_LOCALNODE_PROXY";
-/// Environment variable with the node agent's address.
-pub const AGENT_ENV: &str = "MODELSHIP_LOCALNODE_AGENT";
+/// Environment variable with the node's state directory (`tests/cluster.sh` sets it).
+pub const NODE_STATE_ENV: &str = "MODELSHIP_NODE_STATE";
 /// Set to `1` to keep test namespaces for debugging.
 pub const KEEP_NAMESPACES_ENV: &str = "MODELSHIP_KEEP_NAMESPACES";
+/// The claim every test namespace has, holding the serving fixtures (`pvc://models/...`).
+pub const MODELS_CLAIM: &str = "models";
 const START_HINT: &str = "start the local cluster with `make test` (tests/run.sh)";
 const POLL_EVERY: Duration = Duration::from_millis(100);
 
@@ -39,8 +41,8 @@ const POLL_EVERY: Duration = Duration::from_millis(100);
 #[derive(Debug, Clone)]
 pub struct LocalCluster {
     pub kubeconfig: PathBuf,
-    pub proxy: SocketAddr,
-    pub agent: SocketAddr,
+    /// The node's state directory; `models/` in it backs every namespace's `models` claim.
+    pub node_state: PathBuf,
 }
 
 fn required_env(name: &str) -> String {
@@ -50,18 +52,12 @@ fn required_env(name: &str) -> String {
     }
 }
 
-fn required_addr(name: &str) -> SocketAddr {
-    let value = required_env(name);
-    value.parse().unwrap_or_else(|_| panic!("{name}={value:?} is not IP:PORT: {START_HINT}"))
-}
-
-/// The local cluster from `KUBECONFIG`, `MODELSHIP_LOCALNODE_PROXY` and
-/// `MODELSHIP_LOCALNODE_AGENT`. Panics when any is missing.
+/// The local cluster from `KUBECONFIG` and `MODELSHIP_NODE_STATE`. Panics when either is
+/// missing.
 pub fn cluster() -> LocalCluster {
     LocalCluster {
         kubeconfig: PathBuf::from(required_env("KUBECONFIG")),
-        proxy: required_addr(PROXY_ENV),
-        agent: required_addr(AGENT_ENV),
+        node_state: PathBuf::from(required_env(NODE_STATE_ENV)),
     }
 }
 
@@ -122,6 +118,7 @@ where
         .create(&PostParams::default(), &namespace)
         .await
         .unwrap_or_else(|error| panic!("create namespace {name}: {error}"));
+    let volume = create_models_claim(&client, &name).await;
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
     wait_until(Duration::from_secs(30), "the namespace's default ServiceAccount", async || {
         accounts.get_opt("default").await.map(|sa| sa.is_some())
@@ -131,13 +128,58 @@ where
     let outcome = AssertUnwindSafe(test(client.clone(), name.clone())).catch_unwind().await;
     if std::env::var(KEEP_NAMESPACES_ENV).as_deref() == Ok("1") {
         eprintln!("keeping namespace {name} ({KEEP_NAMESPACES_ENV}=1)");
-    } else if let Err(error) = namespaces.delete(&name, &DeleteParams::default()).await {
-        eprintln!("could not delete namespace {name}: {error}");
+    } else {
+        if let Err(error) = namespaces.delete(&name, &DeleteParams::default()).await {
+            eprintln!("could not delete namespace {name}: {error}");
+        }
+        let volumes: Api<PersistentVolume> = Api::all(client.clone());
+        if let Err(error) = volumes.delete(&volume, &DeleteParams::default()).await {
+            eprintln!("could not delete PersistentVolume {volume}: {error}");
+        }
     }
     match outcome {
         Ok(value) => value,
         Err(panic) => std::panic::resume_unwind(panic),
     }
+}
+
+/// The `models` claim of `namespace`, bound to a read-only volume of its own over the node's
+/// copy of the serving fixtures, so models load from `pvc://models/FILE` as on a cluster.
+/// Returns the volume's name.
+async fn create_models_claim(client: &Client, namespace: &str) -> String {
+    let volume = format!("models-{namespace}");
+    let path = cluster().node_state.join("models");
+    let spec = json!({
+        "metadata": {"name": volume, "labels": {"modelship.io/test-namespace": namespace}},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadOnlyMany"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": "",
+            "hostPath": {"path": path, "type": "Directory"},
+            "claimRef": {"namespace": namespace, "name": MODELS_CLAIM},
+        }
+    });
+    let volumes: Api<PersistentVolume> = Api::all(client.clone());
+    volumes
+        .create(&PostParams::default(), &serde_json::from_value(spec).expect("a volume"))
+        .await
+        .unwrap_or_else(|error| panic!("create PersistentVolume {volume}: {error}"));
+    let _: PersistentVolumeClaim = create(
+        client,
+        namespace,
+        json!({
+            "metadata": {"name": MODELS_CLAIM},
+            "spec": {
+                "accessModes": ["ReadOnlyMany"],
+                "storageClassName": "",
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            }
+        }),
+    )
+    .await;
+    volume
 }
 
 /// Something a poll returns: `true`, `Some(value)` or `Ok(value)` means done; anything else is
@@ -243,19 +285,14 @@ impl HttpResponse {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
-
-    /// The pod that answered through the proxy (`x-modelship-pod`).
-    pub fn pod(&self) -> Option<String> {
-        self.headers.get(POD_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
-    }
 }
 
-/// An HTTP/1.1 keep-alive client for the proxy and the agent. Make one per test (connections
-/// belong to the test's runtime).
+/// An HTTP/1.1 keep-alive client for Services (through kube-proxy's rules, as any client on
+/// the node would reach them) and pods. Make one per test (connections belong to the test's
+/// runtime).
 #[derive(Clone)]
 pub struct TestHttp {
     client: HyperClient<HttpConnector, Full<Bytes>>,
-    cluster: LocalCluster,
 }
 
 impl Default for TestHttp {
@@ -265,102 +302,88 @@ impl Default for TestHttp {
 }
 
 impl TestHttp {
-    /// Panics when the cluster is not configured.
     pub fn new() -> TestHttp {
-        TestHttp {
-            client: HyperClient::builder(TokioExecutor::new()).build_http(),
-            cluster: cluster(),
-        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        TestHttp { client: HyperClient::builder(TokioExecutor::new()).build(connector) }
     }
 
-    /// Sends a request to `addr` with the given Host header.
+    /// Sends a request to `addr`.
     pub async fn request(
         &self,
         addr: SocketAddr,
         method: Method,
-        host: &str,
         path: &str,
         body: Option<Bytes>,
     ) -> Result<HttpResponse> {
         let request = Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"))
-            .header(header::HOST, host)
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|error| Error::Upstream { addr, message: error.to_string() })?;
-        let upstream = |error: &dyn std::error::Error| Error::Upstream {
-            addr,
-            message: crate::localnode::http::error_chain(error),
-        };
+        let upstream =
+            |error: &dyn std::error::Error| Error::Upstream { addr, message: error_chain(error) };
         let response = self.client.request(request).await.map_err(|e| upstream(&e))?;
         let (parts, body) = response.into_parts();
         let body = body.collect().await.map_err(|e| upstream(&e))?.to_bytes();
         Ok(HttpResponse { status: parts.status, headers: parts.headers, body })
     }
 
-    /// `method path` to Service `service` in `namespace` through the proxy.
-    pub async fn service(
-        &self,
-        method: Method,
-        service: &str,
-        namespace: &str,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<HttpResponse> {
-        let host = format!("{service}.{namespace}");
-        self.request(self.cluster.proxy, method, &host, path, body).await
-    }
-
-    /// `GET path` on Service `service` through the proxy.
-    pub async fn get(&self, service: &str, namespace: &str, path: &str) -> Result<HttpResponse> {
-        self.service(Method::GET, service, namespace, path, None).await
-    }
-
-    /// `method path` on one pod's process, through the agent.
-    pub async fn pod(
-        &self,
-        method: Method,
-        namespace: &str,
-        pod: &str,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<HttpResponse> {
-        let path = format!("/pods/{namespace}/{pod}/proxy/{}", path.trim_start_matches('/'));
-        let host = self.cluster.agent.to_string();
-        self.request(self.cluster.agent, method, &host, &path, body).await
-    }
-
-    /// The agent's `/healthz` document: node name, run-image mappings, addresses.
-    pub async fn agent_info(&self) -> Value {
-        let host = self.cluster.agent.to_string();
-        let response = self
-            .request(self.cluster.agent, Method::GET, &host, "/healthz", None)
-            .await
-            .unwrap_or_else(|error| panic!("localnode agent unreachable ({error}): {START_HINT}"));
-        assert_eq!(response.status, StatusCode::OK, "agent /healthz");
-        response.json()
+    /// `GET path` at `addr`.
+    pub async fn get(&self, addr: SocketAddr, path: &str) -> Result<HttpResponse> {
+        self.request(addr, Method::GET, path, None).await
     }
 }
 
-/// `GET path` on Service `service` through the proxy; panics if the proxy cannot be reached.
-pub async fn http_via_proxy(service: &str, namespace: &str, path: &str) -> HttpResponse {
-    TestHttp::new()
-        .get(service, namespace, path)
+/// An error with its sources, for messages.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The ClusterIP and first port of a Service: where kube-proxy forwards to its ready pods.
+pub async fn service_addr(client: &Client, namespace: &str, service: &str) -> SocketAddr {
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let spec = services
+        .get(service)
         .await
-        .unwrap_or_else(|error| panic!("GET {path} on {service}.{namespace}: {error}"))
+        .unwrap_or_else(|error| panic!("get Service {service}: {error}"))
+        .spec
+        .unwrap_or_default();
+    let ip: IpAddr = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("Service {service} has no ClusterIP"));
+    let port = spec.ports.unwrap_or_default().first().map_or(80, |p| p.port);
+    SocketAddr::new(ip, u16::try_from(port).expect("a port"))
 }
 
-/// Panics unless localnode runs containers whose image matches `pattern` as processes.
-pub async fn require_run_image(pattern: &str) {
-    let info = TestHttp::new().agent_info().await;
-    let found =
-        info["runImages"].as_array().into_iter().flatten().any(|run| run["pattern"] == pattern);
-    assert!(
-        found,
-        "localnode was started without --run-image {pattern}=BINARY (it has {}): {START_HINT}",
-        info["runImages"]
-    );
+/// A pod's IP and the port of its first container's first port (the serving port).
+pub async fn pod_addr(client: &Client, namespace: &str, pod: &str) -> SocketAddr {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pod = pods.get(pod).await.unwrap_or_else(|error| panic!("get pod {pod}: {error}"));
+    let ip: IpAddr = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
+        .unwrap_or_else(|| panic!("pod {:?} has no IP yet", pod.metadata.name));
+    let port = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.ports.as_ref())
+        .and_then(|p| p.first())
+        .map_or(8080, |p| p.container_port);
+    SocketAddr::new(ip, u16::try_from(port).expect("a port"))
 }
 
 #[cfg(test)]

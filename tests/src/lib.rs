@@ -1,12 +1,10 @@
 //! End-to-end test support for Modelship.
 //!
-//! - [`localnode`]: a node agent and Service proxy that let a real local control plane run pods
-//!   (the `localnode` binary).
-//! - [`harness`]: helpers the integration tests share (namespaces, polling, HTTP through the
-//!   Service proxy).
+//! - [`harness`]: helpers the integration tests share (namespaces with a models claim,
+//!   polling, HTTP to Services and pods).
 //! - [`operator`]: the operator binary as a child process per test.
 //! - [`models`]: building, applying and inspecting ModelDeployments.
-//! - [`load`]: bounded open-loop load through the Service proxy.
+//! - [`load`]: bounded open-loop load to a Service's ClusterIP.
 //! - [`controlplane`]: a control plane of a test's own, for cluster-wide changes.
 //! - [`faults`]: a link to the API server that tests can cut, for outages and partitions.
 
@@ -15,7 +13,6 @@ pub mod error;
 pub mod faults;
 pub mod harness;
 pub mod load;
-pub mod localnode;
 pub mod models;
 pub mod operator;
 

@@ -1,7 +1,9 @@
-//! A bounded, open-loop load generator: requests at a fixed rate through the Service proxy,
-//! every outcome recorded, so tests can assert that no request was lost during a rollout.
+//! A bounded, open-loop load generator: requests at a fixed rate to a Service's ClusterIP
+//! (kube-proxy picks a ready pod for each connection), every outcome recorded, so tests can
+//! assert that no request was lost during a rollout.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -22,7 +24,6 @@ pub struct Outcome {
     pub latency: Duration,
     /// `model_version` from the response body, if any.
     pub version: Option<String>,
-    pub pod: Option<String>,
     pub error: Option<String>,
 }
 
@@ -56,10 +57,9 @@ impl LoadReport {
         let mut text = format!("{} of {} requests failed", failures.len(), self.sent());
         for f in failures.iter().take(5) {
             text.push_str(&format!(
-                "\n  at {:.2}s: status {} pod {:?} error {:?}",
+                "\n  at {:.2}s: status {} error {:?}",
                 f.sent_at.as_secs_f64(),
                 f.status,
-                f.pod,
                 f.error
             ));
         }
@@ -84,20 +84,17 @@ pub struct Load {
 }
 
 impl Load {
-    /// Send `POST path` with `body` to the Service `service.namespace` through the proxy at
-    /// `rate` requests per second, for at most `max_duration`.
+    /// Send `POST path` with `body` to `target` (a Service's ClusterIP and port) at `rate`
+    /// requests per second, for at most `max_duration`.
     pub fn start(
-        proxy: &str,
-        service: &str,
-        namespace: &str,
+        target: SocketAddr,
         path: &str,
         body: &str,
         rate: u32,
         max_duration: Duration,
     ) -> Load {
         let running = Arc::new(AtomicBool::new(true));
-        let uri: hyper::Uri = format!("http://{proxy}{path}").parse().expect("a valid URI");
-        let host = format!("{service}.{namespace}");
+        let uri: hyper::Uri = format!("http://{target}{path}").parse().expect("a valid URI");
         let body = Bytes::from(body.to_string());
         let flag = running.clone();
         let task = tokio::spawn(async move {
@@ -114,11 +111,11 @@ impl Load {
             let mut in_flight = Vec::new();
             while flag.load(Ordering::Relaxed) && started.elapsed() < max_duration {
                 ticker.tick().await;
-                let (client, uri, host, body, outcomes) =
-                    (client.clone(), uri.clone(), host.clone(), body.clone(), outcomes.clone());
+                let (client, uri, body, outcomes) =
+                    (client.clone(), uri.clone(), body.clone(), outcomes.clone());
                 let sent_at = started.elapsed();
                 in_flight.push(tokio::spawn(async move {
-                    let mut outcome = send(&client, uri, &host, body).await;
+                    let mut outcome = send(&client, uri, body).await;
                     outcome.sent_at = sent_at;
                     outcomes.lock().await.push(outcome);
                 }));
@@ -143,12 +140,10 @@ impl Load {
 async fn send(
     client: &Client<HttpConnector, Full<Bytes>>,
     uri: hyper::Uri,
-    host: &str,
     body: Bytes,
 ) -> Outcome {
     let started = Instant::now();
     let request = hyper::Request::post(uri)
-        .header(hyper::header::HOST, host)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(body))
         .expect("a valid request");
@@ -156,11 +151,6 @@ async fn send(
     match result {
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
-            let pod = response
-                .headers()
-                .get("x-modelship-pod")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
             let bytes =
                 response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
             let version = serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -168,21 +158,13 @@ async fn send(
                 .and_then(|v| v.get("model_version").and_then(|m| m.as_str()).map(str::to_string));
             let error = (!(200..300).contains(&status))
                 .then(|| String::from_utf8_lossy(&bytes).chars().take(200).collect());
-            Outcome {
-                sent_at: Duration::ZERO,
-                status,
-                latency: started.elapsed(),
-                version,
-                pod,
-                error,
-            }
+            Outcome { sent_at: Duration::ZERO, status, latency: started.elapsed(), version, error }
         }
         Ok(Err(err)) => Outcome {
             sent_at: Duration::ZERO,
             status: 0,
             latency: started.elapsed(),
             version: None,
-            pod: None,
             error: Some(err.to_string()),
         },
         Err(_) => Outcome {
@@ -190,7 +172,6 @@ async fn send(
             status: 0,
             latency: started.elapsed(),
             version: None,
-            pod: None,
             error: Some("timed out after 10s".into()),
         },
     }

@@ -2,7 +2,6 @@
 //! operator made of them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -12,39 +11,30 @@ use kube::{Api, Client, ResourceExt};
 use modelship_crds::{ModelDeployment, Phase};
 use serde_json::{Value, json};
 
-use crate::harness::wait_until;
+use crate::harness::{MODELS_CLAIM, wait_until};
 
-/// An image that localnode does not run as a process: its pods are fake and become ready
-/// after a short delay. Fast, for control-plane behaviour.
-pub const FAKE_IMAGE: &str = "example.com/modelship/fake-model:1";
-
-/// A model file from the serving fixtures, as a `file://` URI.
+/// A serving fixture in the namespace's `models` claim, as a `pvc://` URI.
 pub fn fixture_uri(name: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../serving/fixtures")
-        .join(name)
-        .canonicalize()
-        .unwrap_or_else(|e| panic!("fixture {name}: {e}"));
-    format!("file://{}", path.display())
+    format!("pvc://{MODELS_CLAIM}/{name}")
 }
 
-/// A ModelDeployment with fake pods: `strategy` is the `spec.strategy` object.
-pub fn fake_model(name: &str, version: &str, replicas: i32, strategy: Value) -> Value {
+/// What every test model's pods ask for: little, so that many fit on the test node's two
+/// cores, with the operator's default memory limit.
+fn test_serving() -> Value {
     json!({
-        "apiVersion": "modelship.io/v1alpha1",
-        "kind": "ModelDeployment",
-        "metadata": {"name": name},
-        "spec": {
-            "model": {"version": version, "uri": "file:///models/model.onnx"},
-            "replicas": replicas,
-            "serving": {"image": FAKE_IMAGE, "drainSeconds": 0},
-            "strategy": strategy,
-        }
+        "drainSeconds": 2,
+        "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "512Mi"}},
     })
 }
 
-/// A ModelDeployment served by real serving processes (the default serving image, which
-/// localnode runs as `modelship-serving`).
+/// A ModelDeployment of `replicas` serving pods with the small logistic-regression fixture:
+/// `strategy` is the `spec.strategy` object. For control-plane behaviour; any version serves
+/// the same file.
+pub fn model(name: &str, version: &str, replicas: i32, strategy: Value) -> Value {
+    served_model(name, version, "logreg.onnx", replicas, strategy)
+}
+
+/// A ModelDeployment serving the fixture `fixture` from the `models` claim.
 pub fn served_model(
     name: &str,
     version: &str,
@@ -59,7 +49,7 @@ pub fn served_model(
         "spec": {
             "model": {"name": name, "version": version, "uri": fixture_uri(fixture)},
             "replicas": replicas,
-            "serving": {"drainSeconds": 2},
+            "serving": test_serving(),
             "strategy": strategy,
         }
     })

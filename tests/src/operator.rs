@@ -29,8 +29,9 @@ pub struct OperatorProcess {
 }
 
 impl OperatorProcess {
-    /// An operator watching only `namespace`, without leader election, scraping pod metrics
-    /// through the local node agent.
+    /// An operator watching only `namespace`, without leader election. It runs on the host,
+    /// which reaches the node's pod addresses, so analysis scrapes pods directly as it would
+    /// in a cluster.
     pub fn start(namespace: &str) -> OperatorProcess {
         Self::start_with(namespace, "solo", &["--leader-elect=false"])
     }
@@ -51,7 +52,6 @@ impl OperatorProcess {
         let log = std::env::temp_dir()
             .join(format!("modelship-operator-{namespace}-{identity}-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("operator log file");
-        let agent = std::env::var("MODELSHIP_LOCALNODE_AGENT").unwrap_or_default();
         let mut command = Command::new(operator_bin());
         command
             .arg("--namespace")
@@ -60,8 +60,6 @@ impl OperatorProcess {
             .arg(admin.to_string())
             .arg("--identity")
             .arg(identity)
-            .arg("--pod-metrics-url")
-            .arg(format!("http://{agent}/pods/{{namespace}}/{{name}}/proxy/metrics"))
             .args(if extra.contains(&"--resync-seconds") {
                 &[][..]
             } else {
@@ -148,9 +146,7 @@ impl OperatorProcess {
     /// GET a path on the admin server; returns (status, body).
     pub async fn admin_get(&self, path: &str) -> Option<(u16, String)> {
         let http = crate::harness::TestHttp::new();
-        let host = self.admin.to_string();
-        let response =
-            http.request(self.admin, axum::http::Method::GET, &host, path, None).await.ok()?;
+        let response = http.get(self.admin, path).await.ok()?;
         Some((response.status.as_u16(), response.text()))
     }
 

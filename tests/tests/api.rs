@@ -12,7 +12,7 @@ use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use modelship_crds::{ModelDeployment, Phase};
 use modelship_tests::harness::{wait_until, with_namespace, with_namespace_labels};
-use modelship_tests::models::{self, apply, fake_model, wait_phase};
+use modelship_tests::models::{self, apply, model, wait_phase};
 use modelship_tests::operator::OperatorProcess;
 use serde_json::json;
 
@@ -103,7 +103,7 @@ async fn strategy_type_cannot_change_during_a_rollout() {
         apply(
             &client,
             &ns,
-            fake_model("m", "2", 1, json!({"type": "Canary", "canary": {"weight": 10}})),
+            model("m", "2", 1, json!({"type": "Canary", "canary": {"weight": 10}})),
         )
         .await;
         models::models(&client, &ns)
@@ -142,7 +142,7 @@ async fn kubectl_get_md_shows_the_columns() {
         apply(
             &client,
             &ns,
-            fake_model("fraud", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}})),
+            model("fraud", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}})),
         )
         .await;
         wait_phase(&client, &ns, "fraud", Phase::Healthy, Duration::from_secs(60)).await;
@@ -169,7 +169,7 @@ async fn kubectl_get_md_shows_the_columns() {
 async fn the_scale_subresource_reads_and_writes_replicas() {
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
-        apply(&client, &ns, fake_model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
+        apply(&client, &ns, model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, Duration::from_secs(60)).await;
         let (ok, output) = kubectl(&["scale", "-n", &ns, "md/m", "--replicas=5"]).await;
         assert!(ok, "{output}");
@@ -204,7 +204,7 @@ async fn restricted_namespaces_refuse_privileged_pods_and_accept_the_operators()
         }
 
         let _operator = OperatorProcess::start(&ns);
-        apply(&client, &ns, fake_model("m", "1", 2, json!({"type": "BlueGreen"}))).await;
+        apply(&client, &ns, model("m", "1", 2, json!({"type": "BlueGreen"}))).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, Duration::from_secs(60)).await;
         assert_eq!(models::ready_pods(&client, &ns, "m").await.len(), 2, "serving pods admitted");
     })

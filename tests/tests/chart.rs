@@ -6,10 +6,11 @@
 //! tests of every alert; every value documented; hadolint; actionlint; the images built with
 //! podman and inspected.
 //!
-//! On the local control plane: an install into a namespace that enforces `restricted`, an
+//! On the local cluster: an install with the chart's defaults into a namespace that enforces
+//! `restricted` (the operator image runs in two pods on the node, one holds the Lease), an
 //! upgrade and an uninstall that leaves nothing behind; and the operator binary run with a
-//! token of the chart's ServiceAccount through blue-green rollouts, whose requests in the API
-//! server's audit log must match the chart's RBAC in both directions.
+//! token of the chart's ServiceAccount through blue-green rollouts of real serving pods, whose
+//! requests in the API server's audit log must match the chart's RBAC in both directions.
 //!
 //! Tools come from the environment `make test` prepares: helm and kubectl (the control plane's
 //! env file), kubernetes-validate and hadolint (`tests/python-tools.sh`), actionlint and
@@ -39,8 +40,6 @@ const KUBE_HINT: &str =
     "run the tests with `make test`, or `source STATE_DIR/env` after tests/controlplane/up.sh";
 const PYTHON_HINT: &str =
     "put the directory printed by tests/python-tools.sh on PATH (make test does)";
-/// A serving image that localnode does not map to a binary: its pods only report ready.
-const FAKE_SERVING_IMAGE: &str = "example.invalid/fake/model:1";
 
 // ---------------------------------------------------------------------------------------
 // Tools, files and rendering
@@ -52,6 +51,12 @@ fn repo() -> PathBuf {
 
 fn chart() -> PathBuf {
     repo().join("charts/modelship")
+}
+
+/// The chart's appVersion: the tag of the images it runs by default.
+fn app_version() -> String {
+    let chart: Value = serde_yaml::from_str(&read(chart().join("Chart.yaml"))).expect("Chart.yaml");
+    chart["appVersion"].as_str().expect("appVersion").to_string()
 }
 
 fn read(path: impl AsRef<Path>) -> String {
@@ -1169,15 +1174,10 @@ fn ci_workflow_passes_actionlint() {
 }
 
 /// Builds both images with podman from binaries built here (tests/images.sh) and checks what
-/// is inside; fails with podman's own error when podman cannot build. Containers cannot run
-/// here, so the operator binary that went into the image then runs the way its pod would:
-/// alone in an empty root directory (chroot) as UID 65532, with nothing but the files and
-/// variables Kubernetes gives a pod (the projected ServiceAccount token, CA and namespace,
-/// KUBERNETES_SERVICE_HOST/PORT), authenticated as the chart's ServiceAccount. It must reach
-/// the API server, take the leader Lease and report ready. Not even /dev is there, which
-/// caught getrandom falling back to /dev/urandom in a static binary.
-#[tokio::test(flavor = "multi_thread")]
-async fn images_are_static_scratch_images_whose_operator_runs_in_cluster_mode() {
+/// is inside; fails with podman's own error when podman cannot build. That the images run is
+/// shown on the node: the chart's operator pods and every model pod run them.
+#[test]
+fn images_are_static_scratch_images_of_the_binaries_built_here() {
     let (ok, stdout, stderr) = run(Command::new("bash")
         .arg(repo().join("tests/images.sh"))
         .arg("test")
@@ -1208,102 +1208,10 @@ async fn images_are_static_scratch_images_whose_operator_runs_in_cluster_mode() 
     let binary = repo().join("target/x86_64-unknown-linux-gnu/release/modelship-operator");
     let sum = run_ok(Command::new("sha256sum").arg(&binary), "sha256sum");
     assert_eq!(sum.split_whitespace().next(), Some(digests["operator"].as_str()));
-
-    harness::with_namespace_labels(RESTRICTED, async |_: Client, namespace: String| {
-        let release = unique_name("image");
-        let _guard = Release { name: release.clone(), namespace: namespace.clone() };
-        run_ok(
-            helm().args(["install", &release]).arg(chart()).args([
-                "--namespace",
-                &namespace,
-                "--set",
-                "replicaCount=0",
-            ]),
-            "helm install",
-        );
-        let account = format!("{release}-modelship");
-        let token = run_ok(
-            kubectl().args(["create", "token", &account, "-n", &namespace, "--duration", "1h"]),
-            "kubectl create token",
-        );
-        // The root directory: the binary and what the kubelet would mount, nothing else.
-        let root = TempDir::new("operator-root");
-        let secrets = root.0.join("var/run/secrets/kubernetes.io/serviceaccount");
-        std::fs::create_dir_all(&secrets).unwrap();
-        std::fs::copy(&binary, root.0.join("modelship-operator")).unwrap();
-        std::fs::write(secrets.join("token"), token.trim()).unwrap();
-        std::fs::write(secrets.join("namespace"), &namespace).unwrap();
-        let config: Value = serde_json::from_str(&run_ok(
-            kubectl().args(["config", "view", "--minify", "--raw", "-o", "json"]),
-            "kubectl config view",
-        ))
-        .unwrap();
-        let cluster = &config["clusters"][0]["cluster"];
-        let ca = match cluster["certificate-authority"].as_str() {
-            Some(path) => std::fs::read(path).unwrap(),
-            None => run_with_input(
-                Command::new("base64").arg("-d"),
-                cluster["certificate-authority-data"].as_str().unwrap(),
-                "base64",
-            )
-            .into_bytes(),
-        };
-        std::fs::write(secrets.join("ca.crt"), ca).unwrap();
-        run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(&root.0), "chmod");
-        let server = cluster["server"].as_str().unwrap();
-        let (host, port) = server.trim_start_matches("https://").rsplit_once(':').unwrap();
-        let admin = free_port();
-        let log = root.0.join("operator.log");
-        let file = std::fs::File::create(&log).unwrap();
-        // The environment is cleared below, so find chroot on PATH first.
-        let child = Command::new(tool("chroot", "chroot is part of coreutils"))
-            .arg("--userspec=65532:65532")
-            .arg(&root.0)
-            .arg("/modelship-operator")
-            .arg(format!("--admin-listen=127.0.0.1:{admin}"))
-            .args(["--namespace", &namespace, "--lease-name", &account])
-            .env_clear()
-            .env("KUBERNETES_SERVICE_HOST", host)
-            .env("KUBERNETES_SERVICE_PORT", port)
-            .env("POD_NAME", "in-an-empty-root")
-            .env("POD_NAMESPACE", &namespace)
-            .stdout(Stdio::from(file.try_clone().unwrap()))
-            .stderr(Stdio::from(file))
-            .spawn()
-            .expect("chroot the operator");
-        let operator = OperatorAs(child, log);
-        let leases =
-            || kubectl().args(["get", "lease", &account, "-n", &namespace, "-o", "json"]).output();
-        wait_until(Duration::from_secs(60), "the chrooted operator to lead", async || {
-            let output = leases().map_err(|e| e.to_string())?;
-            let holder = serde_json::from_slice::<Value>(&output.stdout)
-                .ok()
-                .and_then(|lease| lease["spec"]["holderIdentity"].as_str().map(String::from))
-                .unwrap_or_default();
-            if holder.starts_with("in-an-empty-root-") {
-                Ok(())
-            } else {
-                Err(format!("lease holder {holder:?}; operator log:\n{}", read(&operator.1)))
-            }
-        })
-        .await;
-        let ready = run_ok(
-            Command::new("curl").args(["-fsS", &format!("http://127.0.0.1:{admin}/readyz")]),
-            "GET /readyz",
-        );
-        assert_eq!(ready.trim(), "ready");
-        let metrics = run_ok(
-            Command::new("curl").args(["-fsS", &format!("http://127.0.0.1:{admin}/metrics")]),
-            "GET /metrics",
-        );
-        assert!(metrics.contains("modelship_operator_leader 1"), "{metrics}");
-        drop(operator);
-    })
-    .await;
 }
 
 // ---------------------------------------------------------------------------------------
-// On the local control plane
+// On the local cluster
 // ---------------------------------------------------------------------------------------
 
 /// Objects of a rendered release: (kind, namespace, name).
@@ -1399,6 +1307,58 @@ async fn chart_installs_into_a_restricted_namespace_upgrades_and_uninstalls() {
             "kubectl get events",
         );
         assert!(refused.trim().is_empty(), "pods were refused: {refused}");
+
+        // The pods run the operator image on the node; one of them holds the Lease, through
+        // the in-cluster API (the `kubernetes` Service and the pod's ServiceAccount token).
+        let pod_names: Vec<String> = pods.iter().map(|p| name(p).to_string()).collect();
+        for pod in pods {
+            let status = &pod["status"]["containerStatuses"][0];
+            assert_eq!(status["image"], format!("ghcr.io/modelship/operator:{}", app_version()));
+            assert!(status["state"]["running"].is_object(), "{}: {status}", name(pod));
+        }
+        let holder =
+            wait_until(Duration::from_secs(60), "an operator pod to hold the Lease", async || {
+                let lease = run(
+                    kubectl().args(["get", "lease", &fullname, "-n", &namespace, "-o", "json"])
+                )
+                .1;
+                let holder = serde_json::from_str::<Value>(&lease)
+                    .ok()
+                    .and_then(|l| l["spec"]["holderIdentity"].as_str().map(String::from))
+                    .unwrap_or_default();
+                pod_names.iter().any(|p| holder.starts_with(p.as_str())).then_some(holder)
+            })
+            .await;
+        for pod in &pod_names {
+            let logs = run_ok(kubectl().args(["logs", pod, "-n", &namespace]), "kubectl logs");
+            assert!(
+                logs.lines().any(|l| l.contains("\"level\"")),
+                "{pod} logs no JSON lines:\n{logs}"
+            );
+        }
+        eprintln!("operator pods {pod_names:?}, Lease held by {holder}");
+
+        // The in-cluster operator rolls a model out: its serving pod runs the serving image.
+        let models: Api<ModelDeployment> = Api::namespaced(client.clone(), &namespace);
+        let md =
+            modelship_tests::models::model("in-cluster", "1", 1, json!({"type": "RollingUpdate"}));
+        modelship_tests::models::apply(&client, &namespace, md).await;
+        wait_for_version(&models, "in-cluster", "1").await;
+        let service = harness::service_addr(&client, &namespace, "in-cluster").await;
+        let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0).collect();
+        let answer = harness::TestHttp::new()
+            .request(
+                service,
+                axum::http::Method::POST,
+                "/predict",
+                Some(json!({"features": features}).to_string().into()),
+            )
+            .await
+            .expect("predict through the Service");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.json()["model_version"], "1");
+        models.delete("in-cluster", &Default::default()).await.expect("delete the model");
+
         let manifest = run_ok(
             helm().args(["get", "manifest", &release, "-n", &namespace]),
             "helm get manifest",
@@ -1547,8 +1507,12 @@ async fn operator_rbac_matches_the_audit_log() {
         harness::with_namespace_labels(RESTRICTED, async |_: Client, models_ns: String| {
             let release = unique_name("rbac");
             let _guard = Release { name: release.clone(), namespace: chart_ns.clone() };
+            // No operator pods: only the operator below acts as the ServiceAccount.
             run_ok(
-                helm().args(["install", &release]).arg(chart()).args(["--namespace", &chart_ns]),
+                helm()
+                    .args(["install", &release])
+                    .arg(chart())
+                    .args(["--namespace", &chart_ns, "--set", "replicaCount=0"]),
                 "helm install",
             );
             let manifest =
@@ -1584,19 +1548,12 @@ async fn operator_rbac_matches_the_audit_log() {
             // Blue-green, with an autoscaler and a preview Service.
             let api: Api<ModelDeployment> = Api::namespaced(client.clone(), &models_ns);
             let md_name = "rbac-probe";
-            let md = json!({
-                "apiVersion": "modelship.io/v1alpha1",
-                "kind": "ModelDeployment",
-                "metadata": {"name": md_name, "namespace": models_ns},
-                "spec": {
-                    "model": {"version": "1", "uri": "file:///models/probe/model.onnx"},
-                    "replicas": 2,
-                    "serving": {"image": FAKE_SERVING_IMAGE},
-                    "autoscaling": {"minReplicas": 2, "maxReplicas": 4},
-                    "strategy": {"type": "BlueGreen",
-                                 "blueGreen": {"autoPromote": true, "previewService": true, "scaleDownDelaySeconds": 0}}
-                }
-            });
+            let strategy = json!({"type": "BlueGreen",
+                                  "blueGreen": {"autoPromote": true, "previewService": true, "scaleDownDelaySeconds": 0}});
+            let mut md = modelship_tests::models::model(md_name, "1", 2, strategy);
+            md["metadata"]["namespace"] = json!(models_ns);
+            md["spec"].as_object_mut().unwrap().remove("replicas");
+            md["spec"]["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 4});
             run_with_input(kubectl().args(["apply", "-f", "-"]), &md.to_string(), "kubectl apply");
             let patch = |body: Value| {
                 let api = api.clone();

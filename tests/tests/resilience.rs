@@ -14,7 +14,7 @@ use modelship_tests::faults::{
 };
 use modelship_tests::harness::{cluster, hold_for, wait_until, with_namespace};
 use modelship_tests::models::{
-    self, apply, current, fake_model, get, patch_spec, split, track, wait_for, wait_phase,
+    self, apply, current, get, model, patch_spec, split, track, wait_for, wait_phase,
 };
 use modelship_tests::operator::{OperatorProcess, sum_metric};
 use serde_json::json;
@@ -27,7 +27,7 @@ const T: Duration = Duration::from_secs(60);
 async fn autoscaler_owns_replicas() {
     with_namespace(async |client, ns| {
         let mut operator = OperatorProcess::start(&ns);
-        let mut model = fake_model("m", "1", 1, json!({"type": "RollingUpdate"}));
+        let mut model = model("m", "1", 1, json!({"type": "RollingUpdate"}));
         model["spec"].as_object_mut().unwrap().remove("replicas");
         model["spec"]["autoscaling"] = json!({"minReplicas": 2, "maxReplicas": 10});
         apply(&client, &ns, model).await;
@@ -102,7 +102,7 @@ async fn two_replicas_one_leader() {
         apply(
             &client,
             &ns,
-            fake_model("m", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}})),
+            model("m", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}})),
         )
         .await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
@@ -134,7 +134,7 @@ async fn partitioned_leader_steps_down_and_exits() {
         let (link, mut a) = operator_behind_link(&ns, "a", &args).await;
         wait_until(T, "a to lead", async || is_leader(&a).await).await;
         let b = OperatorProcess::start_with(&ns, "b", &args);
-        apply(&client, &ns, fake_model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
+        apply(&client, &ns, model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
 
         link.cut();
@@ -165,7 +165,7 @@ async fn api_outage_is_survived() {
             &["--leader-elect=false", "--watch-failure-seconds", "3"],
         )
         .await;
-        apply(&client, &ns, fake_model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
+        apply(&client, &ns, model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         assert_eq!(operator.admin_get("/healthz").await.map(|r| r.0), Some(200));
 
@@ -228,7 +228,7 @@ async fn conflicts_and_slow_watches_never_fail_a_rollout() {
         apply(
             &client,
             &ns,
-            fake_model("m", "1", 4, json!({"type": "Canary", "canary": {"weight": 50}})),
+            model("m", "1", 4, json!({"type": "Canary", "canary": {"weight": 50}})),
         )
         .await;
         wait_phase(&client, &ns, "m", Phase::Healthy, SLOW).await;
@@ -325,7 +325,7 @@ async fn shutdown_while_the_api_is_unreachable() {
         let (link, mut operator) =
             operator_behind_link(&ns, "solo", &["--leader-elect=false", "--shutdown-seconds", "5"])
                 .await;
-        apply(&client, &ns, fake_model("m", "1", 1, json!({"type": "RollingUpdate"}))).await;
+        apply(&client, &ns, model("m", "1", 1, json!({"type": "RollingUpdate"}))).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         link.cut();
         tokio::time::sleep(Duration::from_secs(2)).await;
@@ -365,7 +365,7 @@ async fn an_undecodable_object_does_not_stop_the_others() {
         "default",
         &kube::api::ApiResource::erase::<ModelDeployment>(&()),
     );
-    let mut bad = fake_model("old", "1", 1, json!({"type": "RollingUpdate"}));
+    let mut bad = model("old", "1", 1, json!({"type": "RollingUpdate"}));
     bad["spec"]["model"]["format"] = json!("pmml");
     wait_until(T, "the loose schema to serve", async || {
         raw.patch("old", &PatchParams::apply("test").force(), &Patch::Apply(&bad)).await
@@ -379,7 +379,7 @@ async fn an_undecodable_object_does_not_stop_the_others() {
         &["--leader-elect=false"],
         &[("KUBECONFIG", plane.kubeconfig.to_str().unwrap())],
     );
-    apply(&client, "default", fake_model("good", "1", 1, json!({"type": "RollingUpdate"}))).await;
+    apply(&client, "default", model("good", "1", 1, json!({"type": "RollingUpdate"}))).await;
     // There is no node on this control plane: children and status are what we can see.
     wait_for(&client, "default", "good", "good to be reconciled", T, |md| {
         current(md) && models::phase(md) == Some(Phase::Progressing)

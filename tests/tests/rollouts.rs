@@ -1,14 +1,14 @@
-//! Rollouts on the real control plane, with the real operator binary and fake pods (localnode
-//! marks them ready): the scenarios of the reliability research, each with its pass criterion.
-//! Run by `make test`.
+//! Rollouts on the real cluster, with the real operator binary and real serving pods on the
+//! node: the scenarios of the reliability research, each with its pass criterion. Run by
+//! `make test`.
 
 use std::time::Duration;
 
 use modelship_crds::{Phase, RolloutOutcome};
 use modelship_tests::harness::{hold_for, wait_until, with_namespace};
 use modelship_tests::models::{
-    self, apply, condition, current, event_reasons, fake_model, get, patch_spec, ready_pods,
-    selector, split, track, wait_for, wait_phase,
+    self, apply, condition, current, event_reasons, get, model, patch_spec, ready_pods, selector,
+    split, track, wait_for, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
 use serde_json::json;
@@ -26,7 +26,7 @@ async fn canary_split_follows_weight_and_scale_then_promotes() {
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({"type": "Canary", "canary": {"weight": 25}});
-        apply(&client, &ns, fake_model("fraud", "1", 4, strategy)).await;
+        apply(&client, &ns, model("fraud", "1", 4, strategy)).await;
         wait_phase(&client, &ns, "fraud", Phase::Healthy, T).await;
         assert_eq!(track(&client, &ns, "fraud", "stable").await, Some(("1".into(), 4, 4)));
         assert_eq!(selector(&client, &ns, "fraud").await.get("modelship.io/track"), None);
@@ -68,7 +68,7 @@ async fn canary_abort_retry_promote() {
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({"type": "Canary", "canary": {"weight": 50}});
-        apply(&client, &ns, fake_model("m", "1", 2, strategy)).await;
+        apply(&client, &ns, model("m", "1", 2, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
         wait_phase(&client, &ns, "m", Phase::Paused, T).await;
@@ -107,12 +107,10 @@ async fn broken_version_is_contained_then_rolled_forward() {
         let _operator = OperatorProcess::start(&ns);
         let strategy =
             json!({"type": "Canary", "canary": {"weight": 20}, "progressDeadlineSeconds": 10});
-        apply(&client, &ns, fake_model("m", "1", 5, strategy)).await;
+        apply(&client, &ns, model("m", "1", 5, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
-        let broken = json!({
-            "model": {"version": "2"},
-            "serving": {"podAnnotations": {"localnode.modelship.io/ready": "false"}}
-        });
+        // A model file that does not exist: the pod's server exits at start, over and over.
+        let broken = json!({"model": {"version": "2", "uri": models::fixture_uri("missing.onnx")}});
         patch_spec(&client, &ns, "m", broken).await;
         wait_until(T, "the canary pod", async || {
             track(&client, &ns, "m", "canary").await.is_some()
@@ -135,8 +133,7 @@ async fn broken_version_is_contained_then_rolled_forward() {
         );
 
         let good = json!({
-            "model": {"version": "3"},
-            "serving": {"podAnnotations": null},
+            "model": {"version": "3", "uri": models::fixture_uri("logreg.onnx")},
             "strategy": {"canary": {"weight": 100}}
         });
         patch_spec(&client, &ns, "m", good).await;
@@ -159,7 +156,7 @@ async fn new_version_supersedes_a_paused_candidate() {
         let _operator = OperatorProcess::start(&ns);
         let strategy =
             json!({"type": "Canary", "canary": {"steps": [{"setWeight": 25}, {"pause": {}}]}});
-        apply(&client, &ns, fake_model("m", "1", 4, strategy)).await;
+        apply(&client, &ns, model("m", "1", 4, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
         let md = wait_phase(&client, &ns, "m", Phase::Paused, T).await;
@@ -191,7 +188,7 @@ async fn fast_rollback_restores_the_previous_state() {
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({"type": "Canary", "canary": {"weight": 34}});
-        apply(&client, &ns, fake_model("m", "1", 3, strategy)).await;
+        apply(&client, &ns, model("m", "1", 3, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         let before_pods = ready_pods(&client, &ns, "m").await;
         let before_selector = selector(&client, &ns, "m").await;
@@ -226,7 +223,7 @@ async fn blue_green_manual_promotion_with_preview_replicas() {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({"type": "BlueGreen", "blueGreen": {
             "autoPromote": false, "previewReplicas": 1, "scaleDownDelaySeconds": 3}});
-        apply(&client, &ns, fake_model("m", "1", 2, strategy)).await;
+        apply(&client, &ns, model("m", "1", 2, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         assert_eq!(selector(&client, &ns, "m").await["modelship.io/track"], "blue");
         patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
@@ -277,7 +274,7 @@ async fn blue_green_abort_while_paused() {
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({"type": "BlueGreen", "blueGreen": {"autoPromote": false, "scaleDownDelaySeconds": 1}});
-        apply(&client, &ns, fake_model("m", "1", 2, strategy)).await;
+        apply(&client, &ns, model("m", "1", 2, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
         wait_phase(&client, &ns, "m", Phase::Paused, T).await;
@@ -309,7 +306,7 @@ async fn scale_down_deadline_survives_an_operator_restart() {
     with_namespace(async |client, ns| {
         let mut operator = OperatorProcess::start(&ns);
         let strategy = json!({"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 10}});
-        apply(&client, &ns, fake_model("m", "1", 2, strategy)).await;
+        apply(&client, &ns, model("m", "1", 2, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
         let md = wait_for(&client, &ns, "m", "a stored scale-down time", T, |md| {
@@ -342,7 +339,7 @@ async fn operator_killed_at_every_phase_resumes() {
             json!([{"setWeight": 25}, {"pause": {"seconds": 3}}, {"setWeight": 50}, {"pause": {}}]);
         let strategy = json!({"type": "Canary", "canary": {"steps": steps}});
         let mut operator = OperatorProcess::start(&ns);
-        apply(&client, &ns, fake_model("m", "1", 4, strategy)).await;
+        apply(&client, &ns, model("m", "1", 4, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         patch_spec(&client, &ns, "m", json!({"model": {"version": "2"}})).await;
         let mut highest_step = 0;
@@ -408,7 +405,7 @@ async fn steady_state_sends_no_writes() {
             ("canary", json!({"type": "Canary", "canary": {"weight": 50}})),
             ("bluegreen", json!({"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 0}})),
         ] {
-            apply(&client, &ns, fake_model(name, "1", 2, strategy)).await;
+            apply(&client, &ns, model(name, "1", 2, strategy)).await;
             wait_phase(&client, &ns, name, Phase::Healthy, T).await;
         }
         // Let late events (pod readiness, endpoint slices) settle, then count.
@@ -441,8 +438,8 @@ async fn deletion_removes_children_with_or_without_the_operator() {
     with_namespace(async |client, ns| {
         let mut operator = OperatorProcess::start(&ns);
         let canary = json!({"type": "Canary", "canary": {"weight": 50}});
-        apply(&client, &ns, fake_model("a", "1", 2, canary.clone())).await;
-        apply(&client, &ns, fake_model("b", "1", 2, json!({"type": "BlueGreen"}))).await;
+        apply(&client, &ns, model("a", "1", 2, canary.clone())).await;
+        apply(&client, &ns, model("b", "1", 2, json!({"type": "BlueGreen"}))).await;
         wait_phase(&client, &ns, "a", Phase::Healthy, T).await;
         wait_phase(&client, &ns, "b", Phase::Healthy, T).await;
         patch_spec(&client, &ns, "a", json!({"model": {"version": "2"}})).await;
@@ -485,7 +482,7 @@ async fn status_follows_each_generation() {
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({"type": "Canary", "canary": {"weight": 0}});
-        apply(&client, &ns, fake_model("m", "1", 2, strategy)).await;
+        apply(&client, &ns, model("m", "1", 2, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         for (patch, phase) in [
             (json!({"model": {"version": "2"}}), Phase::Paused),
@@ -542,11 +539,11 @@ async fn kubectl_plugin_promotes_and_rolls_back() {
             let text = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
             (output.status.success(), text)
         };
-        let mut model = fake_model("m", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}}));
-        model["spec"]["model"]["uri"] = json!("file:///models/1.onnx");
+        let mut model = model("m", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}}));
+        model["spec"]["model"]["uri"] = json!(models::fixture_uri("logreg.onnx"));
         apply(&client, &ns, model).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
-        patch_spec(&client, &ns, "m", json!({"model": {"version": "2", "uri": "file:///models/2.onnx"}})).await;
+        patch_spec(&client, &ns, "m", json!({"model": {"version": "2", "uri": models::fixture_uri("gb.onnx")}})).await;
         wait_phase(&client, &ns, "m", Phase::Paused, T).await;
         let (ok, text) = kubectl(&["status", "m"]).await;
         assert!(ok && text.contains("m: Paused (Canary)") && text.contains("candidate        2"), "{text}");
@@ -554,12 +551,12 @@ async fn kubectl_plugin_promotes_and_rolls_back() {
         assert!(ok, "{text}");
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
 
-        patch_spec(&client, &ns, "m", json!({"model": {"version": "3", "uri": "file:///models/3.onnx"}, "strategy": {"canary": {"weight": 50}}})).await;
+        patch_spec(&client, &ns, "m", json!({"model": {"version": "3", "uri": models::fixture_uri("rf.onnx")}, "strategy": {"canary": {"weight": 50}}})).await;
         wait_phase(&client, &ns, "m", Phase::Paused, T).await;
         let (ok, text) = kubectl(&["rollback", "m"]).await;
         assert!(ok, "{text}");
         let md = wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
-        assert_eq!(md.spec.model.uri, "file:///models/2.onnx", "the stable file is restored");
+        assert_eq!(md.spec.model.uri, models::fixture_uri("gb.onnx"), "the stable file is restored");
         assert_eq!(condition(&md, "Degraded").unwrap().0, "False");
         let (ok, text) = kubectl(&["promote", "m"]).await;
         assert!(!ok && text.contains("no rollout in progress"), "{text}");

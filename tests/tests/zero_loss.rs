@@ -1,11 +1,14 @@
-//! Rollouts of real models with real serving processes under continuous load through the
-//! Service proxy: every request sent during promote, rollback and automatic rollback must get
-//! a 2xx answer. Load is bounded (a fixed rate for at most two minutes) and stays on 127.0.0.1.
+//! Rollouts of real models in real serving pods under continuous load through the Service's
+//! ClusterIP, as kube-proxy routes it: every request sent during promote, rollback and
+//! automatic rollback must get a 2xx answer, while endpoints come and go as they do on a
+//! cluster (readiness, preStop drain, SIGTERM). Load is bounded (a fixed rate for at most two
+//! minutes) and stays on this machine.
 
 use std::time::Duration;
 
+use kube::Client;
 use modelship_crds::{Phase, RolloutOutcome};
-use modelship_tests::harness::{cluster, require_run_image, wait_until, with_namespace};
+use modelship_tests::harness::{service_addr, wait_until, with_namespace};
 use modelship_tests::load::Load;
 use modelship_tests::models::{
     apply, condition, patch_spec, selector, served_model, track, wait_phase,
@@ -22,23 +25,22 @@ fn request() -> String {
     json!({"features": features}).to_string()
 }
 
-fn load(service: &str, namespace: &str) -> Load {
-    let proxy = cluster().proxy.to_string();
-    Load::start(&proxy, service, namespace, "/predict", &request(), RATE, MAX_LOAD)
+async fn load(client: &Client, service: &str, namespace: &str) -> Load {
+    let target = service_addr(client, namespace, service).await;
+    Load::start(target, "/predict", &request(), RATE, MAX_LOAD)
 }
 
 /// S1: blue-green under load: the Service switches once, only to a ready color, and no
 /// request fails; afterwards every answer comes from the new version.
 #[tokio::test(flavor = "multi_thread")]
 async fn blue_green_switch_loses_no_request() {
-    require_run_image("modelship/serving").await;
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 4}});
         apply(&client, &ns, served_model("fraud", "1", "logreg.onnx", 3, strategy)).await;
         wait_phase(&client, &ns, "fraud", Phase::Healthy, T).await;
 
-        let running = load("fraud", &ns);
+        let running = load(&client, "fraud", &ns).await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let uri = modelship_tests::models::fixture_uri("rf.onnx");
         patch_spec(&client, &ns, "fraud", json!({"model": {"version": "2", "uri": uri}})).await;
@@ -66,13 +68,12 @@ async fn blue_green_switch_loses_no_request() {
 /// failed request.
 #[tokio::test(flavor = "multi_thread")]
 async fn canary_promote_and_rollback_lose_no_request() {
-    require_run_image("modelship/serving").await;
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({"type": "Canary", "canary": {"weight": 50}});
         apply(&client, &ns, served_model("churn", "1", "logreg.onnx", 4, strategy)).await;
         wait_phase(&client, &ns, "churn", Phase::Healthy, T).await;
-        let running = load("churn", &ns);
+        let running = load(&client, "churn", &ns).await;
 
         let v2 = modelship_tests::models::fixture_uri("gb.onnx");
         patch_spec(&client, &ns, "churn", json!({"model": {"version": "2", "uri": v2}})).await;
@@ -108,7 +109,6 @@ async fn canary_promote_and_rollback_lose_no_request() {
 /// back automatically, without failed requests, and the status says why.
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_analysis_rolls_back_under_load() {
-    require_run_image("modelship/serving").await;
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({
@@ -119,7 +119,7 @@ async fn failing_analysis_rolls_back_under_load() {
         });
         apply(&client, &ns, served_model("risk", "1", "logreg.onnx", 2, strategy)).await;
         wait_phase(&client, &ns, "risk", Phase::Healthy, T).await;
-        let running = load("risk", &ns);
+        let running = load(&client, "risk", &ns).await;
         let v2 = modelship_tests::models::fixture_uri("rf.onnx");
         patch_spec(&client, &ns, "risk", json!({"model": {"version": "2", "uri": v2}})).await;
         let md = wait_phase(&client, &ns, "risk", Phase::RolledBack, T).await;
@@ -147,15 +147,14 @@ async fn failing_analysis_rolls_back_under_load() {
 /// traffic, and the rollout turns Degraded at its deadline.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_that_cannot_load_never_takes_traffic() {
-    require_run_image("modelship/serving").await;
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy =
             json!({"type": "Canary", "canary": {"weight": 50}, "progressDeadlineSeconds": 10});
         apply(&client, &ns, served_model("m", "1", "logreg.onnx", 2, strategy)).await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
-        let running = load("m", &ns);
-        let missing = json!({"model": {"version": "2", "uri": "file:///nonexistent/model.onnx"}});
+        let running = load(&client, "m", &ns).await;
+        let missing = json!({"model": {"version": "2", "uri": modelship_tests::models::fixture_uri("missing.onnx")}});
         patch_spec(&client, &ns, "m", missing).await;
         let md = wait_phase(&client, &ns, "m", Phase::Degraded, T).await;
         let report = running.stop().await;

@@ -1,8 +1,9 @@
-//! `loadgen`: bounded load through the local Service proxy, with a summary of what answered.
-//! Used by the demo to show that a rollout loses no request.
+//! `loadgen`: bounded load to a Service's ClusterIP (found through the API server in
+//! KUBECONFIG; kube-proxy routes each connection to a ready pod), with a summary of what
+//! answered. Used by the demo to show that a rollout loses no request.
 //!
-//! loadgen --proxy 127.0.0.1:PORT --service NAME --namespace NS [--rate 50] [--seconds 30]
-//!         [--path /predict] [--body JSON] [--stop-file PATH]
+//! loadgen --service NAME --namespace NS [--rate 50] [--seconds 30] [--path /predict]
+//!         [--body JSON] [--stop-file PATH]
 
 use std::time::Duration;
 
@@ -11,8 +12,6 @@ use modelship_tests::load::Load;
 
 #[derive(Parser)]
 struct Args {
-    #[arg(long)]
-    proxy: String,
     #[arg(long)]
     service: String,
     #[arg(long)]
@@ -41,15 +40,10 @@ async fn main() {
         format!("{{\"features\": [{}]}}", features.join(", "))
     });
     let limit = Duration::from_secs(args.seconds.min(600));
-    let load = Load::start(
-        &args.proxy,
-        &args.service,
-        &args.namespace,
-        &args.path,
-        &body,
-        args.rate,
-        limit,
-    );
+    let client = modelship_tests::harness::client().await;
+    let target =
+        modelship_tests::harness::service_addr(&client, &args.namespace, &args.service).await;
+    let load = Load::start(target, &args.path, &body, args.rate, limit);
     let started = std::time::Instant::now();
     while started.elapsed() < limit {
         if args.stop_file.as_ref().is_some_and(|f| f.exists()) {

@@ -31,7 +31,6 @@ use std::process::{Child as ProcessChild, Command as Process, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::http::Method;
 use clap::{Parser, Subcommand};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -47,7 +46,6 @@ use modelship_operator::controller::FIELD_MANAGER;
 use modelship_operator::desired::{self, Defaults};
 use modelship_operator::plan::{DesiredTrack, Track};
 use modelship_tests::harness::TestHttp;
-use modelship_tests::models::FAKE_IMAGE;
 use modelship_tests::operator::free_port;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -59,6 +57,9 @@ use tokio::time::Instant;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Res<T> = std::result::Result<T, BoxError>;
 
+/// The image of the benchmark's pods. KWOK makes them Ready without running anything, so it
+/// is never pulled.
+const FAKE_IMAGE: &str = "localhost/modelship/serving:kwok";
 const DIRECT_NS: &str = "bench-direct";
 const OPERATOR_NS: &str = "bench-operator";
 /// Prefixes of the ModelDeployments of each phase.
@@ -722,7 +723,6 @@ impl Operator {
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse()?;
         let log = args.out_dir.join("operator.log");
         let file = std::fs::File::create(&log)?;
-        let agent = std::env::var("MODELSHIP_LOCALNODE_AGENT").unwrap_or_default();
         let child = Process::new(&args.operator_bin)
             .arg("--namespace")
             .arg(OPERATOR_NS)
@@ -730,9 +730,6 @@ impl Operator {
             .arg("--identity=operator-bench")
             .arg(format!("--admin-listen={admin}"))
             .arg(format!("--resync-seconds={}", args.resync_seconds))
-            .arg(format!(
-                "--pod-metrics-url=http://{agent}/pods/{{namespace}}/{{name}}/proxy/metrics"
-            ))
             .args(&args.operator_args)
             // The operator's own default filter unless OPERATOR_RUST_LOG asks for more (for a
             // diagnosis, not for a measurement).
@@ -766,8 +763,7 @@ impl Operator {
     }
 
     async fn metrics(&self) -> Res<OperatorMetrics> {
-        let host = self.admin.to_string();
-        let response = self.http.request(self.admin, Method::GET, &host, "/metrics", None).await?;
+        let response = self.http.get(self.admin, "/metrics").await?;
         Ok(OperatorMetrics::parse(&response.text()))
     }
 
