@@ -1,11 +1,14 @@
 //! Accept loop and process lifecycle: load in the background, serve, and on SIGTERM turn
-//! unready at once, keep serving for the drain delay, then drain connections and return.
+//! unready at once, keep serving for the drain delay, then close keep-alive connections after
+//! their next response, drain what is left and return.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::{HeaderValue, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -20,9 +23,17 @@ use crate::{loader, routes};
 
 /// Clients get this long to send their request headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// After shutdown begins, how long keep-alive connections get to carry one more request, whose
+/// response closes them. Closing an idle connection races with a client sending on it (the
+/// client sees "connection closed before message completed"); a connection closed after a
+/// response does not.
+const CLOSE_AFTER_RESPONSE_GRACE: Duration = Duration::from_secs(2);
+const CONNECTIONS_POLL: Duration = Duration::from_millis(10);
 
-/// Serve `app` on `listener` until `shutdown` completes, then let in-flight requests finish
-/// for at most `drain_cap`.
+/// Serve `app` on `listener` until `shutdown` completes. Then stop accepting, answer every
+/// request with `Connection: close` until the connections are gone or
+/// [`CLOSE_AFTER_RESPONSE_GRACE`] has passed, and let in-flight requests finish for at most
+/// `drain_cap`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
@@ -30,6 +41,7 @@ pub async fn serve(
     drain_cap: Duration,
 ) {
     let graceful = GracefulShutdown::new();
+    let closing = Arc::new(AtomicBool::new(false));
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
     tokio::pin!(shutdown);
@@ -47,7 +59,17 @@ pub async fn serve(
                 };
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
-                let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| app.clone().oneshot(req));
+                let closing = closing.clone();
+                let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                    let (app, closing) = (app.clone(), closing.clone());
+                    async move {
+                        let mut response = app.oneshot(req).await?;
+                        if closing.load(Ordering::Relaxed) {
+                            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                        }
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
                 let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -59,6 +81,12 @@ pub async fn serve(
         }
     }
     drop(listener);
+    closing.store(true, Ordering::Relaxed);
+    let grace = tokio::time::Instant::now() + CLOSE_AFTER_RESPONSE_GRACE;
+    while graceful.count() > 0 && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(CONNECTIONS_POLL).await;
+    }
+    tracing::info!(open_connections = graceful.count(), "closing the remaining connections");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
         () = tokio::time::sleep(drain_cap) => tracing::warn!("drain cap reached; closing remaining connections"),

@@ -172,3 +172,62 @@ fn bad_configuration_is_refused_before_serving() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("MODELSHIP_MODEL_URI"));
 }
+
+/// One request on an open keep-alive connection: (status, lower-cased head, body).
+fn request_on(stream: &mut TcpStream, path: &str, body: &str) -> (u16, String, String) {
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(req.as_bytes()).expect("send on the kept-alive connection");
+    let mut head = Vec::new();
+    let mut byte = [0_u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("a response on the kept-alive connection");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0_u8; length];
+    stream.read_exact(&mut body).unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, head, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// After the drain, a kept-alive connection gets one more answer, marked `Connection: close`,
+/// and is then closed by the server: a client never sends on a connection the server is
+/// closing. An idle connection is closed once the grace has passed, and the process exits.
+#[test]
+fn kept_alive_connections_close_after_their_next_response_at_shutdown() {
+    let addr = free_addr();
+    let drain = Duration::from_secs(1);
+    let mut child = spawn(addr, &[("MODELSHIP_DRAIN_SECONDS", drain.as_secs().to_string())]);
+    wait_ready(addr, &mut child);
+    let mut busy = TcpStream::connect(addr).unwrap();
+    let mut idle = TcpStream::connect(addr).unwrap();
+    for stream in [&mut busy, &mut idle] {
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (status, head, body) = request_on(stream, "/predict", &predict_body());
+        assert_eq!(status, 200, "{body}");
+        assert!(!head.contains("connection: close"), "{head}");
+    }
+
+    let signalled = Instant::now();
+    sigterm(&child);
+    std::thread::sleep(drain + Duration::from_millis(300));
+    let (status, head, body) = request_on(&mut busy, "/predict", &predict_body());
+    assert_eq!(status, 200, "{body}");
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    assert_eq!(busy.read_to_end(&mut rest).unwrap(), 0, "the server closed after the answer");
+
+    let mut rest = Vec::new();
+    assert_eq!(idle.read_to_end(&mut rest).unwrap(), 0, "the idle connection is closed");
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("did not exit");
+    assert!(status.success(), "{status:?}");
+    assert!(signalled.elapsed() < drain + Duration::from_secs(4), "{:?}", signalled.elapsed());
+}
