@@ -1,7 +1,7 @@
 # Two commands set up everything on a fresh machine:
-#   make demo   the local control plane, the chart, the operator and a model rolled out
+#   make demo   the local cluster (control plane and a real node), the chart, models rolled out
 #   make test   every test
-.PHONY: demo test lint crds fixtures controlplane images bench-serving bench-operator clean
+.PHONY: demo test lint crds fixtures controlplane node images bench-serving bench-operator bench-node clean
 
 demo:
 	bash tests/demo.sh
@@ -22,6 +22,9 @@ fixtures:
 controlplane:
 	bash tests/controlplane/build.sh
 
+node:
+	bash tests/node/build.sh
+
 images:
 	bash tests/images.sh
 
@@ -30,6 +33,9 @@ bench-serving:
 
 bench-operator:
 	bash bench/operator.sh
+
+bench-node:
+	bash bench/node.sh
 
 clean:
 	cargo clean

@@ -98,21 +98,29 @@ impl Load {
         let body = Bytes::from(body.to_string());
         let flag = running.clone();
         let task = tokio::spawn(async move {
+            // Every other request goes on a pooled keep-alive connection, which stays with its
+            // pod until the pod closes it; the others on a new connection each, which kube-proxy
+            // sends to a pod of the endpoints it has at that moment. Both ways clients meet a
+            // rollout are covered.
             let mut connector = HttpConnector::new();
             connector.set_connect_timeout(Some(Duration::from_secs(2)));
-            let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
+            let pooled: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(30))
-                .build(connector);
+                .build(connector.clone());
+            let fresh: Client<_, Full<Bytes>> =
+                Client::builder(TokioExecutor::new()).pool_max_idle_per_host(0).build(connector);
             let outcomes = Arc::new(Mutex::new(Vec::new()));
             let mut ticker =
                 tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
             let started = Instant::now();
             let mut in_flight = Vec::new();
+            let mut sent = 0_u64;
             while flag.load(Ordering::Relaxed) && started.elapsed() < max_duration {
                 ticker.tick().await;
-                let (client, uri, body, outcomes) =
-                    (client.clone(), uri.clone(), body.clone(), outcomes.clone());
+                let client = if sent.is_multiple_of(2) { pooled.clone() } else { fresh.clone() };
+                sent += 1;
+                let (uri, body, outcomes) = (uri.clone(), body.clone(), outcomes.clone());
                 let sent_at = started.elapsed();
                 in_flight.push(tokio::spawn(async move {
                     let mut outcome = send(&client, uri, body).await;
@@ -165,7 +173,7 @@ async fn send(
             status: 0,
             latency: started.elapsed(),
             version: None,
-            error: Some(err.to_string()),
+            error: Some(crate::harness::error_chain(&err)),
         },
         Err(_) => Outcome {
             sent_at: Duration::ZERO,

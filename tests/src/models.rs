@@ -172,6 +172,13 @@ pub async fn selector(client: &Client, namespace: &str, service: &str) -> BTreeM
         .unwrap_or_default()
 }
 
+/// How many pods of a model's track exist, in any state (terminating ones included).
+pub async fn pods_of_track(client: &Client, namespace: &str, name: &str, track: &str) -> usize {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!("modelship.io/name={name},modelship.io/track={track}");
+    pods.list(&ListParams::default().labels(&selector)).await.expect("list pods").items.len()
+}
+
 /// Ready pods of a model by track, with their UIDs.
 pub async fn ready_pods(client: &Client, namespace: &str, name: &str) -> BTreeMap<String, String> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);

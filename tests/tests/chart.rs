@@ -1357,6 +1357,11 @@ async fn chart_installs_into_a_restricted_namespace_upgrades_and_uninstalls() {
             .expect("predict through the Service");
         assert_eq!(answer.status, 200, "{}", answer.text());
         assert_eq!(answer.json()["model_version"], "1");
+        let logs = run_ok(
+            kubectl().args(["logs", "-n", &namespace, "-l", "modelship.io/name=in-cluster"]),
+            "kubectl logs of the serving pod",
+        );
+        assert!(logs.contains("in-cluster"), "the serving log does not name its model:\n{logs}");
         models.delete("in-cluster", &Default::default()).await.expect("delete the model");
 
         let manifest = run_ok(

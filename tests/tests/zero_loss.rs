@@ -6,12 +6,13 @@
 
 use std::time::Duration;
 
+use axum::http::Method;
 use kube::Client;
 use modelship_crds::{Phase, RolloutOutcome};
-use modelship_tests::harness::{service_addr, wait_until, with_namespace};
+use modelship_tests::harness::{TestHttp, service_addr, wait_until, with_namespace};
 use modelship_tests::load::Load;
 use modelship_tests::models::{
-    apply, condition, patch_spec, selector, served_model, track, wait_phase,
+    apply, condition, patch_spec, pods_of_track, selector, served_model, track, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
 use serde_json::json;
@@ -25,8 +26,15 @@ fn request() -> String {
     json!({"features": features}).to_string()
 }
 
+/// Load on the Service once kube-proxy routes it: a new Service's rules lag its
+/// EndpointSlice by up to kube-proxy's sync period.
 async fn load(client: &Client, service: &str, namespace: &str) -> Load {
     let target = service_addr(client, namespace, service).await;
+    let http = TestHttp::new();
+    wait_until(T, "the Service to answer through kube-proxy", async || {
+        http.get(target, "/health").await.map(|r| r.status.is_success()).unwrap_or(false)
+    })
+    .await;
     Load::start(target, "/predict", &request(), RATE, MAX_LOAD)
 }
 
@@ -47,6 +55,13 @@ async fn blue_green_switch_loses_no_request() {
         let md = wait_phase(&client, &ns, "fraud", Phase::Healthy, T).await;
         assert_eq!(md.status.as_ref().unwrap().stable_version.as_deref(), Some("2"));
         assert_eq!(selector(&client, &ns, "fraud").await["modelship.io/track"], "green");
+        // Connections opened before the switch stay with the blue pods (kube-proxy balances
+        // connections, not requests) until those pods drain and close them after the
+        // scale-down delay; then every answer comes from green.
+        wait_until(T, "the blue pods gone", async || {
+            pods_of_track(&client, &ns, "fraud", "blue").await == 0
+        })
+        .await;
         tokio::time::sleep(Duration::from_secs(2)).await;
         let report = running.stop().await;
 
@@ -57,9 +72,23 @@ async fn blue_green_switch_loses_no_request() {
         let tail: Vec<_> = report.outcomes.iter().rev().take(100).collect();
         assert!(
             tail.iter().all(|o| o.version.as_deref() == Some("2")),
-            "old answers after the switch"
+            "old answers after the blue pods were gone"
         );
         assert_eq!(track(&client, &ns, "fraud", "blue").await.map(|t| t.1), Some(0));
+    })
+    .await;
+}
+
+/// Waits until a request on a new connection to the Service is answered by `version`.
+async fn answers_from(client: &Client, service: &str, namespace: &str, version: &str) {
+    let target = service_addr(client, namespace, service).await;
+    wait_until(T, &format!("an answer from version {version}"), async || {
+        let answer = TestHttp::new()
+            .request(target, Method::POST, "/predict", Some(request().into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let answered = answer.json()["model_version"].as_str().unwrap_or_default().to_string();
+        if answered == version { Ok(()) } else { Err(format!("answered by {answered}")) }
     })
     .await;
 }
@@ -86,6 +115,8 @@ async fn canary_promote_and_rollback_lose_no_request() {
         patch_spec(&client, &ns, "churn", next).await;
         wait_phase(&client, &ns, "churn", Phase::Paused, T).await;
         assert_eq!(track(&client, &ns, "churn", "canary").await, Some(("3".into(), 3, 3)));
+        // Paused means the canary pods are ready; kube-proxy routes to them a moment later.
+        answers_from(&client, "churn", &ns, "3").await;
         let back = json!({"model": {"version": "2", "uri": modelship_tests::models::fixture_uri("gb.onnx")}});
         patch_spec(&client, &ns, "churn", back).await;
         let md = wait_phase(&client, &ns, "churn", Phase::Healthy, T).await;
