@@ -13,6 +13,14 @@ cmd=${1:?usage: cluster.sh up|down|load STATE_DIR}
 state=${2:?usage: cluster.sh up|down|load STATE_DIR}
 
 up() {
+  # A cluster that ran in this directory before is stopped and removed first; any other
+  # content is left alone.
+  if [[ -e $state/pids || -e $state/host-before.txt ]]; then
+    down || true
+  elif [[ -d $state && -n $(ls -A "$state") ]]; then
+    echo "cluster.sh up: $state is not empty and holds no cluster" >&2
+    exit 1
+  fi
   mkdir -p "$state"
   state=$(cd "$state" && pwd)
   "$NODE_SCRIPTS/packages.sh"
@@ -42,14 +50,16 @@ down() {
   "$NODE_SCRIPTS/down.sh" "$state"
   "$CONTROLPLANE_DIR/down.sh" "$state" --keep
   "$NODE_SCRIPTS/network.sh" down
+  local changed=0
   if [[ -f $state/host-before.txt ]]; then
     "$NODE_SCRIPTS/host-state.sh" >"$state/host-after.txt"
-    if ! diff -u "$state/host-before.txt" "$state/host-after.txt" >&2; then
-      echo "cluster.sh down: the host is not as it was before the node started (diff above)" >&2
-      exit 1
-    fi
+    diff -u "$state/host-before.txt" "$state/host-after.txt" >&2 || changed=1
   fi
   rm -rf "$state"
+  if [[ $changed == 1 ]]; then
+    echo "cluster.sh down: the host is not as it was before the node started (diff above)" >&2
+    return 1
+  fi
 }
 
 load() {

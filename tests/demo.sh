@@ -116,7 +116,12 @@ wait_phase() { # NAME PHASE
   kubectl -n ml wait "md/$1" --for=jsonpath="{.status.phase}=$2" --timeout=180s >/dev/null
 }
 service() { kubectl -n ml get svc "$1" -o jsonpath='{.spec.clusterIP}'; }
+# kube-proxy programs a Service's new endpoints a moment after the API shows them.
+routed() { # SERVICE
+  for _ in $(seq 1 100); do curl -fsS -o /dev/null "http://$(service "$1")/ready" 2>/dev/null && return; sleep 0.2; done
+}
 predict() { # SERVICE PATH BODY
+  routed "$1"
   curl -sS -H 'content-type: application/json' "http://$(service "$1")$2" -d "$3"
   echo
 }
@@ -149,6 +154,7 @@ show kubectl get pods -n ml -l modelship.io/name=fraud-detector -o wide
 
 step "Predictions through the Service's ClusterIP (the seed's /predict and the Open Inference Protocol)"
 show predict fraud-detector /predict "$features"
+routed fraud-detector
 show curl -sS "http://$(service fraud-detector)/v2/models/fraud-detector"; echo
 input=$(curl -sS "http://$(service fraud-detector)/v2/models/fraud-detector" |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["inputs"][0]["name"])')
@@ -205,13 +211,16 @@ show kubectl -n ml patch md recommender --type merge -p '{"spec":{"strategy":{"a
 kubectl -n ml wait md/recommender --for=jsonpath='{.status.activeColor}=green' --timeout=120s >/dev/null
 show kubectl get md recommender -n ml
 echo "Service selects: $(kubectl -n ml get svc recommender -o jsonpath='{.spec.selector.modelship\.io/track}')"
-show predict recommender /predict "$features"
 wait_phase recommender Healthy
 show kubectl get md -n ml
 show kubectl get pods -n ml -o wide
+# kube-proxy follows the new endpoints within a moment; blue stays up for scaleDownDelaySeconds
+# to finish what its connections still carry.
+show predict recommender /predict "$features"
 
 step "A serving pod's log"
-pod=$(kubectl -n ml get pods -l modelship.io/name=recommender -o jsonpath='{.items[0].metadata.name}')
+pod=$(kubectl -n ml get pods -l modelship.io/name=recommender,modelship.io/track=green \
+  -o jsonpath='{.items[0].metadata.name}')
 show kubectl -n ml logs "$pod" --tail 5
 
 step "Events"

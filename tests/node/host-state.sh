@@ -12,7 +12,7 @@ echo "## iptables";   command -v iptables-save >/dev/null && iptables-save 2>/de
 echo "## nftables";   command -v nft >/dev/null && nft list ruleset 2>/dev/null
 echo "## mounts";     awk '{print $2, $3}' /proc/mounts | sort
 echo "## cgroups";    find /sys/fs/cgroup -mindepth 1 -maxdepth 2 -type d 2>/dev/null | sort
-echo "## processes";  ps -eo comm= | grep -E '^(kubelet|kube-proxy|containerd|coredns|pause|modelship-)' | sort
+echo "## processes";  ps -eo comm= | grep -E '^(kubelet|kube-proxy|containerd|coredns|pause)' | sort
 echo "## sysctls"
 for setting in vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops \
     kernel/keys/root_maxkeys kernel/keys/root_maxbytes net/ipv4/ip_forward \

@@ -47,6 +47,10 @@ fi
 imported=$(tar -xOf "$archive" manifest.json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["RepoTags"][0])')
 for name in "$@"; do
-  [[ $name == "$imported" ]] || ctr images tag --force "$imported" "$name" >/dev/null
+  [[ $name == "$imported" ]] && continue
+  if ! output=$(ctr images tag --force "$imported" "$name" 2>&1); then
+    echo "load-image.sh: tagging $imported as $name failed: $output" >&2
+    exit 1
+  fi
 done
 log "Loaded $* into the node"
