@@ -1,5 +1,6 @@
 //! `operator-bench`: the operator at scale on a real local control plane, started by
-//! `bench/operator.sh` (which also starts the control plane and localnode).
+//! `bench/operator.sh` (which also starts the control plane and KWOK, whose fake node turns
+//! every pod scheduled there Running and Ready without running anything).
 //!
 //! `operator-bench run` measures, in one run against one API server:
 //!
@@ -84,7 +85,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Run the benchmark against the control plane in KUBECONFIG and localnode.
+    /// Run the benchmark against the control plane in KUBECONFIG and its KWOK node.
     Run(Box<RunArgs>),
     /// Add a run's summary.json to BENCHMARKS.md (section "Operator at scale").
     Record(RecordArgs),
@@ -144,12 +145,16 @@ struct RunArgs {
     /// Source revision, for the record.
     #[arg(long, default_value = "")]
     revision: String,
-    /// localnode's --patch-concurrency, for the record.
+    /// KWOK's version, for the record.
     #[arg(long, default_value = "")]
-    localnode_patch_concurrency: String,
-    /// localnode's --fake-ready-delay, for the record.
-    #[arg(long, default_value = "300ms")]
-    fake_ready_delay: String,
+    kwok_version: String,
+    /// The KWOK stage configs in use, comma separated, for the record.
+    #[arg(long, value_delimiter = ',')]
+    kwok_stages: Vec<String>,
+    /// The delay KWOK's pod-ready stage puts between a pod's scheduling and Ready, for the
+    /// record.
+    #[arg(long, default_value = "none")]
+    kwok_ready_delay: String,
 }
 
 #[derive(Parser, Debug)]
@@ -329,8 +334,9 @@ struct Summary {
     load_at_start: String,
     direct_concurrency: usize,
     operator_args: Vec<String>,
-    localnode_patch_concurrency: String,
-    fake_ready_delay: String,
+    kwok_version: String,
+    kwok_stages: Vec<String>,
+    kwok_ready_delay: String,
     direct: Option<DirectResult>,
     cold_start: ColdStartResult,
     steady: SteadyResult,
@@ -608,7 +614,7 @@ fn load_avg() -> String {
         .unwrap_or_default()
 }
 
-/// (name, pid) of the control plane's processes and localnode, from the state directory.
+/// (name, pid) of the control plane's processes and KWOK, from the state directory.
 fn processes(state_dir: &Path) -> Vec<(String, u32)> {
     let text = std::fs::read_to_string(state_dir.join("pids")).unwrap_or_default();
     let mut out: Vec<(String, u32)> = text
@@ -1650,10 +1656,11 @@ fn row(summary: &Summary) -> String {
     let latency = &summary.apply_latency.ack_to_deployment_ms;
     let bg = &summary.blue_green;
     format!(
-        "| {} | {} | {} | {accepted} | {ready} | {:.2} s | {:.2} s | {ratio} | {} ({} reconciles) | {:.1} / {:.1} MiB | {:.1} ms ({:.1}) | {:.0} / {:.0} ms | {:.0} / {:.0} ms |",
+        "| {} | {} | {} | {} | {accepted} | {ready} | {:.2} s | {:.2} s | {ratio} | {} ({} reconciles) | {:.1} / {:.1} MiB | {:.1} ms ({:.1}) | {:.0} / {:.0} ms | {:.0} / {:.0} ms |",
         summary.run_id,
         summary.n,
         summary.load_at_start.split_whitespace().next().unwrap_or(""),
+        format!("KWOK {}", summary.kwok_version).trim_end(),
         cold.children_seconds,
         cold.healthy_seconds,
         steady.writes_in_window,
@@ -1674,7 +1681,7 @@ fn details(summary: &Summary) -> String {
     let cold = &summary.cold_start;
     let mut text = format!(
         "- **{}**: `{}`; {} × {}, {} GiB, Linux {}, Kubernetes {}; revision {}; load average at start {}; \
-         direct writes {} at a time; localnode --patch-concurrency {}, fake pods Ready after {}; operator flags `{}`.",
+         direct writes {} at a time; pods from KWOK {} (stages {}; pod-ready delay {}); operator flags `{}`.",
         summary.run_id,
         summary.command,
         m.nproc,
@@ -1685,8 +1692,9 @@ fn details(summary: &Summary) -> String {
         summary.revision,
         summary.load_at_start,
         summary.direct_concurrency,
-        summary.localnode_patch_concurrency,
-        summary.fake_ready_delay,
+        summary.kwok_version,
+        summary.kwok_stages.join(", "),
+        summary.kwok_ready_delay,
         summary.operator_args.join(" "),
     );
     if let Some(d) = &summary.direct {
@@ -1730,8 +1738,8 @@ fn new_section() -> String {
     format!(
         "{SECTION}\n\n\
          `make bench-operator` (`bash bench/operator.sh`; `N=50 bash bench/operator.sh` for a quick run).\n\n\
-         | Run (UTC) | N | Load (1 min) | Direct: 3N writes accepted | Direct: pods Ready | Operator: children written | Operator: all Healthy | Healthy ÷ accepted / children ÷ accepted | Writes in steady window | RSS / peak | Apply → Deployment p50 (p90) | BG switch after Deployment ready p50 / max | BG switch after pods Ready p50 / max |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+         | Run (UTC) | N | Load (1 min) | Pods Ready by | Direct: 3N writes accepted | Direct: pods Ready | Operator: children written | Operator: all Healthy | Healthy ÷ accepted / children ÷ accepted | Writes in steady window | RSS / peak | Apply → Deployment p50 (p90) | BG switch after Deployment ready p50 / max | BG switch after pods Ready p50 / max |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
          {ROWS_START}\n{ROWS_END}\n\n\
          {DETAILS_START}\n{DETAILS_END}\n"
     )
@@ -1803,8 +1811,9 @@ async fn run(args: RunArgs) -> Res<()> {
         load_at_start: args.load_at_start.clone(),
         direct_concurrency: args.direct_concurrency,
         operator_args: args.operator_args.clone(),
-        localnode_patch_concurrency: args.localnode_patch_concurrency.clone(),
-        fake_ready_delay: args.fake_ready_delay.clone(),
+        kwok_version: args.kwok_version.clone(),
+        kwok_stages: args.kwok_stages.clone(),
+        kwok_ready_delay: args.kwok_ready_delay.clone(),
         direct,
         cold_start: phases.cold_start,
         steady: phases.steady,
@@ -1866,6 +1875,17 @@ mod tests {
         assert_eq!(m.reconciles, 20.0);
         assert_eq!(m.errors["conflict"], 2.0);
         assert_eq!(m.duration_count, 20.0);
+    }
+
+    #[test]
+    fn a_row_has_a_cell_per_column() {
+        let cells = |line: &str| line.matches('|').count();
+        let section = new_section();
+        let header = section.lines().find(|l| l.starts_with("| Run")).unwrap();
+        let summary = Summary { kwok_version: "v0.8.0".into(), ..Summary::default() };
+        let row = row(&summary);
+        assert_eq!(cells(&row), cells(header), "{row}");
+        assert!(row.contains("| KWOK v0.8.0 |"), "{row}");
     }
 
     #[test]
