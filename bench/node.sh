@@ -17,6 +17,7 @@ tests/controlplane/build.sh >/dev/null
 tests/node/build.sh >/dev/null
 cargo build --quiet -p modelship-operator -p modelship-tests --bins
 
+hold_node_lock
 state=$(mktemp -d "${TMPDIR:-/tmp}/modelship-bench-node.XXXX")
 cleanup() { [[ -n ${operator:-} ]] && kill "$operator" 2>/dev/null; tests/cluster.sh down "$state"; }
 trap cleanup EXIT

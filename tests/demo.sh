@@ -25,6 +25,7 @@ tests/node/build.sh >/dev/null
 tests/controlplane/tools.sh >/dev/null
 cargo build --quiet --bins -p modelship-tests
 
+hold_node_lock
 state=${DEMO_STATE:-${TMPDIR:-/tmp}/modelship-demo}
 tests/cluster.sh down "$state" 2>/dev/null || true
 cleanup() {

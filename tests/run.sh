@@ -28,6 +28,7 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 phase "Building the binaries"
 cargo build --workspace --bins --quiet
 
+hold_node_lock
 state=$(mktemp -d "${TMPDIR:-/tmp}/modelship-test.XXXX")
 cleanup() { tests/cluster.sh down "$state" || true; }
 trap cleanup EXIT

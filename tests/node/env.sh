@@ -48,3 +48,15 @@ in_node_netns() { ip netns exec "$NODE_NETNS" "$@"; }
 
 # The cgroup (in every hierarchy) under which containerd puts the pods' containers.
 NODE_CGROUP=k8s.io
+
+# One node per machine (its namespace, addresses and cgroup are fixed): whatever runs a
+# cluster from up to down holds this lock, so a second run waits instead of taking the node
+# from under the first.
+NODE_LOCK=${MODELSHIP_NODE_LOCK:-/tmp/modelship-node.lock}
+hold_node_lock() {
+  exec 8>>"$NODE_LOCK"
+  if ! flock -n 8; then
+    log "Another cluster runs on this machine (a kept demo? tests/cluster.sh down STATE_DIR stops it); waiting up to an hour for $NODE_LOCK"
+    flock -w 3600 8 || { echo "the node lock $NODE_LOCK is still held after an hour" >&2; exit 1; }
+  fi
+}
