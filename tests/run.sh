@@ -45,7 +45,7 @@ export MODELSHIP_SERVING_BIN=$PWD/target/debug/modelship-serving
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 
 phase "Running the tests"
-cargo test --workspace --quiet
+cargo test --workspace --quiet --no-fail-fast
 
 phase "Stopping the cluster; the host must be as it was before"
 trap - EXIT

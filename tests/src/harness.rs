@@ -366,6 +366,26 @@ pub async fn service_addr(client: &Client, namespace: &str, service: &str) -> So
     SocketAddr::new(ip, u16::try_from(port).expect("a port"))
 }
 
+/// The Service's address once kube-proxy routes it to a pod that answers `/ready`: the
+/// node's rules follow a Service's EndpointSlices a moment after the API server shows them.
+pub async fn routed_service_addr(client: &Client, namespace: &str, service: &str) -> SocketAddr {
+    let target = service_addr(client, namespace, service).await;
+    wait_until(
+        Duration::from_secs(60),
+        &format!("Service {service} to answer through kube-proxy"),
+        async || {
+            // A new connection each time: kube-proxy picks the endpoint per connection.
+            TestHttp::new()
+                .get(target, "/ready")
+                .await
+                .map(|r| r.status.is_success())
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    target
+}
+
 /// A pod's IP and the port of its first container's first port (the serving port).
 pub async fn pod_addr(client: &Client, namespace: &str, pod: &str) -> SocketAddr {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);

@@ -1265,6 +1265,9 @@ async fn chart_installs_into_a_restricted_namespace_upgrades_and_uninstalls() {
                 .args(["install", &release])
                 .arg(chart())
                 .args(["--namespace", &namespace, "--wait", "--timeout", "120s"])
+                // Its operator pods watch this namespace only, so they leave the models of
+                // tests running beside this one alone.
+                .args(["--set", &format!("operator.watchNamespace={namespace}")])
                 .args(["--set", "dashboard.enabled=true"])
                 .args(["--set", "kubeStateMetrics.customResourceState.enabled=true"])
                 .args(["--set", "kubeStateMetrics.rbac.create=true"])
@@ -1344,7 +1347,7 @@ async fn chart_installs_into_a_restricted_namespace_upgrades_and_uninstalls() {
             modelship_tests::models::model("in-cluster", "1", 1, json!({"type": "RollingUpdate"}));
         modelship_tests::models::apply(&client, &namespace, md).await;
         wait_for_version(&models, "in-cluster", "1").await;
-        let service = harness::service_addr(&client, &namespace, "in-cluster").await;
+        let service = harness::routed_service_addr(&client, &namespace, "in-cluster").await;
         let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0).collect();
         let answer = harness::TestHttp::new()
             .request(

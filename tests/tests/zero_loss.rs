@@ -9,7 +9,9 @@ use std::time::Duration;
 use axum::http::Method;
 use kube::Client;
 use modelship_crds::{Phase, RolloutOutcome};
-use modelship_tests::harness::{TestHttp, service_addr, wait_until, with_namespace};
+use modelship_tests::harness::{
+    TestHttp, routed_service_addr, service_addr, wait_until, with_namespace,
+};
 use modelship_tests::load::Load;
 use modelship_tests::models::{
     apply, condition, patch_spec, pods_of_track, selector, served_model, track, wait_phase,
@@ -26,15 +28,9 @@ fn request() -> String {
     json!({"features": features}).to_string()
 }
 
-/// Load on the Service once kube-proxy routes it: a new Service's rules lag its
-/// EndpointSlice by up to kube-proxy's sync period.
+/// Load on the Service once kube-proxy routes it.
 async fn load(client: &Client, service: &str, namespace: &str) -> Load {
-    let target = service_addr(client, namespace, service).await;
-    let http = TestHttp::new();
-    wait_until(T, "the Service to answer through kube-proxy", async || {
-        http.get(target, "/health").await.map(|r| r.status.is_success()).unwrap_or(false)
-    })
-    .await;
+    let target = routed_service_addr(client, namespace, service).await;
     Load::start(target, "/predict", &request(), RATE, MAX_LOAD)
 }
 
