@@ -34,6 +34,9 @@ if ! command -v podman >/dev/null; then
 fi
 log "$(podman --version)"
 
+# cargo test sets CARGO_MANIFEST_DIR for the tests that call this script, and ring's build
+# script reruns when it changes: without it the release build is the same one as from a shell.
+unset CARGO_MANIFEST_DIR
 log "Building static release binaries ($target, crt-static)"
 # With an explicit --target, RUSTFLAGS reach only the target's artifacts, not build scripts
 # or proc macros, which must stay dynamic. The flags are those of the Dockerfiles: getrandom
