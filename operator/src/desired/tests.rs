@@ -13,7 +13,9 @@ use modelship_crds::{
     StrategyType,
 };
 
+use super::deployment::container_uri;
 use super::*;
+use crate::plan::DesiredTrack;
 
 fn model() -> ModelDeployment {
     let mut md = ModelDeployment::new(
