@@ -4,6 +4,10 @@
 //! schema (ranges, lengths, patterns, enums) and CEL rules (`x-kubernetes-validations`).
 //! Each CEL message names the field it guards, so `kubectl apply` tells the user exactly
 //! what to fix.
+//!
+//! Why this file is long: it is the whole API version, spec and status, read top to bottom
+//! like the CRD it generates; every field carries its documentation and its rules, which
+//! become the schema's descriptions and validations.
 
 use std::collections::BTreeMap;
 

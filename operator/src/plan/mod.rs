@@ -25,9 +25,7 @@ pub mod state;
 mod track;
 
 #[cfg(test)]
-mod fixtures;
-#[cfg(test)]
-mod sim;
+mod tests;
 
 use std::time::Duration;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use modelship_crds::StrategySpec;
 
 use super::*;
-use crate::plan::fixtures::*;
+use crate::plan::tests::fixtures::*;
 use crate::plan::{Endpoint, Plan};
 
 const TOTAL: i32 = 3;

@@ -8,7 +8,7 @@ use modelship_crds::CanarySpec;
 
 use super::*;
 use crate::plan::TrackState;
-use crate::plan::fixtures::*;
+use crate::plan::tests::fixtures::*;
 
 const TOTAL: i32 = 4;
 

@@ -4,7 +4,7 @@ use modelship_crds::{Phase, RolloutOutcome, StrategySpec};
 
 use super::{World, outcomes};
 use crate::plan::Track;
-use crate::plan::fixtures::spec;
+use crate::plan::tests::fixtures::spec;
 
 #[test]
 fn rolling_update_replaces_pods_in_place() {

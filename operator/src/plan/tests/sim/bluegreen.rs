@@ -6,7 +6,7 @@ use modelship_crds::{AnalysisSpec, ModelDeploymentStatus, Phase, RolloutOutcome}
 use super::{World, outcomes};
 use crate::analysis::Measurement;
 use crate::plan::Track;
-use crate::plan::fixtures::{blue_green, spec};
+use crate::plan::tests::fixtures::{blue_green, spec};
 use crate::vocabulary::Reason;
 
 #[test]

@@ -7,9 +7,9 @@ use modelship_crds::{
     ModelDeploymentStatus, ModelSpec, PauseStep, StrategySpec, StrategyType,
 };
 
-use super::state::format_time;
-use super::{Draft, Endpoint, Input, Observed, Plan, Stage, Track, TrackState};
 use crate::analysis::Measurement;
+use crate::plan::state::format_time;
+use crate::plan::{Draft, Endpoint, Input, Observed, Plan, Stage, Track, TrackState};
 use crate::vocabulary::Reason;
 
 pub const NAME: &str = "fraud";

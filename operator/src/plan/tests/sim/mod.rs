@@ -16,8 +16,8 @@ use modelship_crds::{
 };
 
 use super::fixtures::{NAME, start};
-use super::{Endpoint, Input, Observed, Plan, Stage, Track, TrackState, analysis_due, plan};
 use crate::analysis::Measurement;
+use crate::plan::{Endpoint, Input, Observed, Plan, Stage, Track, TrackState, analysis_due, plan};
 use crate::status::{self, StatusInput};
 use crate::vocabulary::{ConditionType, Reason};
 

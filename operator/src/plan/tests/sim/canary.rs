@@ -6,7 +6,7 @@ use modelship_crds::{AnalysisSpec, CanarySpec, Phase, RolloutOutcome};
 use super::{World, outcomes};
 use crate::analysis::Measurement;
 use crate::plan::Track;
-use crate::plan::fixtures::{canary, pause, set_weight, spec};
+use crate::plan::tests::fixtures::{canary, pause, set_weight, spec};
 use crate::vocabulary::Reason;
 
 #[test]

@@ -4,7 +4,7 @@ use modelship_crds::StrategySpec;
 
 use super::World;
 use crate::plan::Track;
-use crate::plan::fixtures::{blue_green, canary, spec};
+use crate::plan::tests::fixtures::{blue_green, canary, spec};
 
 #[test]
 fn strategy_change_while_idle_moves_capacity_first() {
