@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::guard::read_body;
 use crate::batching::{Arriving, Rows};
+use crate::decode::Decoded;
 use crate::error::{Error, Result};
 use crate::feedback::Labels;
 use crate::metrics::status_of;
@@ -24,7 +25,7 @@ pub(super) trait Protocol {
     /// What the URL says about the model: nothing for `/predict`, its name for the OIP.
     type Route;
     /// A decoded request body, borrowing from the bytes.
-    type Request<'b>;
+    type Request<'b>: Decoded;
 
     /// The model the route names, looked up before the body is read; `None` when the body
     /// names it.
@@ -37,10 +38,6 @@ pub(super) trait Protocol {
     }
     /// The protocol's checks of the request against the model, each naming the field.
     fn validate(model: &ServedModel, request: &Self::Request<'_>) -> Result<()>;
-    /// Take the rows to predict out of the request, with their count.
-    fn rows(request: &mut Self::Request<'_>) -> (Rows, usize);
-    /// The id a later `/feedback` may name this answer by.
-    fn id<'r>(request: &'r Self::Request<'_>) -> Option<&'r str>;
     fn respond(model: &ServedModel, request: &Self::Request<'_>, outputs: &RowOutputs) -> Response;
 }
 
@@ -88,9 +85,9 @@ async fn run<'s, P: Protocol>(
     *model = Some(served);
     P::validate(served, &request)?;
     let arriving = arriving.unwrap_or_else(|| served.batcher.arriving());
-    let (rows, n) = P::rows(&mut request);
+    let (rows, n) = request.take_rows();
     let outputs = queue(served, rows, n, arriving, deadline, timeout_ms).await?;
-    remember(served, P::id(&request), &outputs);
+    remember(served, request.id(), &outputs);
     Ok(P::respond(served, &request, &outputs))
 }
 

@@ -7,7 +7,6 @@ use serde::{Serialize, Serializer};
 
 use super::health::now;
 use super::infer::{Protocol, serve};
-use crate::batching::Rows;
 use crate::decode::{PredictInput, decode_predict};
 use crate::error::{Error, Result};
 use crate::runtime::{ModelKind, RowOutputs};
@@ -52,14 +51,6 @@ impl Protocol for Predict {
             "{field} {} values; model {} expects {features}",
             input.width, model.name
         )))
-    }
-
-    fn rows(input: &mut PredictInput<'_>) -> (Rows, usize) {
-        (std::mem::take(&mut input.rows), input.n_rows)
-    }
-
-    fn id<'r>(input: &'r PredictInput<'_>) -> Option<&'r str> {
-        input.id.as_deref()
     }
 
     fn respond(model: &ServedModel, input: &PredictInput<'_>, out: &RowOutputs) -> Response {

@@ -9,7 +9,6 @@ use serde::Serialize;
 use smallvec::{SmallVec, smallvec};
 
 use super::infer::{Protocol, serve};
-use crate::batching::Rows;
 use crate::decode::{InferInput, decode_infer};
 use crate::error::{Error, Result};
 use crate::runtime::{DataType, ModelKind, RowOutputs, TensorInfo};
@@ -221,14 +220,6 @@ impl Protocol for Oip {
             }
         }
         Ok(())
-    }
-
-    fn rows(input: &mut InferInput<'_>) -> (Rows, usize) {
-        (std::mem::take(&mut input.rows), input.n_rows)
-    }
-
-    fn id<'r>(input: &'r InferInput<'_>) -> Option<&'r str> {
-        input.id.as_deref()
     }
 
     fn respond(model: &ServedModel, input: &InferInput<'_>, out: &RowOutputs) -> Response {

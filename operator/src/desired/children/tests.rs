@@ -5,44 +5,17 @@
 
 use std::sync::Arc;
 
-use kube::core::ObjectMeta;
-use modelship_crds::{AutoscalingSpec, ModelDeploymentSpec, ModelSpec, StrategySpec, StrategyType};
-
 use super::*;
 use crate::desired::applied_hash;
 use crate::observe::template_version;
 use crate::plan::{DesiredTrack, RolloutState, Stage, Track};
 
+/// The builders' model, with or without autoscaling.
 fn model(autoscaling: bool) -> ModelDeployment {
-    let mut md = ModelDeployment::new(
-        "fraud",
-        ModelDeploymentSpec {
-            model: ModelSpec {
-                name: None,
-                version: "2".into(),
-                uri: "file:///models/2.onnx".into(),
-                format: Default::default(),
-                reference_data: None,
-                sha256: None,
-            },
-            replicas: 3,
-            serving: None,
-            autoscaling: autoscaling.then_some(AutoscalingSpec {
-                min_replicas: 2,
-                max_replicas: 10,
-                target_cpu_utilization_percentage: None,
-                target_memory_utilization_percentage: None,
-                behavior: None,
-            }),
-            strategy: StrategySpec { type_: StrategyType::Canary, ..StrategySpec::default() },
-        },
-    );
-    md.metadata = ObjectMeta {
-        name: Some("fraud".into()),
-        namespace: Some("ml".into()),
-        uid: Some("6f1c1f43-0000-4000-8000-000000000001".into()),
-        ..ObjectMeta::default()
-    };
+    let mut md = crate::desired::tests::model();
+    if !autoscaling {
+        md.spec.autoscaling = None;
+    }
     md
 }
 

@@ -6,7 +6,7 @@ use modelship_crds::{AnalysisSpec, ModelDeploymentStatus, Phase, RolloutOutcome}
 use super::{World, outcomes};
 use crate::analysis::Measurement;
 use crate::plan::Track;
-use crate::plan::tests::fixtures::{blue_green, spec};
+use crate::plan::tests::fixtures::{analysis, blue_green, measurement, spec};
 use crate::vocabulary::Reason;
 
 #[test]
@@ -92,22 +92,14 @@ fn blue_green_rollback_during_the_delay_is_an_instant_switch_back() {
 fn blue_green_analysis_failure_switches_back() {
     let mut strategy = blue_green(true, None);
     strategy.analysis = Some(AnalysisSpec {
-        interval_seconds: 2,
-        failure_limit: 0,
-        min_requests: 10,
         max_error_rate: None,
         max_latency_p95_seconds: Some(0.1),
-        max_drift_score: None,
+        ..analysis(2, 0)
     });
     let mut world = World::new(spec("1", 2, strategy));
     world.settle();
-    world.measurement = Some(Measurement {
-        requests: 100,
-        error_rate: Some(0.0),
-        latency_p95_seconds: Some(2.0),
-        drift_score: None,
-        unreachable_pods: 0,
-    });
+    world.measurement =
+        Some(Measurement { latency_p95_seconds: Some(2.0), ..measurement(100, 0.0) });
     world.spec.model.version = "2".into();
     world.run_until("rolled back", |w| w.phase() == Phase::RolledBack);
     assert_eq!(world.service, Some(Some(Track::Blue)));

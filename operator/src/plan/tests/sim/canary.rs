@@ -1,12 +1,12 @@
 //! Canary rollouts in the simulated cluster: manual weights, steps, analysis, rollback.
 
 use k8s_openapi::jiff::SignedDuration;
-use modelship_crds::{AnalysisSpec, CanarySpec, Phase, RolloutOutcome};
+use modelship_crds::{CanarySpec, Phase, RolloutOutcome};
 
 use super::{World, outcomes};
 use crate::analysis::Measurement;
 use crate::plan::Track;
-use crate::plan::tests::fixtures::{canary, pause, set_weight, spec};
+use crate::plan::tests::fixtures::{analysis, canary, measurement, pause, set_weight, spec};
 use crate::vocabulary::Reason;
 
 #[test]
@@ -121,23 +121,10 @@ fn a_new_version_supersedes_the_candidate() {
 #[test]
 fn failed_analysis_rolls_back_and_is_not_retried() {
     let mut strategy = canary(Some(50), None);
-    strategy.analysis = Some(AnalysisSpec {
-        interval_seconds: 2,
-        failure_limit: 1,
-        min_requests: 10,
-        max_error_rate: Some(0.05),
-        max_latency_p95_seconds: None,
-        max_drift_score: None,
-    });
+    strategy.analysis = Some(analysis(2, 1));
     let mut world = World::new(spec("1", 4, strategy));
     world.settle();
-    world.measurement = Some(Measurement {
-        requests: 100,
-        error_rate: Some(0.5),
-        latency_p95_seconds: Some(0.01),
-        drift_score: None,
-        unreachable_pods: 0,
-    });
+    world.measurement = Some(measurement(100, 0.5));
     world.spec.model.version = "2".into();
     world.run_until("rolled back", |w| w.phase() == Phase::RolledBack);
     assert_eq!(world.status.aborted_version.as_deref(), Some("2"));
@@ -163,23 +150,11 @@ fn failed_analysis_rolls_back_and_is_not_retried() {
 #[test]
 fn passing_analysis_is_required_before_promotion() {
     let mut strategy = canary(Some(100), None);
-    strategy.analysis = Some(AnalysisSpec {
-        interval_seconds: 3,
-        failure_limit: 0,
-        min_requests: 10,
-        max_error_rate: Some(0.05),
-        max_latency_p95_seconds: None,
-        max_drift_score: None,
-    });
+    strategy.analysis = Some(analysis(3, 0));
     let mut world = World::new(spec("1", 2, strategy));
     world.settle();
-    world.measurement = Some(Measurement {
-        requests: 3,
-        error_rate: Some(0.0),
-        latency_p95_seconds: None,
-        drift_score: None,
-        unreachable_pods: 0,
-    });
+    // Too few requests to judge: inconclusive.
+    world.measurement = Some(measurement(3, 0.0));
     world.spec.model.version = "2".into();
     for _ in 0..30 {
         world.tick();
