@@ -30,6 +30,22 @@ struct StatusWrite {
     at: Instant,
 }
 
+impl StatusWrite {
+    /// A write computed from the object at version `read` that left it at `written`.
+    /// Resource versions are opaque: they are only compared for equality.
+    fn new(read: Option<String>, written: Option<String>) -> Self {
+        // A write that changed nothing keeps the version: nothing to wait for.
+        let superseded = read.filter(|rv| written.as_ref() != Some(rv));
+        StatusWrite { superseded, at: Instant::now() }
+    }
+
+    /// Whether a cached object at version `cached` predates this write: it is still the
+    /// very version the write replaced.
+    fn predates(&self, cached: Option<&str>) -> bool {
+        self.superseded.as_deref().is_some_and(|rv| cached == Some(rv))
+    }
+}
+
 pub struct Report {
     client: Client,
     recorder: Recorder,
@@ -48,13 +64,11 @@ impl Report {
         }
     }
 
-    /// Whether the cached `md` predates our last status write of it. Resource versions are
-    /// opaque, so they are only compared for equality: the cache is stale while it still
-    /// holds the very version the write replaced.
+    /// Whether the cached `md` predates our last status write of it.
     pub fn is_stale(&self, md: &ModelDeployment) -> bool {
         let written = self.written.lock().expect("lock");
-        let superseded = written.get(&ObjectRef::from_obj(md)).and_then(|w| w.superseded.clone());
-        superseded.is_some_and(|rv| md.resource_version().as_deref() == Some(rv.as_str()))
+        let write = written.get(&ObjectRef::from_obj(md));
+        write.is_some_and(|w| w.predates(md.resource_version().as_deref()))
     }
 
     /// Write `next` when it differs from `previous`. A change that only describes the pods
@@ -85,9 +99,7 @@ impl Report {
         self.metrics.count_write("status", "apply");
         let written =
             api.patch_status(&md.name_any(), &apply_params(), &Patch::Apply(&patch)).await?;
-        let read = md.resource_version();
-        let superseded = read.filter(|rv| written.resource_version().as_ref() != Some(rv));
-        let write = StatusWrite { superseded, at: Instant::now() };
+        let write = StatusWrite::new(md.resource_version(), written.resource_version());
         self.written.lock().expect("lock").insert(key, write);
         debug!(phase = ?next.phase, "status written");
         Ok(None)
@@ -116,5 +128,22 @@ impl Report {
                 warn!(%error, reason = %event.reason, "could not publish event");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_is_stale_only_while_it_holds_the_version_our_write_replaced() {
+        let write = StatusWrite::new(Some("a7".into()), Some("b2".into()));
+        assert!(write.predates(Some("a7")), "the cache has not seen the write");
+        assert!(!write.predates(Some("b2")), "the cache holds the write");
+        assert!(!write.predates(Some("c9")), "any other version is not the one replaced");
+        assert!(!write.predates(None));
+        let unchanged = StatusWrite::new(Some("a7".into()), Some("a7".into()));
+        assert!(!unchanged.predates(Some("a7")), "a write that changed nothing waits for nothing");
+        assert!(!StatusWrite::new(None, Some("b2".into())).predates(None));
     }
 }
