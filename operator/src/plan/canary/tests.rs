@@ -130,6 +130,33 @@ fn weight_before_table() {
 }
 
 #[test]
+fn split_achieved_table() {
+    let unsettled = TrackState { rolled_out: false, ..settled("2", 1, 1) };
+    #[rustfmt::skip]
+    let table: Vec<(&str, i32, Vec<(Track, TrackState)>, bool)> = vec![
+        ("25%: three stable, one candidate, all ready", 25,
+            vec![(Track::Stable, settled("1", 3, 3)), (Track::Canary, settled("2", 1, 1))], true),
+        ("stable not shrunk yet", 25,
+            vec![(Track::Stable, settled("1", 4, 4)), (Track::Canary, settled("2", 1, 1))], false),
+        ("a stable pod not ready", 25,
+            vec![(Track::Stable, settled("1", 3, 2)), (Track::Canary, settled("2", 1, 1))], false),
+        ("the canary runs another version", 25,
+            vec![(Track::Stable, settled("1", 3, 3)), (Track::Canary, settled("3", 1, 1))], false),
+        ("the canary is still rolling out", 25,
+            vec![(Track::Stable, settled("1", 3, 3)), (Track::Canary, unsettled)], false),
+        ("0%: no canary pod at all", 0, vec![(Track::Stable, settled("1", 4, 4))], true),
+        ("0% with a canary pod left", 0,
+            vec![(Track::Stable, settled("1", 4, 4)), (Track::Canary, settled("2", 1, 1))], false),
+        ("100%: everything on the canary", 100, vec![(Track::Canary, settled("2", 4, 4))], true),
+    ];
+    for (name, weight, tracks, expected) in table {
+        let case = tracks.into_iter().fold(manual(Some(weight)), |c, (t, s)| c.with(t, s));
+        let (achieved, _) = decide(&case, |d| split_achieved(d, "2", weight));
+        assert_eq!(achieved, expected, "{name}");
+    }
+}
+
+#[test]
 fn run_split_table() {
     let weighted = |status_weight: i32, case: Case| {
         let mut case = case;
