@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use modelship_contract::env as serving_env;
 use modelship_contract::routes;
-use modelship_crds::{ModelDeployment, labels};
+use modelship_crds::{ModelDeployment, ModelSource, ServingSpec, labels};
 
 use super::{
     Defaults, HTTP_PORT_NAME, app_labels, child_meta, deployment_name, track_selector, with_hash,
@@ -57,18 +57,58 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
     let name = md.name_any();
     let serving = md.spec.serving.clone().unwrap_or_default();
     let port = serving.port();
-    let track = desired.track.as_str();
     let mut pod_labels = track_selector(&name, desired.track);
     pod_labels.insert(labels::VERSION.into(), desired.version.clone());
     pod_labels.extend(app_labels(&name));
 
+    let storage = Storage::of(&desired.source, &serving);
+    let mut env = serving_env(md, desired, &serving);
+    env.extend(storage.env);
+    env.extend(serving.env.iter().cloned());
+    let container = container(&serving, defaults, env, storage.mounts);
+    let template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(pod_labels),
+            annotations: Some(pod_annotations(&serving, port)),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(pod(container, storage.volumes, &serving)),
+    };
+    let track = desired.track.as_str();
+    with_hash(Deployment {
+        metadata: child_meta(md, deployment_name(&name, desired.track), &[(labels::TRACK, track)]),
+        spec: DeploymentSpec {
+            replicas: Some(desired.replicas),
+            selector: LabelSelector {
+                match_labels: Some(track_selector(&name, desired.track)),
+                match_expressions: None,
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                // Never remove a ready pod before its replacement is ready.
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_surge: Some(IntOrString::String("25%".into())),
+                    max_unavailable: Some(IntOrString::Int(0)),
+                }),
+            }),
+            revision_history_limit: Some(2),
+            progress_deadline_seconds: Some(md.spec.strategy.progress_deadline_seconds),
+            template,
+            ..DeploymentSpec::default()
+        },
+        status: None,
+    })
+}
+
+/// The serving binary's configuration: which model, where to listen, how to batch.
+fn serving_env(md: &ModelDeployment, desired: &DesiredTrack, serving: &ServingSpec) -> Vec<EnvVar> {
     let model = &desired.source;
-    let mut env_vars = vec![
-        env(serving_env::LISTEN, format!("0.0.0.0:{port}")),
+    let mut vars = vec![
+        env(serving_env::LISTEN, format!("0.0.0.0:{}", serving.port())),
         env(serving_env::MODEL_NAME, md.served_model_name()),
         env(serving_env::MODEL_VERSION, desired.version.clone()),
         env(serving_env::MODEL_URI, container_uri(&model.uri)),
-        // The preStop sleep below already keeps the pod serving while endpoints update.
+        // The preStop sleep already keeps the pod serving while endpoints update.
         env(serving_env::DRAIN_SECONDS, "0"),
         EnvVar {
             name: serving_env::POD_NAME.into(),
@@ -83,96 +123,104 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
         },
     ];
     if let Some(sha) = &model.sha256 {
-        env_vars.push(env(serving_env::MODEL_SHA256, sha.clone()));
+        vars.push(env(serving_env::MODEL_SHA256, sha.clone()));
     }
     if let Some(reference) = &model.reference_data {
-        env_vars.push(env(serving_env::REFERENCE_DATA, container_uri(reference)));
+        vars.push(env(serving_env::REFERENCE_DATA, container_uri(reference)));
     }
     if let Some(batching) = &serving.batching {
-        env_vars.push(env(serving_env::MAX_BATCH_SIZE, batching.max_batch_size.to_string()));
-        env_vars
-            .push(env(serving_env::MAX_BATCH_DELAY_MICROS, batching.max_delay_micros.to_string()));
-        env_vars.push(env(serving_env::QUEUE_CAPACITY, batching.queue_capacity.to_string()));
+        vars.push(env(serving_env::MAX_BATCH_SIZE, batching.max_batch_size.to_string()));
+        vars.push(env(serving_env::MAX_BATCH_DELAY_MICROS, batching.max_delay_micros.to_string()));
+        vars.push(env(serving_env::QUEUE_CAPACITY, batching.queue_capacity.to_string()));
+    }
+    vars
+}
+
+/// What the pod mounts: a scratch `/tmp` (the root filesystem is read-only), the model's
+/// claims read-only, and the token Secret; with the variable that names the token file.
+struct Storage {
+    volumes: Vec<Volume>,
+    mounts: Vec<VolumeMount>,
+    env: Vec<EnvVar>,
+}
+
+impl Storage {
+    fn of(model: &ModelSource, serving: &ServingSpec) -> Storage {
+        let mut storage = Storage { volumes: Vec::new(), mounts: Vec::new(), env: Vec::new() };
+        storage.mount(
+            Volume {
+                name: "tmp".into(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    size_limit: Some(Quantity("1Gi".into())),
+                    ..EmptyDirVolumeSource::default()
+                }),
+                ..Volume::default()
+            },
+            "/tmp".into(),
+            None,
+        );
+        let mut claims: Vec<&str> = [Some(model.uri.as_str()), model.reference_data.as_deref()]
+            .into_iter()
+            .flatten()
+            .filter_map(|uri| parse_pvc_uri(uri).map(|(claim, _)| claim))
+            .collect();
+        claims.dedup();
+        for (index, claim) in claims.iter().enumerate() {
+            let volume = Volume {
+                name: format!("models-{index}"),
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: (*claim).to_string(),
+                    read_only: Some(true),
+                }),
+                ..Volume::default()
+            };
+            storage.mount(volume, format!("{MODEL_MOUNT_ROOT}/{claim}"), Some(true));
+        }
+        if let Some(secret) = &serving.auth_secret_name {
+            let volume = Volume {
+                name: "auth".into(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            };
+            storage.mount(volume, AUTH_MOUNT.into(), Some(true));
+            storage.env.push(env(serving_env::AUTH_TOKEN_FILE, format!("{AUTH_MOUNT}/token")));
+        }
+        storage
     }
 
-    let mut volumes = vec![Volume {
-        name: "tmp".into(),
-        empty_dir: Some(EmptyDirVolumeSource {
-            size_limit: Some(Quantity("1Gi".into())),
-            ..EmptyDirVolumeSource::default()
-        }),
-        ..Volume::default()
-    }];
-    let mut mounts = vec![VolumeMount {
-        name: "tmp".into(),
-        mount_path: "/tmp".into(),
-        ..VolumeMount::default()
-    }];
-    let mut claims: Vec<&str> = [Some(model.uri.as_str()), model.reference_data.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter_map(|uri| parse_pvc_uri(uri).map(|(claim, _)| claim))
-        .collect();
-    claims.dedup();
-    for (index, claim) in claims.iter().enumerate() {
-        let volume = format!("models-{index}");
-        volumes.push(Volume {
-            name: volume.clone(),
-            persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
-                claim_name: (*claim).to_string(),
-                read_only: Some(true),
-            }),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name: volume,
-            mount_path: format!("{MODEL_MOUNT_ROOT}/{claim}"),
-            read_only: Some(true),
+    fn mount(&mut self, volume: Volume, mount_path: String, read_only: Option<bool>) {
+        self.mounts.push(VolumeMount {
+            name: volume.name.clone(),
+            mount_path,
+            read_only,
             ..VolumeMount::default()
         });
+        self.volumes.push(volume);
     }
-    if let Some(secret) = &serving.auth_secret_name {
-        volumes.push(Volume {
-            name: "auth".into(),
-            secret: Some(SecretVolumeSource {
-                secret_name: Some(secret.clone()),
-                ..SecretVolumeSource::default()
-            }),
-            ..Volume::default()
-        });
-        mounts.push(VolumeMount {
-            name: "auth".into(),
-            mount_path: AUTH_MOUNT.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        });
-        env_vars.push(env(serving_env::AUTH_TOKEN_FILE, format!("{AUTH_MOUNT}/token")));
-    }
-    env_vars.extend(serving.env.iter().cloned());
+}
 
-    let probe = |path: &str, period: i32, failures: i32| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String(HTTP_PORT_NAME.into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failures),
-        timeout_seconds: Some(2),
-        ..Probe::default()
-    };
+/// The serving container: restricted, probed on its own routes, draining before it stops.
+fn container(
+    serving: &ServingSpec,
+    defaults: &Defaults,
+    env: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+) -> Container {
     let drain = i64::from(serving.drain_seconds());
-    let container = Container {
+    Container {
         name: "serving".into(),
         image: Some(serving.image.clone().unwrap_or_else(|| defaults.serving_image.clone())),
         image_pull_policy: serving.image_pull_policy.map(|p| format!("{p:?}")),
         ports: Some(vec![ContainerPort {
             name: Some(HTTP_PORT_NAME.into()),
-            container_port: port,
+            container_port: serving.port(),
             protocol: Some("TCP".into()),
             ..ContainerPort::default()
         }]),
-        env: Some(env_vars),
+        env: Some(env),
         resources: Some(serving.resources.clone().unwrap_or_else(default_resources)),
         readiness_probe: Some(probe(routes::READY, 2, 2)),
         liveness_probe: Some(probe(routes::HEALTH, 10, 3)),
@@ -192,8 +240,28 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
         }),
         volume_mounts: Some(mounts),
         ..Container::default()
-    };
-    let pod = PodSpec {
+    }
+}
+
+fn probe(path: &str, period: i32, failures: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String(HTTP_PORT_NAME.into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failures),
+        timeout_seconds: Some(2),
+        ..Probe::default()
+    }
+}
+
+/// The pod: non-root, no service account token, no service links, and a grace period that
+/// covers the drain.
+fn pod(container: Container, volumes: Vec<Volume>, serving: &ServingSpec) -> PodSpec {
+    let drain = i64::from(serving.drain_seconds());
+    PodSpec {
         containers: vec![container],
         volumes: Some(volumes),
         automount_service_account_token: Some(false),
@@ -212,43 +280,18 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
             ..PodSecurityContext::default()
         }),
         ..PodSpec::default()
-    };
+    }
+}
+
+/// The user's pod annotations, and where Prometheus finds the metrics.
+fn pod_annotations(serving: &ServingSpec, port: i32) -> BTreeMap<String, String> {
     let mut annotations = serving.pod_annotations.clone();
     annotations.extend([
         ("prometheus.io/scrape".to_string(), "true".to_string()),
         ("prometheus.io/port".to_string(), port.to_string()),
         ("prometheus.io/path".to_string(), routes::METRICS.to_string()),
     ]);
-    with_hash(Deployment {
-        metadata: child_meta(md, deployment_name(&name, desired.track), &[(labels::TRACK, track)]),
-        spec: DeploymentSpec {
-            replicas: Some(desired.replicas),
-            selector: LabelSelector {
-                match_labels: Some(track_selector(&name, desired.track)),
-                match_expressions: None,
-            },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                // Never remove a ready pod before its replacement is ready.
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_surge: Some(IntOrString::String("25%".into())),
-                    max_unavailable: Some(IntOrString::Int(0)),
-                }),
-            }),
-            revision_history_limit: Some(2),
-            progress_deadline_seconds: Some(md.spec.strategy.progress_deadline_seconds),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(annotations),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(pod),
-            },
-            ..DeploymentSpec::default()
-        },
-        status: None,
-    })
+    annotations
 }
 
 /// The Deployment as it runs now, resized: for tracks whose template must not change.
