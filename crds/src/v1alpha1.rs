@@ -4,6 +4,10 @@
 //! schema (ranges, lengths, patterns, enums) and CEL rules (`x-kubernetes-validations`).
 //! Each CEL message names the field it guards, so `kubectl apply` tells the user exactly
 //! what to fix.
+//!
+//! Why this file is long: it is the whole API version, spec and status, read top to bottom
+//! like the CRD it generates; every field carries its documentation and its rules, which
+//! become the schema's descriptions and validations.
 
 use std::collections::BTreeMap;
 
@@ -186,6 +190,28 @@ pub struct ServingSpec {
     pub termination_grace_period_seconds: Option<i64>,
 }
 
+impl ServingSpec {
+    /// Container port when `port` is not set.
+    pub const DEFAULT_PORT: i32 = 8080;
+    /// `preStop` sleep when `drainSeconds` is not set.
+    pub const DEFAULT_DRAIN_SECONDS: i32 = 5;
+    /// Grace period when `terminationGracePeriodSeconds` is not set.
+    pub const DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS: i64 = 30;
+
+    pub fn port(&self) -> i32 {
+        self.port.unwrap_or(Self::DEFAULT_PORT)
+    }
+
+    pub fn drain_seconds(&self) -> i32 {
+        self.drain_seconds.unwrap_or(Self::DEFAULT_DRAIN_SECONDS)
+    }
+
+    pub fn termination_grace_period_seconds(&self) -> i64 {
+        self.termination_grace_period_seconds
+            .unwrap_or(Self::DEFAULT_TERMINATION_GRACE_PERIOD_SECONDS)
+    }
+}
+
 /// Image pull policy.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum PullPolicy {
@@ -212,6 +238,16 @@ pub struct BatchingSpec {
     #[serde(default = "default_queue_capacity")]
     #[schemars(range(min = 1, max = 65536))]
     pub queue_capacity: i32,
+}
+
+impl Default for BatchingSpec {
+    fn default() -> Self {
+        Self {
+            max_batch_size: default_max_batch_size(),
+            max_delay_micros: default_max_delay_micros(),
+            queue_capacity: default_queue_capacity(),
+        }
+    }
 }
 
 fn default_max_batch_size() -> i32 {
@@ -257,6 +293,20 @@ pub struct AutoscalingSpec {
     /// Scaling behaviour, passed to the HorizontalPodAutoscaler as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behavior: Option<HorizontalPodAutoscalerBehavior>,
+}
+
+impl AutoscalingSpec {
+    /// CPU utilization target when neither target is set.
+    pub const DEFAULT_CPU_UTILIZATION_PERCENTAGE: i32 = 80;
+
+    /// The CPU target: the one set, or the default when no target at all is set.
+    pub fn cpu_target(&self) -> Option<i32> {
+        match (self.target_cpu_utilization_percentage, self.target_memory_utilization_percentage) {
+            (Some(cpu), _) => Some(cpu),
+            (None, None) => Some(Self::DEFAULT_CPU_UTILIZATION_PERCENTAGE),
+            (None, Some(_)) => None,
+        }
+    }
 }
 
 fn default_min_replicas() -> i32 {
@@ -367,6 +417,18 @@ pub struct BlueGreenSpec {
     pub scale_down_delay_seconds: i32,
 }
 
+impl Default for BlueGreenSpec {
+    /// What a BlueGreen strategy without `blueGreen` options does.
+    fn default() -> Self {
+        Self {
+            auto_promote: default_true(),
+            preview_service: default_true(),
+            preview_replicas: None,
+            scale_down_delay_seconds: default_scale_down_delay(),
+        }
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -393,6 +455,14 @@ pub struct CanarySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 50))]
     pub steps: Option<Vec<CanaryStep>>,
+}
+
+impl Default for CanarySpec {
+    /// The API server refuses a Canary strategy without canary options; an object stored
+    /// before that rule existed behaves as a manual canary at weight 0.
+    fn default() -> Self {
+        Self { weight: Some(0), steps: None }
+    }
 }
 
 /// One step of a canary: set a weight, or pause.
@@ -455,6 +525,19 @@ pub struct AnalysisSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0.0").message("spec.strategy.analysis.maxDriftScore must not be negative"))]
     pub max_drift_score: Option<f64>,
+}
+
+impl Default for AnalysisSpec {
+    fn default() -> Self {
+        Self {
+            interval_seconds: default_analysis_interval(),
+            failure_limit: default_failure_limit(),
+            min_requests: default_min_requests(),
+            max_error_rate: None,
+            max_latency_p95_seconds: None,
+            max_drift_score: None,
+        }
+    }
 }
 
 fn default_analysis_interval() -> i32 {

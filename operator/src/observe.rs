@@ -1,18 +1,103 @@
-//! Turn the children found in the watch caches into the planner's `Observed` view.
-//! Pure: the controller passes in what the stores hold.
+//! Observe: the children one ModelDeployment owns, read from the watch caches, and the
+//! planner's view of them. Only in-memory caches are read, never the API server; the
+//! conversions are pure.
 
-use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use modelship_crds::labels;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+use modelship_crds::{ModelDeployment, labels};
 
-use crate::analysis::ScrapeTarget;
+use crate::analysis::scrape::ScrapeTarget;
+use crate::desired::{HTTP_PORT_NAME, Running, deployment_name, preview_service_name};
 use crate::plan::{Endpoint, Observed, Track, TrackState};
 
 /// The label EndpointSlices carry with their Service's name.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The watch caches of the children.
+#[derive(Clone)]
+pub struct Stores {
+    pub deployments: Store<Deployment>,
+    pub services: Store<Service>,
+    pub hpas: Store<HorizontalPodAutoscaler>,
+    pub slices: Store<EndpointSlice>,
+}
+
+/// What the rest of a reconcile works from.
+pub struct Snapshot {
+    pub running: Running,
+    /// The planner's view of `running` and of the main Service's endpoints.
+    pub observed: Observed,
+    /// The main Service's EndpointSlices: where analysis finds the pods to scrape.
+    pub slices: Vec<Arc<EndpointSlice>>,
+}
+
+impl Snapshot {
+    /// Ready pods of one track behind the main Service, with the address to scrape.
+    pub fn scrape_targets(
+        &self,
+        md_name: &str,
+        namespace: &str,
+        track: Track,
+    ) -> Vec<ScrapeTarget> {
+        let deployment = deployment_name(md_name, track);
+        scrape_targets(namespace, &deployment, self.slices.iter().map(|s| &**s))
+    }
+}
+
+/// Read what `md` owns from the caches.
+pub fn snapshot(stores: &Stores, md: &ModelDeployment, namespace: &str) -> Snapshot {
+    let name = md.name_any();
+    let deployments = Track::ALL
+        .into_iter()
+        .filter_map(|track| {
+            owned_in(&stores.deployments, &deployment_name(&name, track), namespace, md)
+                .map(|d| (track, d))
+        })
+        .collect();
+    let running = Running {
+        deployments,
+        service: owned_in(&stores.services, &name, namespace, md),
+        preview: owned_in(&stores.services, &preview_service_name(&name), namespace, md),
+        hpa: owned_in(&stores.hpas, &name, namespace, md),
+    };
+    let slices = stores.slices.state_filter(|slice| {
+        slice.namespace().as_deref() == Some(namespace)
+            && slice.labels().get(SERVICE_NAME_LABEL) == Some(&name)
+    });
+    let observed = observed(&running, slices.iter().map(|s| &**s));
+    Snapshot { running, observed, slices }
+}
+
+/// The cached object of that name, if `md` owns it.
+fn owned_in<K>(
+    store: &Store<K>,
+    name: &str,
+    namespace: &str,
+    md: &ModelDeployment,
+) -> Option<Arc<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let key = ObjectRef::new(name).within(namespace);
+    store.get(&key).filter(|object| owned_by(&**object, md))
+}
+
+/// Whether `md` is the controller owner of `object`.
+pub fn owned_by<K: Resource>(object: &K, md: &ModelDeployment) -> bool {
+    let uid = md.metadata.uid.as_deref();
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
+}
 
 /// The model version a Deployment's pod template carries (empty when unlabelled).
 pub fn template_version(deployment: &Deployment) -> &str {
@@ -75,7 +160,7 @@ pub fn scrape_targets<'a>(
             .ports
             .as_ref()
             .and_then(|ports| {
-                ports.iter().find(|p| p.name.as_deref() == Some("http")).or(ports.first())
+                ports.iter().find(|p| p.name.as_deref() == Some(HTTP_PORT_NAME)).or(ports.first())
             })
             .and_then(|p| p.port);
         let Some(port) = port else { continue };
@@ -98,117 +183,17 @@ pub fn scrape_targets<'a>(
 }
 
 /// Assemble the planner's view.
-pub fn observed(
-    deployments: impl IntoIterator<Item = (Track, Deployment)>,
-    service: Option<&Service>,
-    main_service_slices: &[&EndpointSlice],
+pub fn observed<'a>(
+    running: &Running,
+    main_service_slices: impl IntoIterator<Item = &'a EndpointSlice>,
 ) -> Observed {
-    let tracks: BTreeMap<Track, TrackState> =
-        deployments.into_iter().map(|(track, d)| (track, track_state(&d))).collect();
+    let tracks = running.deployments.iter().map(|(track, d)| (*track, track_state(d))).collect();
     Observed {
         tracks,
-        service_track: service.map(selected_track),
-        endpoints: endpoints(main_service_slices.iter().copied()),
+        service_track: running.service.as_deref().map(selected_track),
+        endpoints: endpoints(main_service_slices),
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
-    use k8s_openapi::api::core::v1::{ObjectReference, PodTemplateSpec, ServiceSpec};
-    use k8s_openapi::api::discovery::v1::{
-        Endpoint as SliceEndpoint, EndpointConditions, EndpointPort,
-    };
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-
-    fn deployment(generation: i64, replicas: i32, status: DeploymentStatus) -> Deployment {
-        Deployment {
-            metadata: ObjectMeta { generation: Some(generation), ..ObjectMeta::default() },
-            spec: DeploymentSpec {
-                replicas: Some(replicas),
-                template: PodTemplateSpec {
-                    metadata: Some(ObjectMeta {
-                        labels: Some([(labels::VERSION.to_string(), "2".to_string())].into()),
-                        ..ObjectMeta::default()
-                    }),
-                    spec: None,
-                },
-                ..DeploymentSpec::default()
-            },
-            status: Some(status),
-        }
-    }
-
-    #[test]
-    fn rolled_out_needs_the_latest_generation_and_no_old_pods() {
-        let done = DeploymentStatus {
-            observed_generation: Some(3),
-            replicas: Some(3),
-            updated_replicas: Some(3),
-            ready_replicas: Some(3),
-            ..DeploymentStatus::default()
-        };
-        let state = track_state(&deployment(3, 3, done.clone()));
-        assert!(state.rolled_out);
-        assert!(state.settled_at("2", 3));
-        assert!(!state.settled_at("1", 3));
-        assert!(!track_state(&deployment(4, 3, done.clone())).rolled_out, "stale generation");
-        let surging = DeploymentStatus { replicas: Some(4), ..done };
-        assert!(!track_state(&deployment(3, 3, surging)).rolled_out, "old pods remain");
-    }
-
-    #[test]
-    fn reads_service_selectors() {
-        let service = |selector: &[(&str, &str)]| Service {
-            spec: Some(ServiceSpec {
-                selector: Some(
-                    selector.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                ),
-                ..ServiceSpec::default()
-            }),
-            ..Service::default()
-        };
-        assert_eq!(selected_track(&service(&[(labels::NAME, "m")])), None);
-        assert_eq!(
-            selected_track(&service(&[(labels::NAME, "m"), (labels::TRACK, "green")])),
-            Some(Track::Green)
-        );
-    }
-
-    #[test]
-    fn endpoints_and_scrape_targets() {
-        let endpoint = |pod: &str, ip: &str, ready: Option<bool>| SliceEndpoint {
-            addresses: vec![ip.to_string()],
-            conditions: Some(EndpointConditions { ready, ..EndpointConditions::default() }),
-            target_ref: Some(ObjectReference {
-                name: Some(pod.to_string()),
-                ..ObjectReference::default()
-            }),
-            ..SliceEndpoint::default()
-        };
-        let slice = EndpointSlice {
-            address_type: "IPv4".into(),
-            endpoints: Some(vec![
-                endpoint("m-canary-abc-1", "192.0.2.1", Some(true)),
-                endpoint("m-stable-def-1", "192.0.2.2", None),
-                endpoint("m-canary-abc-2", "192.0.2.3", Some(false)),
-            ]),
-            ports: Some(vec![EndpointPort {
-                name: Some("http".into()),
-                port: Some(8080),
-                ..EndpointPort::default()
-            }]),
-            metadata: ObjectMeta::default(),
-        };
-        let seen = endpoints([&slice]);
-        assert_eq!(seen.len(), 3);
-        assert!(seen.iter().find(|e| e.pod == "m-stable-def-1").unwrap().ready);
-        let targets = scrape_targets("ns", "m-canary", [&slice]);
-        assert_eq!(targets.len(), 1);
-        assert_eq!(
-            (targets[0].pod.as_str(), targets[0].ip.as_str(), targets[0].port),
-            ("m-canary-abc-1", "192.0.2.1", 8080)
-        );
-    }
-}
+mod tests;

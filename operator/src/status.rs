@@ -9,18 +9,22 @@ use k8s_openapi::jiff::Timestamp;
 use modelship_crds::{ModelDeploymentStatus, StrategyType, TrackStatus};
 
 use crate::desired::selector_string;
+use crate::error::Error;
 use crate::plan::{self, Observed, Plan, Stage, Track, state::format_time};
-
-pub const AVAILABLE: &str = "Available";
-pub const PROGRESSING: &str = "Progressing";
-pub const DEGRADED: &str = "Degraded";
-pub const PAUSED: &str = "Paused";
+use crate::vocabulary::{ConditionType, Reason, condition_status};
 
 /// A problem outside the plan, such as a child the API server refused.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Problem {
-    pub reason: &'static str,
+    pub reason: Reason,
     pub message: String,
+}
+
+impl Problem {
+    /// The API server refused a child: said in status until something changes.
+    pub fn refused(error: &Error) -> Self {
+        Problem { reason: Reason::ApplyFailed, message: error.to_string() }
+    }
 }
 
 pub struct StatusInput<'a> {
@@ -91,55 +95,61 @@ pub fn compute(input: &StatusInput<'_>) -> ModelDeploymentStatus {
 
 fn conditions(input: &StatusInput<'_>, ready: i32) -> Vec<Condition> {
     let plan = input.plan;
+    let replicas = format!("{ready}/{} replicas ready", input.total);
     let available = if ready >= input.total {
-        ("True", "MinimumReplicasAvailable", format!("{ready}/{} replicas ready", input.total))
+        (true, Reason::MinimumReplicasAvailable, replicas)
     } else {
-        ("False", "MinimumReplicasUnavailable", format!("{ready}/{} replicas ready", input.total))
+        (false, Reason::MinimumReplicasUnavailable, replicas)
     };
     let progressing = match &plan.stage {
         Stage::Progressing { reason, message } if plan.state.deadline_exceeded => {
-            ("False", "ProgressDeadlineExceeded", format!("{reason}: {message}"))
+            (false, Reason::ProgressDeadlineExceeded, format!("{reason}: {message}"))
         }
-        Stage::Progressing { reason, message } => ("True", *reason, message.clone()),
-        Stage::Paused { reason, message } => ("False", *reason, message.clone()),
-        Stage::Complete => ("False", "RolloutComplete", complete_message(plan)),
-        Stage::RolledBack { message } => ("False", "RolledBack", message.clone()),
+        Stage::Progressing { reason, message } => (true, *reason, message.clone()),
+        Stage::Paused { reason, message } => (false, *reason, message.clone()),
+        Stage::Complete => (false, Reason::RolloutComplete, complete_message(plan)),
+        Stage::RolledBack { message } => (false, Reason::RolledBack, message.clone()),
     };
     let degraded = match (&input.problem, &plan.stage) {
-        (Some(problem), _) => ("True", problem.reason, problem.message.clone()),
-        (None, Stage::RolledBack { message }) => ("True", "RolledBack", message.clone()),
+        (Some(problem), _) => (true, problem.reason, problem.message.clone()),
+        (None, Stage::RolledBack { message }) => (true, Reason::RolledBack, message.clone()),
         (None, _) if plan.state.source_mismatch => (
-            "True",
-            "ModelSourceMismatch",
+            true,
+            Reason::ModelSourceMismatch,
             "spec.model names the stable version with another model file; the recorded file \
              keeps serving. Set a new spec.model.version to roll the new file out"
                 .to_string(),
         ),
         (None, Stage::Progressing { message, .. }) if plan.state.deadline_exceeded => (
-            "True",
-            "ProgressDeadlineExceeded",
+            true,
+            Reason::ProgressDeadlineExceeded,
             format!("no progress within progressDeadlineSeconds: {message}"),
         ),
-        _ => ("False", "AsExpected", String::new()),
+        _ => (false, Reason::AsExpected, String::new()),
     };
     let paused = match &plan.stage {
-        Stage::Paused { reason, message } => ("True", *reason, message.clone()),
-        _ => ("False", "NotPaused", String::new()),
+        Stage::Paused { reason, message } => (true, *reason, message.clone()),
+        _ => (false, Reason::NotPaused, String::new()),
     };
-    [(AVAILABLE, available), (PROGRESSING, progressing), (DEGRADED, degraded), (PAUSED, paused)]
-        .into_iter()
-        .map(|(type_, (status, reason, message))| {
-            condition(
-                &input.previous.conditions,
-                type_,
-                status,
-                reason,
-                message,
-                input.generation,
-                input.now,
-            )
-        })
-        .collect()
+    [
+        (ConditionType::Available, available),
+        (ConditionType::Progressing, progressing),
+        (ConditionType::Degraded, degraded),
+        (ConditionType::Paused, paused),
+    ]
+    .into_iter()
+    .map(|(type_, (holds, reason, message))| {
+        condition(
+            &input.previous.conditions,
+            type_,
+            holds,
+            reason,
+            message,
+            input.generation,
+            input.now,
+        )
+    })
+    .collect()
 }
 
 fn complete_message(plan: &Plan) -> String {
@@ -152,13 +162,14 @@ fn complete_message(plan: &Plan) -> String {
 /// A condition whose `lastTransitionTime` moves only when its status changes.
 fn condition(
     previous: &[Condition],
-    type_: &str,
-    status: &str,
-    reason: &str,
+    type_: ConditionType,
+    holds: bool,
+    reason: Reason,
     message: String,
     generation: Option<i64>,
     now: Timestamp,
 ) -> Condition {
+    let (type_, status) = (type_.as_str(), condition_status(holds));
     let since = previous
         .iter()
         .find(|c| c.type_ == type_ && c.status == status)
@@ -207,7 +218,8 @@ fn counts_only(previous: &ModelDeploymentStatus, next: &ModelDeploymentStatus) -
         for condition in &mut status.conditions {
             condition.message.clear();
             // The planner reads the reasons of Degraded and Paused; these two only describe.
-            if condition.type_ == PROGRESSING || condition.type_ == AVAILABLE {
+            let described = [ConditionType::Progressing, ConditionType::Available];
+            if described.iter().any(|t| condition.type_ == t.as_str()) {
                 condition.reason.clear();
             }
         }
@@ -234,13 +246,23 @@ mod tests {
             }],
             ..ModelDeploymentStatus::default()
         };
-        let at = |type_, status, reason: &str, message: &str| {
-            condition(&[], type_, status, reason, message.into(), Some(1), Timestamp::UNIX_EPOCH)
+        let at = |type_, holds, reason, message: &str| {
+            condition(&[], type_, holds, reason, message.into(), Some(1), Timestamp::UNIX_EPOCH)
         };
         status.conditions = vec![
-            at(AVAILABLE, "False", "MinimumReplicasUnavailable", "1/3 replicas ready"),
-            at(PROGRESSING, "True", "RollingUpdate", "version 1: 1/3 pods ready"),
-            at(DEGRADED, "False", "AsExpected", ""),
+            at(
+                ConditionType::Available,
+                false,
+                Reason::MinimumReplicasUnavailable,
+                "1/3 replicas ready",
+            ),
+            at(
+                ConditionType::Progressing,
+                true,
+                Reason::RollingUpdate,
+                "version 1: 1/3 pods ready",
+            ),
+            at(ConditionType::Degraded, false, Reason::AsExpected, ""),
         ];
         status
     }
@@ -252,7 +274,7 @@ mod tests {
         next.ready_replicas = 2;
         next.tracks[0].ready_replicas = 2;
         next.conditions[0].message = "2/3 replicas ready".into();
-        next.conditions[1].reason = "WaitingForEndpoints".into();
+        next.conditions[1].reason = Reason::WaitingForEndpoints.to_string();
         next.last_progress_at = Some("2026-01-01T00:00:00Z".into());
         next.tracks.push(TrackStatus { name: "canary".into(), ..TrackStatus::default() });
         let just_written = Some(Duration::from_millis(300));
@@ -266,11 +288,11 @@ mod tests {
         let previous = healthy();
         let just_written = Some(Duration::from_millis(10));
         let changes: [fn(&mut ModelDeploymentStatus); 7] = [
-            |s| s.conditions[1].status = "False".into(),
-            |s| s.conditions[2].reason = "ProgressDeadlineExceeded".into(),
+            |s| s.conditions[1].status = condition_status(false).into(),
+            |s| s.conditions[2].reason = Reason::ProgressDeadlineExceeded.to_string(),
             |s| s.observed_generation = Some(2),
             |s| s.phase = Some(modelship_crds::Phase::Healthy),
-            |s| s.conditions[0].status = "True".into(),
+            |s| s.conditions[0].status = condition_status(true).into(),
             |s| s.stable_version = Some("2".into()),
             |s| s.canary_weight = 10,
         ];

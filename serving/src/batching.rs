@@ -5,6 +5,10 @@
 //! the first waiting request, then everything else already queued up to the batch size. It
 //! waits (yielding, up to the batch delay) only while other requests are being decoded right
 //! now: an idle server answers a lone request without any added delay.
+//!
+//! The model call itself runs on the task while it is cheap; a call expected to take longer
+//! than [`CallCost::OFFLOAD_ABOVE`] moves to the blocking pool, so a large model never stalls
+//! the async workers that read, decode and answer the other requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -22,6 +26,27 @@ use crate::runtime::{Backend, Predictions, RowOutputs};
 
 /// Rows of one request, row-major; one 20-feature row stays inline.
 pub type Rows = SmallVec<[f32; 32]>;
+
+/// What one row costs the model, measured at warm-up: it decides where a call runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CallCost {
+    per_row: Duration,
+}
+
+impl CallCost {
+    /// Calls expected to take longer than this leave the async workers. Handing a call to
+    /// the blocking pool costs a few microseconds, so cheap calls stay where they are.
+    pub const OFFLOAD_ABOVE: Duration = Duration::from_micros(100);
+
+    pub fn per_row(per_row: Duration) -> Self {
+        Self { per_row }
+    }
+
+    /// Whether a call on `rows` rows should run on the blocking pool.
+    pub fn offload(self, rows: usize) -> bool {
+        self.per_row.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX)) > Self::OFFLOAD_ABOVE
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct BatchConfig {
@@ -58,6 +83,7 @@ impl Batcher {
     pub fn spawn(
         model: Arc<dyn Backend>,
         config: BatchConfig,
+        cost: CallCost,
         metrics: ModelMetrics,
         drift: Option<DriftWindow>,
     ) -> Self {
@@ -67,6 +93,7 @@ impl Batcher {
             rx,
             model,
             config,
+            cost,
             metrics: metrics.clone(),
             drift,
             arriving: arriving.clone(),
@@ -100,6 +127,7 @@ struct Worker {
     rx: mpsc::Receiver<Job>,
     model: Arc<dyn Backend>,
     config: BatchConfig,
+    cost: CallCost,
     metrics: ModelMetrics,
     drift: Option<DriftWindow>,
     arriving: Arc<AtomicUsize>,
@@ -109,8 +137,10 @@ impl Worker {
     async fn run(mut self) {
         let features = self.model.signature().features;
         let mut jobs: Vec<Job> = Vec::with_capacity(self.config.max_rows);
-        let mut x: Vec<f32> = Vec::with_capacity(self.config.max_rows * features);
-        let mut out = Predictions::default();
+        let mut buffers = Buffers {
+            x: Vec::with_capacity(self.config.max_rows * features),
+            out: Predictions::default(),
+        };
         let mut carry: Option<Job> = None;
         loop {
             let first = match carry.take() {
@@ -126,7 +156,7 @@ impl Worker {
             let mut rows = first.rows;
             jobs.push(first);
             carry = self.gather(&mut jobs, &mut rows).await;
-            self.run_batch(&mut jobs, &mut x, &mut out);
+            self.run_batch(&mut jobs, &mut buffers).await;
         }
     }
 
@@ -156,25 +186,25 @@ impl Worker {
         }
     }
 
-    fn run_batch(&mut self, jobs: &mut Vec<Job>, x: &mut Vec<f32>, out: &mut Predictions) {
+    async fn run_batch(&mut self, jobs: &mut Vec<Job>, buffers: &mut Buffers) {
         // Callers that gave up (timeout, disconnect) are not worth computing for.
         jobs.retain(|j| !j.reply.is_closed());
         if jobs.is_empty() {
             return;
         }
         let rows = jobs.iter().map(|j| j.rows).sum();
-        x.clear();
-        jobs.iter().for_each(|j| x.extend_from_slice(&j.x));
-        match self.model.predict(x, rows, out) {
+        buffers.x.clear();
+        jobs.iter().for_each(|j| buffers.x.extend_from_slice(&j.x));
+        match self.call(buffers, rows).await {
             Ok(()) => {
                 self.metrics.batch(rows);
                 let mut start = 0;
                 for job in jobs.drain(..) {
-                    let _ = job.reply.send(Ok(out.slice(start, job.rows)));
+                    let _ = job.reply.send(Ok(buffers.out.slice(start, job.rows)));
                     start += job.rows;
                 }
                 if let Some(drift) = &mut self.drift {
-                    drift.push(x);
+                    drift.push(&buffers.x);
                     self.metrics.set_drift(drift.score());
                 }
             }
@@ -186,5 +216,50 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// One model call on the rows in `buffers.x`, into `buffers.out`: inline when cheap, on
+    /// the blocking pool otherwise (the buffers travel there and back).
+    async fn call(&self, buffers: &mut Buffers, rows: usize) -> Result<()> {
+        if !self.cost.offload(rows) {
+            return self.model.predict(&buffers.x, rows, &mut buffers.out);
+        }
+        let model = self.model.clone();
+        let mut moved = std::mem::take(buffers);
+        let joined = tokio::task::spawn_blocking(move || {
+            let result = model.predict(&moved.x, rows, &mut moved.out);
+            (moved, result)
+        })
+        .await;
+        match joined {
+            Ok((moved, result)) => {
+                *buffers = moved;
+                result
+            }
+            Err(e) => Err(Error::Inference(format!("the model call did not finish: {e}"))),
+        }
+    }
+}
+
+/// The batch input and output, reused from one call to the next.
+#[derive(Default)]
+struct Buffers {
+    x: Vec<f32>,
+    out: Predictions,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_costly_calls_leave_the_async_workers() {
+        let cheap = CallCost::per_row(Duration::from_micros(1));
+        assert!(!cheap.offload(1));
+        assert!(!cheap.offload(64));
+        assert!(cheap.offload(1000));
+        let costly = CallCost::per_row(Duration::from_millis(2));
+        assert!(costly.offload(1));
+        assert!(!CallCost::per_row(Duration::ZERO).offload(usize::MAX));
     }
 }

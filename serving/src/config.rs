@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use modelship_contract::env;
 
 #[derive(Debug, Parser)]
 #[command(name = "modelship-serving", version, about = "Modelship model server")]
@@ -35,54 +36,54 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Args)]
 pub struct Config {
     /// Address to listen on.
-    #[arg(long, env = "MODELSHIP_LISTEN", default_value = "0.0.0.0:8080")]
+    #[arg(long, env = env::LISTEN, default_value = "0.0.0.0:8080")]
     pub listen: SocketAddr,
     /// Name the model is served under (/v2/models/{name}); defaults to the file stem.
-    #[arg(long, env = "MODELSHIP_MODEL_NAME")]
+    #[arg(long, env = env::MODEL_NAME)]
     pub model_name: Option<String>,
     /// Version string reported and matched against `model_version`.
-    #[arg(long, env = "MODELSHIP_MODEL_VERSION", default_value = "1")]
+    #[arg(long, env = env::MODEL_VERSION, default_value = "1")]
     pub model_version: String,
     /// file:///path, a plain path, or http(s)://.
-    #[arg(long, env = "MODELSHIP_MODEL_URI")]
+    #[arg(long, env = env::MODEL_URI)]
     pub model_uri: Option<String>,
     /// Expected hex SHA-256 of the model bytes; checked after download.
-    #[arg(long, env = "MODELSHIP_MODEL_SHA256")]
+    #[arg(long, env = env::MODEL_SHA256)]
     pub model_sha256: Option<String>,
     /// Feature statistics for drift (same schemes as the model URI).
-    #[arg(long, env = "MODELSHIP_REFERENCE_DATA")]
+    #[arg(long, env = env::REFERENCE_DATA)]
     pub reference_data: Option<String>,
     /// Serve every <dir>/<name>/<version>/model.onnx (with an optional reference.json beside it).
-    #[arg(long, env = "MODELSHIP_MODEL_DIR")]
+    #[arg(long, env = env::MODEL_DIR)]
     pub model_dir: Option<PathBuf>,
     /// Most rows in one model call.
-    #[arg(long, env = "MODELSHIP_MAX_BATCH_SIZE", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    #[arg(long, env = env::MAX_BATCH_SIZE, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub max_batch_size: u32,
     /// Longest a batch waits for more requests, only while more are on their way.
-    #[arg(long, env = "MODELSHIP_MAX_BATCH_DELAY_MICROS", default_value_t = 500)]
+    #[arg(long, env = env::MAX_BATCH_DELAY_MICROS, default_value_t = 500)]
     pub max_batch_delay_micros: u64,
     /// Requests waiting per model before new ones get 429.
-    #[arg(long, env = "MODELSHIP_QUEUE_CAPACITY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = env::QUEUE_CAPACITY, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_capacity: u32,
     /// Largest accepted request body; larger bodies get 413.
-    #[arg(long, env = "MODELSHIP_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
     /// Deadline for an inference request, body included; past it the answer is 503.
-    #[arg(long, env = "MODELSHIP_REQUEST_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, env = env::REQUEST_TIMEOUT_MS, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
     /// File holding a bearer token required on inference routes.
-    #[arg(long, env = "MODELSHIP_AUTH_TOKEN_FILE")]
+    #[arg(long, env = env::AUTH_TOKEN_FILE)]
     pub auth_token_file: Option<PathBuf>,
     /// After SIGTERM: seconds to keep serving with readiness false, before draining.
-    #[arg(long, env = "MODELSHIP_DRAIN_SECONDS", default_value_t = 5)]
+    #[arg(long, env = env::DRAIN_SECONDS, default_value_t = 5)]
     pub drain_seconds: u64,
-    #[arg(long, env = "MODELSHIP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, env = env::LOG_FORMAT, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Added to log lines when set.
-    #[arg(long, env = "MODELSHIP_POD_NAME")]
+    #[arg(long, env = env::POD_NAME)]
     pub pod_name: Option<String>,
     /// Runtime worker threads; 1 runs everything on one thread. Default: available cores.
-    #[arg(long, env = "MODELSHIP_WORKER_THREADS", value_parser = clap::value_parser!(u32).range(1..=1024))]
+    #[arg(long, env = env::WORKER_THREADS, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_threads: Option<u32>,
 }
 

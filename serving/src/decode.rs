@@ -11,6 +11,30 @@ use smallvec::SmallVec;
 use crate::batching::Rows;
 use crate::error::{Error, Result};
 
+/// What every decoded inference request carries, whatever its wire format.
+pub trait Decoded {
+    /// The id a later `/feedback` may name the answer by.
+    fn id(&self) -> Option<&str>;
+    /// Take the rows out, with their count.
+    fn take_rows(&mut self) -> (Rows, usize);
+}
+
+macro_rules! decoded {
+    ($($input:ident),*) => {$(
+        impl Decoded for $input<'_> {
+            fn id(&self) -> Option<&str> {
+                self.id.as_deref()
+            }
+
+            fn take_rows(&mut self) -> (Rows, usize) {
+                (std::mem::take(&mut self.rows), self.n_rows)
+            }
+        }
+    )*};
+}
+
+decoded!(PredictInput, InferInput);
+
 /// A decoded `/predict` body. `width` is the values per row the caller sent.
 #[derive(Debug)]
 pub struct PredictInput<'a> {

@@ -12,7 +12,7 @@ pub fn default_url(listen: SocketAddr) -> String {
         if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };
     let host =
         if listen.is_ipv6() && !listen.ip().is_unspecified() { format!("[{host}]") } else { host };
-    format!("http://{host}:{}/health", listen.port())
+    format!("http://{host}:{}{}", listen.port(), modelship_contract::routes::HEALTH)
 }
 
 /// `Ok(())` when the URL answers 200.

@@ -2,8 +2,11 @@
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::batching::{BatchConfig, Batcher};
+use modelship_contract::env;
+
+use crate::batching::{BatchConfig, Batcher, CallCost};
 use crate::config::Config;
 use crate::drift::{DriftWindow, Reference};
 use crate::error::{Error, Result};
@@ -32,12 +35,14 @@ pub struct ModelSource {
 pub fn sources(config: &Config) -> Result<Vec<ModelSource>> {
     let sources = match (&config.model_uri, &config.model_dir) {
         (Some(_), Some(_)) => {
-            return Err(Error::Config(
-                "set MODELSHIP_MODEL_URI or MODELSHIP_MODEL_DIR, not both".into(),
-            ));
+            return Err(Error::Config(format!(
+                "set {} or {}, not both",
+                env::MODEL_URI,
+                env::MODEL_DIR
+            )));
         }
         (None, None) => {
-            return Err(Error::Config("set MODELSHIP_MODEL_URI or MODELSHIP_MODEL_DIR".into()));
+            return Err(Error::Config(format!("set {} or {}", env::MODEL_URI, env::MODEL_DIR)));
         }
         (Some(uri), None) => vec![ModelSource {
             name: config.model_name.clone().unwrap_or_else(|| name_from_uri(uri)),
@@ -134,17 +139,18 @@ pub async fn load_all(
             Some(uri) => Some(Reference::parse(&crate::fetch::fetch(uri, None).await?, features)?),
             None => None,
         };
-        warm_up(backend.as_ref())?;
+        let cost = warm_up(backend.as_ref())?;
         let metrics = state.metrics.model(&source.name, &source.version, reference.is_some());
         let drift = reference.map(|r| DriftWindow::new(r, DRIFT_WINDOW_ROWS));
         let has_drift = drift.is_some();
-        let batcher = Batcher::spawn(backend.clone(), batch, metrics.clone(), drift);
+        let batcher = Batcher::spawn(backend.clone(), batch, cost, metrics.clone(), drift);
         tracing::info!(
             model = %source.name,
             version = %source.version,
             backend = backend.name(),
             features,
             drift = has_drift,
+            ?cost,
             elapsed_us = started.elapsed().as_micros() as u64,
             "model loaded and warmed up"
         );
@@ -165,15 +171,29 @@ pub async fn load_all(
     Ok(Models::new(models))
 }
 
-/// One inference on a zero row: readiness promises the model has answered once.
-pub fn warm_up(backend: &dyn Backend) -> Result<()> {
+/// Warm-up calls at most: the fastest is the model's cost per row.
+const WARM_UP_CALLS: usize = 3;
+
+/// Inferences on a zero row: readiness promises the model has answered once. The fastest of
+/// a few calls is what a row costs the model, which decides where its calls run.
+pub fn warm_up(backend: &dyn Backend) -> Result<CallCost> {
     let sig = backend.signature();
+    let x = vec![0.0; sig.features];
     let mut out = Predictions::default();
-    backend.predict(&vec![0.0; sig.features], 1, &mut out)?;
-    if out.rows != 1 || out.scores.len() != sig.width() {
-        return Err(Error::load("warm-up inference returned outputs of the wrong size"));
+    let mut fastest = Duration::MAX;
+    for _ in 0..WARM_UP_CALLS {
+        let started = std::time::Instant::now();
+        backend.predict(&x, 1, &mut out)?;
+        fastest = fastest.min(started.elapsed());
+        if out.rows != 1 || out.scores.len() != sig.width() {
+            return Err(Error::load("warm-up inference returned outputs of the wrong size"));
+        }
+        // A costly model is known to be costly after one call; no need to wait for more.
+        if CallCost::per_row(fastest).offload(1) {
+            break;
+        }
     }
-    Ok(())
+    Ok(CallCost::per_row(fastest))
 }
 
 pub fn batch_config(config: &Config) -> BatchConfig {

@@ -16,38 +16,22 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use modelship_contract::metrics as names;
+
 use crate::error::Error;
 
-/// Request outcome classes: 2xx, caller mistakes (4xx), server faults (5xx), load shedding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Success,
-    Invalid,
-    Error,
-    Rejected,
-}
+pub use modelship_contract::metrics::RequestStatus;
 
-impl Outcome {
-    pub const ALL: [Outcome; 4] = [Self::Success, Self::Invalid, Self::Error, Self::Rejected];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Success => "success",
-            Self::Invalid => "invalid",
-            Self::Error => "error",
-            Self::Rejected => "rejected",
-        }
-    }
-
-    pub fn of(result: &Result<(), &Error>) -> Self {
-        match result {
-            Ok(()) => Self::Success,
-            Err(e) => match e.status().as_u16() {
-                429 | 503 => Self::Rejected,
-                400..=499 => Self::Invalid,
-                _ => Self::Error,
-            },
-        }
+/// The status a request is counted under: 2xx, caller mistakes (4xx), server faults (5xx),
+/// load shedding (429 and 503).
+pub fn status_of(result: &Result<(), &Error>) -> RequestStatus {
+    match result {
+        Ok(()) => RequestStatus::Success,
+        Err(e) => match e.status().as_u16() {
+            429 | 503 => RequestStatus::Rejected,
+            400..=499 => RequestStatus::Invalid,
+            _ => RequestStatus::Error,
+        },
     }
 }
 
@@ -110,15 +94,15 @@ impl Metrics {
         let accuracy = Family::<ModelLabels, FloatGauge>::default();
         let batch_size: HistogramFamily = Family::new_with_constructor(batch_histogram);
         let queue_depth = Family::<ModelLabels, Gauge>::default();
-        registry.register("ml_requests", "Inference requests by outcome", requests.clone());
+        registry.register(names::REQUESTS, "Inference requests by outcome", requests.clone());
         registry.register(
-            "ml_request_duration_seconds",
+            names::REQUEST_DURATION_SECONDS,
             "Latency of successful inference requests, body read to response",
             duration.clone(),
         );
         registry.register("ml_predictions", "Rows predicted", predictions.clone());
         registry.register(
-            "ml_data_drift_score",
+            names::DATA_DRIFT_SCORE,
             "Mean over features of |window mean - reference mean| / (reference std + 1e-8)",
             drift.clone(),
         );
@@ -136,16 +120,16 @@ impl Metrics {
     /// Create every series of one model and hand out its recording handles.
     pub fn model(&self, name: &str, version: &str, drift: bool) -> ModelMetrics {
         let labels = ModelLabels { model: name.to_owned(), version: version.to_owned() };
-        let request = |o: Outcome| {
+        let request = |status: RequestStatus| {
             let l = RequestLabels {
                 model: name.to_owned(),
                 version: version.to_owned(),
-                status: o.as_str(),
+                status: status.as_str(),
             };
             self.requests.get_or_create(&l).clone()
         };
         ModelMetrics {
-            requests: Outcome::ALL.map(request),
+            requests: RequestStatus::ALL.map(request),
             duration: self.duration.get_or_create(&labels).clone(),
             predictions: self.predictions.get_or_create(&labels).clone(),
             // Without reference statistics there is no drift to report, so no series.
@@ -179,10 +163,10 @@ pub struct ModelMetrics {
 }
 
 impl ModelMetrics {
-    pub fn request(&self, outcome: Outcome, elapsed: Duration) {
-        let i = Outcome::ALL.iter().position(|o| *o == outcome).unwrap_or(2);
+    pub fn request(&self, status: RequestStatus, elapsed: Duration) {
+        let i = RequestStatus::ALL.iter().position(|s| *s == status).unwrap_or(2);
         self.requests[i].inc();
-        if outcome == Outcome::Success {
+        if status == RequestStatus::Success {
             self.duration.observe(elapsed.as_secs_f64());
         }
     }
@@ -273,6 +257,8 @@ fn resident_bytes(status: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use modelship_contract::exposition::parse_sample;
+
     use super::*;
 
     #[test]
@@ -296,7 +282,7 @@ mod tests {
     fn series_exist_from_load_and_outcomes_map_statuses() {
         let m = Metrics::new();
         let mm = m.model("iris", "1", false);
-        mm.request(Outcome::Success, Duration::from_micros(80));
+        mm.request(RequestStatus::Success, Duration::from_micros(80));
         let text = m.encode();
         assert!(text.contains(r#"ml_requests_total{model="iris",version="1",status="success"} 1"#));
         assert!(
@@ -304,8 +290,29 @@ mod tests {
         );
         assert!(text.contains("process_resident_memory_bytes"));
         assert!(!text.contains("ml_data_drift_score{"));
-        assert_eq!(Outcome::of(&Err(&Error::QueueFull)), Outcome::Rejected);
-        assert_eq!(Outcome::of(&Err(&Error::invalid("x"))), Outcome::Invalid);
-        assert_eq!(Outcome::of(&Err(&Error::Inference("x".into()))), Outcome::Error);
+        assert_eq!(status_of(&Err(&Error::QueueFull)), RequestStatus::Rejected);
+        assert_eq!(status_of(&Err(&Error::invalid("x"))), RequestStatus::Invalid);
+        assert_eq!(status_of(&Err(&Error::Inference("x".into()))), RequestStatus::Error);
+    }
+
+    /// What this server writes, read back the way canary analysis reads it.
+    #[test]
+    fn analysis_reads_what_is_written() {
+        let m = Metrics::new();
+        let mm = m.model("fraud", "2", true);
+        let other = m.model("fraud", "1", false);
+        mm.request(RequestStatus::Success, Duration::from_micros(80));
+        mm.request(RequestStatus::Success, Duration::from_millis(3));
+        mm.request(RequestStatus::Rejected, Duration::from_micros(10));
+        other.request(RequestStatus::Error, Duration::from_micros(10));
+        mm.set_drift(0.25);
+        let sample = parse_sample(&m.encode(), "2");
+        let count = |s: RequestStatus| sample.requests_by_status.get(s.as_str()).copied();
+        assert_eq!(count(RequestStatus::Success), Some(2.0));
+        assert_eq!(count(RequestStatus::Rejected), Some(1.0));
+        assert_eq!(count(RequestStatus::Error), Some(0.0), "version 1's error is not version 2's");
+        assert_eq!(sample.latency_buckets.last(), Some(&(f64::INFINITY, 2.0)));
+        assert!(sample.latency_buckets.iter().any(|&(le, n)| le == 0.0001 && n == 1.0));
+        assert_eq!(sample.drift_score, Some(0.25));
     }
 }

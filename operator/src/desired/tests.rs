@@ -13,9 +13,12 @@ use modelship_crds::{
     StrategyType,
 };
 
+use super::deployment::container_uri;
 use super::*;
+use crate::plan::DesiredTrack;
 
-fn model() -> ModelDeployment {
+/// A canary model with every option the builders read.
+pub(super) fn model() -> ModelDeployment {
     let mut md = ModelDeployment::new(
         "fraud",
         ModelDeploymentSpec {

@@ -3,32 +3,26 @@
 //! inference), the switch is confirmed through the Service's EndpointSlices, and the old
 //! color keeps running for `scaleDownDelaySeconds` so a switch back is instant.
 
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use modelship_crds::BlueGreenSpec;
 
-use super::{Draft, Stage, Track, analysis_allows_promotion, apply_measurement, retire_foreign};
+use super::gate::{analysis_allows_promotion, apply_measurement};
+use super::rules::retire_foreign;
+use super::state::format_time;
+use super::{Draft, Stage, Track};
+use crate::vocabulary::Reason;
 
 fn options(d: &Draft<'_>) -> BlueGreenSpec {
-    d.input.spec.strategy.blue_green.clone().unwrap_or(BlueGreenSpec {
-        auto_promote: true,
-        preview_service: true,
-        preview_replicas: None,
-        scale_down_delay_seconds: 30,
-    })
+    d.input.spec.strategy.blue_green.clone().unwrap_or_default()
 }
 
 pub fn plan(d: &mut Draft<'_>) {
     let version = d.version().to_string();
-    d.state.current_step = None;
-    d.state.canary_weight = 0;
     let stable = d.state.stable_version.clone().unwrap_or_else(|| version.clone());
     // The Service's selector is the truth about which color serves.
     let selected = d.input.observed.service_track.flatten().filter(|t| t.is_color());
     let active = selected.or(d.state.active_color).unwrap_or(Track::Blue);
     d.state.active_color = Some(active);
-    if d.state.aborted_version.as_deref() != Some(version.as_str()) {
-        d.state.aborted_version = None;
-    }
 
     if version == stable {
         if let Some(candidate) = d.state.candidate_version.clone() {
@@ -86,11 +80,11 @@ fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str
         d.state.active_color = Some(idle);
         d.state.scale_down_at = None;
         d.event(
-            "SwitchedService",
+            Reason::SwitchedService,
             format!("service {} now selects {} (version {candidate})", d.input.name, idle.as_str()),
         );
         d.progressing(
-            "WaitingForEndpoints",
+            Reason::WaitingForEndpoints,
             format!(
                 "waiting for the endpoints of service {} to hold only {} pods",
                 d.input.name,
@@ -99,7 +93,7 @@ fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str
         );
     } else if !approved && seen.settled_at(candidate, size) {
         d.paused(
-            "AwaitingApproval",
+            Reason::AwaitingApproval,
             format!(
                 "{} runs version {candidate} ({}/{size} ready); set spec.strategy.approvedVersion \
                  to {candidate} to switch traffic",
@@ -109,7 +103,7 @@ fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str
         );
     } else {
         d.progressing(
-            "WaitingForCandidate",
+            Reason::WaitingForCandidate,
             format!("{} version {candidate}: {}/{size} ready", idle.as_str(), seen.ready.min(size)),
         );
     }
@@ -141,7 +135,7 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
             message: format!("version {candidate} rolled back to {stable}: {why}"),
         };
         let note = format!("service {} back on {} (version {stable})", d.input.name, old.as_str());
-        d.event("SwitchedService", note);
+        d.event(Reason::SwitchedService, note);
         return;
     }
 
@@ -149,7 +143,7 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
         if !endpoints_only(d, color) {
             d.hold(old, stable, old_seen.replicas.max(total));
             d.progressing(
-                "WaitingForEndpoints",
+                Reason::WaitingForEndpoints,
                 format!(
                     "waiting for the endpoints of service {} to hold only {} pods",
                     d.input.name,
@@ -161,7 +155,7 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
         let at = delay_from_now(d);
         d.state.scale_down_at = Some(at);
         d.event(
-            "TrafficSwitched",
+            Reason::TrafficSwitched,
             format!("endpoints of service {} hold only {} pods", d.input.name, color.as_str()),
         );
     }
@@ -174,10 +168,10 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
         }
         let why = match analysis {
             Err(why) if d.input.now >= scale_down_at => why,
-            _ => format!("until {}", super::state::format_time(scale_down_at)),
+            _ => format!("until {}", format_time(scale_down_at)),
         };
         d.progressing(
-            "ScaleDownDelay",
+            Reason::ScaleDownDelay,
             format!("version {candidate} serves; {} (version {stable}) kept {why}", old.as_str()),
         );
         return;
@@ -191,7 +185,7 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
         Stage::Complete
     } else {
         Stage::Progressing {
-            reason: "Scaling",
+            reason: Reason::Scaling,
             message: format!("{} {}/{total} ready", color.as_str(), d.observed(color).ready),
         }
     };
@@ -230,7 +224,7 @@ fn steady(d: &mut Draft<'_>, active: Track, stable: &str, rolled_back: Option<St
         Some(message) => Stage::RolledBack { message },
         None if seen.settled_at(stable, total) => Stage::Complete,
         None => Stage::Progressing {
-            reason: "Scaling",
+            reason: Reason::Scaling,
             message: format!(
                 "{} version {stable}: {}/{total} ready",
                 active.as_str(),
@@ -247,7 +241,10 @@ fn switch_back_if_serving(d: &mut Draft<'_>, active: Track, candidate: &str) -> 
     let serving_candidate = d.observed(active).version == candidate;
     let other = active.other_color();
     if serving_candidate && d.observed(other).ready > 0 {
-        d.event("SwitchedService", format!("service {} back on {}", d.input.name, other.as_str()));
+        d.event(
+            Reason::SwitchedService,
+            format!("service {} back on {}", d.input.name, other.as_str()),
+        );
         d.state.active_color = Some(other);
         return other;
     }
@@ -263,5 +260,8 @@ fn endpoints_only(d: &Draft<'_>, color: Track) -> bool {
 
 fn delay_from_now(d: &Draft<'_>) -> Timestamp {
     let seconds = options(d).scale_down_delay_seconds;
-    d.input.now + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(seconds))
+    d.input.now + SignedDuration::from_secs(i64::from(seconds))
 }
+
+#[cfg(test)]
+mod tests;

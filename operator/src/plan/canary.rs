@@ -5,15 +5,21 @@
 //! candidate version in place (maxUnavailable 0), and the canary is removed once stable is
 //! settled, so ready pods never drop below the total. Going back to stable grows stable first.
 
+use k8s_openapi::jiff::SignedDuration;
 use modelship_crds::CanaryStep;
 
+use super::gate::{analysis_allows_promotion, apply_measurement};
+use super::rules::retire_foreign;
 use super::split::{capacity_safe, split};
-use super::{Draft, Stage, Track, analysis_allows_promotion, apply_measurement, retire_foreign};
+use super::state::format_time;
+use super::{Draft, Stage, Track};
+use crate::vocabulary::Reason;
 
 /// Where the candidate should stand.
+#[derive(Debug, PartialEq)]
 enum Target {
     /// Run the split at this weight; `pause` says the rollout then waits.
-    Weight { weight: i32, pause: Option<(&'static str, String)> },
+    Weight { weight: i32, pause: Option<(Reason, String)> },
     /// Promote the candidate.
     Promote,
 }
@@ -21,14 +27,6 @@ enum Target {
 pub fn plan(d: &mut Draft<'_>) {
     let version = d.version().to_string();
     let stable = d.state.stable_version.clone().unwrap_or_else(|| version.clone());
-    d.service_track = None;
-    d.preview_track = None;
-    d.state.active_color = None;
-    d.state.scale_down_at = None;
-    if d.state.aborted_version.as_deref() != Some(version.as_str()) {
-        d.state.aborted_version = None;
-    }
-
     if version == stable {
         d.abandon_candidate();
         return drain(d, &stable, None);
@@ -66,7 +64,7 @@ pub fn plan(d: &mut Draft<'_>) {
 
 /// The weight the rollout aims at, walking the steps when there are steps.
 fn target(d: &mut Draft<'_>, candidate: &str) -> Target {
-    let canary = d.input.spec.strategy.canary.clone().unwrap_or_default_canary();
+    let canary = d.input.spec.strategy.canary.clone().unwrap_or_default();
     if let Some(weight) = canary.weight {
         if weight >= 100 {
             return Target::Promote;
@@ -81,7 +79,7 @@ fn target(d: &mut Draft<'_>, candidate: &str) -> Target {
                      (100 promotes) or set spec.model.version back to roll back"
                 )
             };
-            ("CanaryWeightReached", message)
+            (Reason::CanaryWeightReached, message)
         });
         return Target::Weight { weight, pause };
     }
@@ -111,15 +109,17 @@ fn walk_steps(d: &mut Draft<'_>, candidate: &str, steps: &[CanaryStep]) -> Targe
             match pause.seconds {
                 Some(seconds) => {
                     let started = d.state.step_started_at.unwrap_or(now);
-                    let until =
-                        started + k8s_openapi::jiff::SignedDuration::from_secs(i64::from(seconds));
+                    let until = started + SignedDuration::from_secs(i64::from(seconds));
                     if now < until {
                         d.wake_at(until);
                         let message = format!(
                             "step {index}: pausing {seconds}s at {weight}% until {}",
-                            super::state::format_time(until)
+                            format_time(until)
                         );
-                        return Target::Weight { weight, pause: Some(("CanaryPause", message)) };
+                        return Target::Weight {
+                            weight,
+                            pause: Some((Reason::CanaryPause, message)),
+                        };
                     }
                     true
                 }
@@ -132,7 +132,7 @@ fn walk_steps(d: &mut Draft<'_>, candidate: &str, steps: &[CanaryStep]) -> Targe
                         );
                         return Target::Weight {
                             weight,
-                            pause: Some(("AwaitingApproval", message)),
+                            pause: Some((Reason::AwaitingApproval, message)),
                         };
                     }
                     true
@@ -144,7 +144,10 @@ fn walk_steps(d: &mut Draft<'_>, candidate: &str, steps: &[CanaryStep]) -> Targe
             d.state.current_step = Some(index as i32);
             d.state.step_started_at = Some(now);
             d.state.last_progress_at = Some(now);
-            d.event("StepCompleted", format!("canary step {} of {} done", index, steps.len()));
+            d.event(
+                Reason::StepCompleted,
+                format!("canary step {} of {} done", index, steps.len()),
+            );
         }
     }
 }
@@ -172,7 +175,7 @@ fn run_split(
     stable: &str,
     candidate: &str,
     weight: i32,
-    pause: Option<(&'static str, String)>,
+    pause: Option<(Reason, String)>,
 ) {
     let total = d.total();
     let stable_seen = d.observed(Track::Stable);
@@ -186,13 +189,13 @@ fn run_split(
     d.hold(Track::Stable, stable, stable_replicas);
     d.want(Track::Canary, candidate, canary_replicas);
     if d.state.canary_weight != weight {
-        d.event("WeightChanged", format!("canary {candidate} at {weight}%"));
+        d.event(Reason::WeightChanged, format!("canary {candidate} at {weight}%"));
     }
     d.state.canary_weight = weight;
     match pause {
         Some((reason, message)) => d.paused(reason, message),
         None => d.progressing(
-            "ScalingTracks",
+            Reason::ScalingTracks,
             format!(
                 "moving to {weight}%: canary {}/{} ready, stable {}/{} ready",
                 canary_seen.ready, canary_replicas, stable_seen.ready, stable_replicas
@@ -214,18 +217,21 @@ fn begin_promotion(d: &mut Draft<'_>, stable: &str, candidate: &str) {
     d.state.canary_weight = 100;
     match (proven, analysis) {
         (true, Ok(())) => {
-            d.event("PromotionStarted", format!("stable track rolling to version {candidate}"));
+            d.event(
+                Reason::PromotionStarted,
+                format!("stable track rolling to version {candidate}"),
+            );
             return promote(d, candidate);
         }
         (false, _) => d.progressing(
-            "WaitingForCandidate",
+            Reason::WaitingForCandidate,
             format!(
                 "promotion waits for candidate {candidate}: {}/{proving} ready",
                 canary_seen.ready
             ),
         ),
         (true, Err(why)) => {
-            d.paused("WaitingForAnalysis", format!("promotion of {candidate} {why}"))
+            d.paused(Reason::WaitingForAnalysis, format!("promotion of {candidate} {why}"))
         }
     }
     // Until promotion starts, hold the split the candidate already runs at.
@@ -258,7 +264,7 @@ fn promote(d: &mut Draft<'_>, candidate: &str) {
         d.hold(Track::Canary, &canary_seen.version, canary_seen.replicas);
     }
     d.progressing(
-        "Promoting",
+        Reason::Promoting,
         format!("stable track rolling to version {candidate}: {}/{total} ready", stable_seen.ready),
     );
     retire_foreign(d, stable_seen.ready + canary_seen.ready);
@@ -290,21 +296,12 @@ fn drain(d: &mut Draft<'_>, stable: &str, rolled_back: Option<String>) {
         Some(message) => Stage::RolledBack { message },
         None if settled => Stage::Complete,
         None => Stage::Progressing {
-            reason: "ScalingTracks",
+            reason: Reason::ScalingTracks,
             message: format!("stable {stable}: {}/{total} ready", stable_seen.ready),
         },
     };
     retire_foreign(d, stable_seen.ready + canary_seen.ready);
 }
 
-trait CanaryDefault {
-    fn unwrap_or_default_canary(self) -> modelship_crds::CanarySpec;
-}
-
-impl CanaryDefault for Option<modelship_crds::CanarySpec> {
-    fn unwrap_or_default_canary(self) -> modelship_crds::CanarySpec {
-        // The API server refuses a Canary strategy without canary options; an object stored
-        // before that rule existed behaves as a manual canary at weight 0.
-        self.unwrap_or(modelship_crds::CanarySpec { weight: Some(0), steps: None })
-    }
-}
+#[cfg(test)]
+mod tests;

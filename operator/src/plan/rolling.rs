@@ -1,19 +1,13 @@
 //! RollingUpdate: one Deployment; a new version is a pod-template change that the Deployment
 //! controller rolls out with maxUnavailable 0.
 
-use super::{Draft, Stage, Track, retire_foreign};
+use super::rules::retire_foreign;
+use super::{Draft, Stage, Track};
+use crate::vocabulary::Reason;
 
 pub fn plan(d: &mut Draft<'_>) {
     let total = d.total();
     let version = d.version().to_string();
-    d.state.aborted_version = None;
-    d.state.active_color = None;
-    d.state.scale_down_at = None;
-    d.state.canary_weight = 0;
-    d.state.analysis = None;
-    d.service_track = None;
-    d.preview_track = None;
-
     let stable = d.state.stable_version.clone().unwrap_or_default();
     if version == stable {
         d.abandon_candidate();
@@ -28,7 +22,7 @@ pub fn plan(d: &mut Draft<'_>) {
         d.stage = Stage::Complete;
     } else {
         d.progressing(
-            "RollingUpdate",
+            Reason::RollingUpdate,
             format!("version {version}: {}/{total} pods ready", seen.ready.min(total)),
         );
     }

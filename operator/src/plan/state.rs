@@ -2,9 +2,12 @@
 //! one stopped: versions, step, timers and analysis all live in the API, never in memory.
 
 use k8s_openapi::jiff::Timestamp;
-use modelship_crds::{AnalysisStatus, ModelSource, RolloutRecord, StrategyType};
+use modelship_crds::{
+    AnalysisStatus, ModelDeploymentStatus, ModelSource, RolloutRecord, StrategyType,
+};
 
 use super::{Input, Track};
+use crate::vocabulary::{ConditionType, Reason, condition_status};
 
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RolloutState {
@@ -25,6 +28,34 @@ pub struct RolloutState {
     pub deadline_exceeded: bool,
     /// Computed each time: the spec names the stable version with another model file.
     pub source_mismatch: bool,
+    /// Warnings already published for a problem that still lasts.
+    pub warned: Warned,
+}
+
+/// Problems whose warning event was published when they began: while they last, the warning
+/// is not repeated.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Warned {
+    pub deadline_exceeded: bool,
+    pub source_mismatch: bool,
+}
+
+impl Warned {
+    /// The stored status has no field of its own for these: the Degraded condition written
+    /// with the warning is their record.
+    fn recover(status: &ModelDeploymentStatus) -> Self {
+        let degraded = status
+            .conditions
+            .iter()
+            .find(|c| {
+                c.type_ == ConditionType::Degraded.as_str() && c.status == condition_status(true)
+            })
+            .and_then(|c| Reason::parse(&c.reason));
+        Warned {
+            deadline_exceeded: degraded == Some(Reason::ProgressDeadlineExceeded),
+            source_mismatch: degraded == Some(Reason::ModelSourceMismatch),
+        }
+    }
 }
 
 impl RolloutState {
@@ -73,6 +104,33 @@ impl RolloutState {
             history: status.history.clone(),
             deadline_exceeded: false,
             source_mismatch: false,
+            warned: Warned::recover(status),
+        }
+    }
+
+    /// Drop what only another strategy uses, left behind by a strategy change; the one place
+    /// that knows which fields belong to which strategy.
+    pub fn enter(&mut self, strategy: StrategyType, version: &str) {
+        if strategy != StrategyType::BlueGreen {
+            self.active_color = None;
+            self.scale_down_at = None;
+        }
+        if strategy != StrategyType::Canary {
+            self.canary_weight = 0;
+            self.current_step = None;
+        }
+        match strategy {
+            // No candidate is ever analysed or rolled back automatically.
+            StrategyType::RollingUpdate => {
+                self.aborted_version = None;
+                self.analysis = None;
+            }
+            // A rolled-back version is refused only while the spec still names it.
+            StrategyType::Canary | StrategyType::BlueGreen => {
+                if self.aborted_version.as_deref() != Some(version) {
+                    self.aborted_version = None;
+                }
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 mod feedback;
 mod guard;
 mod health;
+mod infer;
 mod predict;
 mod v2;
 
@@ -11,6 +12,7 @@ use axum::http::Uri;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use modelship_contract::routes;
 
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -30,10 +32,10 @@ pub fn app(state: AppState) -> Router {
             .route_layer(middleware::from_fn_with_state(state.clone(), guard::require_token));
     }
     Router::new()
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
+        .route(routes::HEALTH, get(health::health))
+        .route(routes::READY, get(health::ready))
         .route("/models", get(health::models))
-        .route("/metrics", get(health::metrics))
+        .route(routes::METRICS, get(health::metrics))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/health/live", get(v2::live))
         .route("/v2/health/ready", get(v2::ready))

@@ -1,22 +1,17 @@
 //! Open Inference Protocol (KServe V2) REST endpoints.
 
 use axum::Json;
-use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use smallvec::{SmallVec, smallvec};
-use tokio::time::Instant;
 
-use super::guard::read_body;
-use super::predict::infer as queue_infer;
-use crate::decode::decode_infer;
+use super::infer::{Protocol, serve};
+use crate::decode::{InferInput, decode_infer};
 use crate::error::{Error, Result};
-use crate::feedback::Labels;
-use crate::metrics::Outcome;
-use crate::runtime::{DataType, ModelKind, TensorInfo};
+use crate::runtime::{DataType, ModelKind, RowOutputs, TensorInfo};
 use crate::state::{AppState, ServedModel};
 
 const PLATFORM: &str = "onnx_onnxv1";
@@ -164,9 +159,8 @@ pub async fn infer(
     p: std::result::Result<Path<String>, PathRejection>,
     req: Request,
 ) -> Response {
-    let (parts, body) = req.into_parts();
     match path(p) {
-        Ok(m) => infer_at(&state, &m, None, &parts.headers, body).await,
+        Ok(model) => serve::<Oip>(&state, Named { model, version: None }, req).await,
         Err(e) => e.into_response(),
     }
 }
@@ -176,28 +170,88 @@ pub async fn infer_version(
     p: std::result::Result<Path<(String, String)>, PathRejection>,
     req: Request,
 ) -> Response {
-    let (parts, body) = req.into_parts();
     match path(p) {
-        Ok((m, v)) => infer_at(&state, &m, Some(&v), &parts.headers, body).await,
+        Ok((model, v)) => serve::<Oip>(&state, Named { model, version: Some(v) }, req).await,
         Err(e) => e.into_response(),
     }
 }
 
-async fn infer_at(
-    state: &AppState,
-    name: &str,
-    version: Option<&str>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
-    let model = match lookup(state, name, version) {
-        Ok(m) => m,
-        Err(e) => return e.into_response(),
-    };
-    let started = Instant::now();
-    let result = infer_model(state, model, headers, body, started).await;
-    model.metrics.request(Outcome::of(&result.as_ref().map(|_| ())), started.elapsed());
-    result.unwrap_or_else(IntoResponse::into_response)
+/// The Open Inference Protocol's inference request.
+struct Oip;
+
+/// The model, and optionally its version, named in the path.
+struct Named {
+    model: String,
+    version: Option<String>,
+}
+
+impl Protocol for Oip {
+    type Route = Named;
+    type Request<'b> = InferInput<'b>;
+
+    fn routed<'s>(state: &'s AppState, route: &Named) -> Result<Option<&'s ServedModel>> {
+        lookup(state, &route.model, route.version.as_deref()).map(Some)
+    }
+
+    fn decode(bytes: &[u8]) -> Result<InferInput<'_>> {
+        decode_infer(bytes)
+    }
+
+    fn validate(model: &ServedModel, input: &InferInput<'_>) -> Result<()> {
+        let sig = model.backend.signature();
+        if input.input_name != sig.input.name {
+            return Err(Error::invalid(format!(
+                "`inputs[0].name` is {:?}; model {} takes {:?}",
+                input.input_name, model.name, sig.input.name
+            )));
+        }
+        if input.width != sig.features {
+            return Err(Error::invalid(format!(
+                "`inputs[0].shape` gives {} features per row; model {} expects {}",
+                input.width, model.name, sig.features
+            )));
+        }
+        for (i, w) in input.outputs.iter().flatten().enumerate() {
+            if !sig.outputs.iter().any(|o| o.name == *w) {
+                return Err(Error::invalid(format!(
+                    "`outputs[{i}].name` {w:?} is not an output of model {}",
+                    model.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    fn respond(model: &ServedModel, input: &InferInput<'_>, out: &RowOutputs) -> Response {
+        let sig = model.backend.signature();
+        let (n, width) = (input.n_rows, sig.width());
+        let mut outputs = SmallVec::new();
+        for (i, info) in sig.outputs.iter().enumerate() {
+            if input.outputs.as_ref().is_some_and(|w| !w.iter().any(|x| *x == info.name)) {
+                continue;
+            }
+            let is_label =
+                matches!(sig.kind, ModelKind::Classifier { label_output, .. } if label_output == i);
+            let (shape, data) = if is_label {
+                (smallvec![n], OutputData::Int64(&out.labels))
+            } else {
+                (smallvec![n, width], OutputData::Fp32(&out.scores))
+            };
+            outputs.push(OutputTensor {
+                name: &info.name,
+                datatype: if info.datatype == DataType::Int64 { "INT64" } else { "FP32" },
+                shape,
+                data,
+            });
+        }
+        let resp = InferResponse {
+            model_name: &model.name,
+            model_version: &model.version,
+            id: input.id.as_deref(),
+            outputs,
+        };
+        Json(resp).into_response()
+    }
 }
 
 #[derive(Serialize)]
@@ -222,76 +276,4 @@ struct OutputTensor<'a> {
 enum OutputData<'a> {
     Int64(&'a [i64]),
     Fp32(&'a [f32]),
-}
-
-async fn infer_model(
-    state: &AppState,
-    model: &ServedModel,
-    headers: &HeaderMap,
-    body: Body,
-    started: Instant,
-) -> Result<Response> {
-    let timeout = state.settings.request_timeout;
-    let timeout_ms = timeout.as_millis() as u64;
-    let deadline = started + timeout;
-    let bytes =
-        read_body(headers, body, state.settings.max_body_bytes, deadline, timeout_ms).await?;
-    // Tell a forming batch this request is on its way while it decodes.
-    let arriving = model.batcher.arriving();
-    let input = decode_infer(&bytes)?;
-    let sig = model.backend.signature();
-    if input.input_name != sig.input.name {
-        return Err(Error::invalid(format!(
-            "`inputs[0].name` is {:?}; model {} takes {:?}",
-            input.input_name, model.name, sig.input.name
-        )));
-    }
-    if input.width != sig.features {
-        return Err(Error::invalid(format!(
-            "`inputs[0].shape` gives {} features per row; model {} expects {}",
-            input.width, model.name, sig.features
-        )));
-    }
-    if let Some(wanted) = &input.outputs {
-        for (i, w) in wanted.iter().enumerate() {
-            if !sig.outputs.iter().any(|o| o.name == *w) {
-                return Err(Error::invalid(format!(
-                    "`outputs[{i}].name` {w:?} is not an output of model {}",
-                    model.name
-                )));
-            }
-        }
-    }
-    let n = input.n_rows;
-    let out = queue_infer(model, input.rows, n, arriving, deadline, timeout_ms).await?;
-    if let (Some(id), true) = (input.id.as_deref(), sig.is_classifier()) {
-        model.feedback().log.insert(id, Labels::from_slice(&out.labels));
-    }
-    let width = sig.width();
-    let mut outputs = SmallVec::new();
-    for (i, info) in sig.outputs.iter().enumerate() {
-        if input.outputs.as_ref().is_some_and(|w| !w.iter().any(|x| *x == info.name)) {
-            continue;
-        }
-        let is_label =
-            matches!(sig.kind, ModelKind::Classifier { label_output, .. } if label_output == i);
-        let (shape, data) = if is_label {
-            (smallvec![n], OutputData::Int64(&out.labels))
-        } else {
-            (smallvec![n, width], OutputData::Fp32(&out.scores))
-        };
-        outputs.push(OutputTensor {
-            name: &info.name,
-            datatype: if info.datatype == DataType::Int64 { "INT64" } else { "FP32" },
-            shape,
-            data,
-        });
-    }
-    let resp = InferResponse {
-        model_name: &model.name,
-        model_version: &model.version,
-        id: input.id.as_deref(),
-        outputs,
-    };
-    Ok(Json(resp).into_response())
 }

@@ -1,0 +1,119 @@
+//! Apply: write the desired children with server-side apply, capacity first (Deployments,
+//! then the Services' selectors, then the HPA) and removals last. A child whose cached copy
+//! was applied from the same content is not sent again.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
+use kube::{Api, Client, Resource};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{debug, info};
+
+use crate::desired::{Children, Kind, Removal, Running, applied_hash};
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// The one field manager every write of the operator uses.
+pub const FIELD_MANAGER: &str = "modelship-operator";
+
+/// Server-side apply with the operator's field manager, taking over conflicting fields.
+pub fn apply_params() -> PatchParams {
+    PatchParams::apply(FIELD_MANAGER).force()
+}
+
+/// The APIs of one namespace's children.
+pub struct Writer<'a> {
+    deployments: Api<Deployment>,
+    services: Api<Service>,
+    hpas: Api<HorizontalPodAutoscaler>,
+    metrics: &'a Metrics,
+}
+
+impl<'a> Writer<'a> {
+    pub fn new(client: &Client, namespace: &str, metrics: &'a Metrics) -> Self {
+        Writer {
+            deployments: Api::namespaced(client.clone(), namespace),
+            services: Api::namespaced(client.clone(), namespace),
+            hpas: Api::namespaced(client.clone(), namespace),
+            metrics,
+        }
+    }
+
+    /// Make the children what `children` says, given what `running` holds.
+    pub async fn apply(&self, children: &Children, running: &Running) -> Result<()> {
+        // Destructured without `..`: a new kind of child fails to compile here instead of
+        // silently never being applied.
+        let Children { deployments, services, hpa, removals } = children;
+        for deployment in deployments {
+            let existing = running.deployments.values().find(|d| same_name(&***d, deployment));
+            self.write(&self.deployments, deployment, existing.map(|d| &**d), Kind::Deployment)
+                .await?;
+        }
+        for service in services {
+            let existing = [&running.service, &running.preview]
+                .into_iter()
+                .flatten()
+                .find(|s| same_name(&***s, service));
+            self.write(&self.services, service, existing.map(|s| &**s), Kind::Service).await?;
+        }
+        if let Some(hpa) = hpa {
+            self.write(&self.hpas, hpa, running.hpa.as_deref(), Kind::Hpa).await?;
+        }
+        for Removal { kind, name } in removals {
+            match kind {
+                Kind::Deployment => self.delete(&self.deployments, name, *kind).await?,
+                Kind::Service => self.delete(&self.services, name, *kind).await?,
+                Kind::Hpa => self.delete(&self.hpas, name, *kind).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Server-side apply `object`, unless the cached copy was applied from the same content.
+    async fn write<K>(
+        &self,
+        api: &Api<K>,
+        object: &K,
+        existing: Option<&K>,
+        kind: Kind,
+    ) -> Result<()>
+    where
+        K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+    {
+        let wanted = applied_hash(object);
+        if existing.is_some_and(|e| applied_hash(e) == wanted) {
+            return Ok(());
+        }
+        let name = object.meta().name.clone().ok_or(Error::MissingField(".metadata.name"))?;
+        self.metrics.count_write(kind.as_str(), "apply");
+        api.patch(&name, &apply_params(), &Patch::Apply(object)).await?;
+        debug!(kind = kind.as_str(), child = %name, "applied");
+        Ok(())
+    }
+
+    /// Delete in the background; a child already gone is not an error.
+    async fn delete<K>(&self, api: &Api<K>, name: &str, kind: Kind) -> Result<()>
+    where
+        K: Resource + DeserializeOwned + Clone + std::fmt::Debug,
+    {
+        self.metrics.count_write(kind.as_str(), "delete");
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            ..DeleteParams::default()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => {
+                info!(kind = kind.as_str(), child = %name, "deleted");
+                Ok(())
+            }
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+}
+
+fn same_name<K: Resource>(a: &K, b: &K) -> bool {
+    a.meta().name.is_some() && a.meta().name == b.meta().name
+}

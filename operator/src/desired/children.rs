@@ -1,0 +1,103 @@
+//! The desired set of one ModelDeployment: every child to apply and every child to delete.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use kube::ResourceExt;
+use modelship_crds::ModelDeployment;
+
+use super::{Defaults, deployment, deployment_name, hpa, preview_service_name, resized, service};
+use crate::plan::{Plan, Track};
+
+/// The kinds of children, as metrics and logs name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Deployment,
+    Service,
+    Hpa,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Deployment => "deployment",
+            Kind::Service => "service",
+            Kind::Hpa => "hpa",
+        }
+    }
+}
+
+/// The children a ModelDeployment owns (by controller owner reference), as they run.
+#[derive(Clone, Debug, Default)]
+pub struct Running {
+    pub deployments: BTreeMap<Track, Arc<Deployment>>,
+    /// The main Service.
+    pub service: Option<Arc<Service>>,
+    pub preview: Option<Arc<Service>>,
+    pub hpa: Option<Arc<HorizontalPodAutoscaler>>,
+}
+
+/// A child to delete.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Removal {
+    pub kind: Kind,
+    pub name: String,
+}
+
+/// What one reconcile should make true of the children.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Children {
+    /// Deployments to apply, in track order. A track that keeps its template and already runs
+    /// at its size has nothing to write and is left out.
+    pub deployments: Vec<Deployment>,
+    /// The main Service, then the preview Service when the plan wants one.
+    pub services: Vec<Service>,
+    pub hpa: Option<HorizontalPodAutoscaler>,
+    /// Children to delete once the rest is applied: a preview Service or an HPA that is no
+    /// longer wanted, and the Deployments of the tracks the plan removes.
+    pub removals: Vec<Removal>,
+}
+
+/// The children `md` should have after `plan`, given what runs now.
+pub fn children(
+    md: &ModelDeployment,
+    plan: &Plan,
+    running: &Running,
+    defaults: &Defaults,
+) -> Children {
+    let name = md.name_any();
+    let deployments = plan
+        .tracks
+        .iter()
+        .filter_map(|track| match (track.frozen, running.deployments.get(&track.track)) {
+            (true, Some(running)) if running.spec.replicas == Some(track.replicas) => None,
+            (true, Some(running)) => Some(resized(running, track.replicas)),
+            _ => Some(deployment(md, track, defaults)),
+        })
+        .collect();
+    let mut services = vec![service(md, plan.service_track, false)];
+    let mut removals = Vec::new();
+    match plan.preview_track {
+        Some(track) => services.push(service(md, Some(track), true)),
+        None if running.preview.is_some() => {
+            removals.push(Removal { kind: Kind::Service, name: preview_service_name(&name) });
+        }
+        None => {}
+    }
+    let hpa = hpa(md);
+    if hpa.is_none() && running.hpa.is_some() {
+        removals.push(Removal { kind: Kind::Hpa, name: name.clone() });
+    }
+    removals.extend(
+        plan.remove
+            .iter()
+            .map(|track| Removal { kind: Kind::Deployment, name: deployment_name(&name, *track) }),
+    );
+    Children { deployments, services, hpa, removals }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,180 @@
+//! The desired set by table: each row is a plan and what runs, and the writes that follow,
+//! one line per object (what is applied, in order, then what is deleted).
+// Each table is a list of tuples, one row per case; naming every row type would hide them.
+#![allow(clippy::type_complexity)]
+
+use std::sync::Arc;
+
+use super::*;
+use crate::desired::applied_hash;
+use crate::observe::template_version;
+use crate::plan::{DesiredTrack, RolloutState, Stage, Track};
+
+/// The builders' model, with or without autoscaling.
+fn model(autoscaling: bool) -> ModelDeployment {
+    let mut md = crate::desired::tests::model();
+    if !autoscaling {
+        md.spec.autoscaling = None;
+    }
+    md
+}
+
+fn defaults() -> Defaults {
+    Defaults { serving_image: "serving:new".into() }
+}
+
+fn track(track: Track, version: &str, replicas: i32, frozen: bool) -> DesiredTrack {
+    let source = model(false).spec.model.source();
+    DesiredTrack { track, version: version.into(), replicas, frozen, source }
+}
+
+fn plan(tracks: Vec<DesiredTrack>) -> Plan {
+    Plan {
+        tracks,
+        remove: Vec::new(),
+        service_track: None,
+        preview_track: None,
+        state: RolloutState::default(),
+        stage: Stage::Complete,
+        events: Vec::new(),
+        requeue_after: None,
+    }
+}
+
+/// A Deployment as the cluster runs it: built for `version` from an older image.
+fn running(on: Track, version: &str, replicas: i32) -> Arc<Deployment> {
+    let old = Defaults { serving_image: "serving:old".into() };
+    Arc::new(deployment(&model(false), &track(on, version, replicas, false), &old))
+}
+
+fn describe(children: &Children) -> Vec<String> {
+    let mut lines = Vec::new();
+    for d in &children.deployments {
+        let pod = d.spec.template.spec.as_ref().expect("a pod template");
+        lines.push(format!(
+            "apply deployment {} version {} replicas {} image {}",
+            d.name_any(),
+            template_version(d),
+            d.spec.replicas.unwrap_or_default(),
+            pod.containers[0].image.as_deref().unwrap_or_default(),
+        ));
+    }
+    for s in &children.services {
+        let selector = s.spec.as_ref().and_then(|s| s.selector.as_ref()).expect("a selector");
+        let track =
+            selector.get(modelship_crds::labels::TRACK).map_or("every track", String::as_str);
+        lines.push(format!("apply service {} selecting {track}", s.name_any()));
+    }
+    if let Some(hpa) = &children.hpa {
+        lines.push(format!("apply hpa {}", hpa.name_any()));
+    }
+    for r in &children.removals {
+        lines.push(format!("delete {} {}", r.kind.as_str(), r.name));
+    }
+    lines
+}
+
+#[test]
+fn children_table() {
+    let canary_at = |replicas| {
+        let mut p = plan(vec![
+            track(Track::Stable, "1", replicas, true),
+            track(Track::Canary, "2", 1, false),
+        ]);
+        p.service_track = None;
+        p
+    };
+    let stable_running = || Running {
+        deployments: [(Track::Stable, running(Track::Stable, "1", 3))].into(),
+        ..Running::default()
+    };
+    let blue_green = |preview: Option<Track>| {
+        let mut p =
+            plan(vec![track(Track::Blue, "1", 3, true), track(Track::Green, "2", 3, false)]);
+        p.service_track = Some(Track::Blue);
+        p.preview_track = preview;
+        p
+    };
+    let with_preview_and_hpa = || Running {
+        deployments: [(Track::Blue, running(Track::Blue, "1", 3))].into(),
+        preview: Some(Arc::new(service(&model(false), Some(Track::Blue), true))),
+        hpa: Some(Arc::new(hpa(&model(true)).expect("autoscaling"))),
+        ..Running::default()
+    };
+    let removing = {
+        let mut p = plan(vec![track(Track::Stable, "2", 3, false)]);
+        p.remove = vec![Track::Canary];
+        p
+    };
+    #[rustfmt::skip]
+    let table: Vec<(&str, bool, Plan, Running, Vec<&str>)> = vec![
+        ("first deploy: everything from the spec", true,
+            plan(vec![track(Track::Stable, "2", 3, false)]), Running::default(), vec![
+            "apply deployment fraud-stable version 2 replicas 3 image serving:new",
+            "apply service fraud selecting every track",
+            "apply hpa fraud",
+        ]),
+        ("skip: a frozen track at its size is not written", false,
+            canary_at(3), stable_running(), vec![
+            "apply deployment fraud-canary version 2 replicas 1 image serving:new",
+            "apply service fraud selecting every track",
+        ]),
+        ("resize: a frozen track keeps the template it runs", false,
+            canary_at(2), stable_running(), vec![
+            "apply deployment fraud-stable version 1 replicas 2 image serving:old",
+            "apply deployment fraud-canary version 2 replicas 1 image serving:new",
+            "apply service fraud selecting every track",
+        ]),
+        ("a frozen track that does not run yet is built", false,
+            canary_at(2), Running::default(), vec![
+            "apply deployment fraud-stable version 1 replicas 2 image serving:new",
+            "apply deployment fraud-canary version 2 replicas 1 image serving:new",
+            "apply service fraud selecting every track",
+        ]),
+        ("preview wanted: applied after the main Service", true,
+            blue_green(Some(Track::Green)), with_preview_and_hpa(), vec![
+            "apply deployment fraud-green version 2 replicas 3 image serving:new",
+            "apply service fraud selecting blue",
+            "apply service fraud-preview selecting green",
+            "apply hpa fraud",
+        ]),
+        ("preview and HPA no longer wanted: deleted", false,
+            blue_green(None), with_preview_and_hpa(), vec![
+            "apply deployment fraud-green version 2 replicas 3 image serving:new",
+            "apply service fraud selecting blue",
+            "delete service fraud-preview",
+            "delete hpa fraud",
+        ]),
+        ("nothing to delete when nothing runs", false,
+            blue_green(None), Running::default(), vec![
+            "apply deployment fraud-blue version 1 replicas 3 image serving:new",
+            "apply deployment fraud-green version 2 replicas 3 image serving:new",
+            "apply service fraud selecting blue",
+        ]),
+        ("removed tracks go last", false,
+            removing, stable_running(), vec![
+            "apply deployment fraud-stable version 2 replicas 3 image serving:new",
+            "apply service fraud selecting every track",
+            "delete deployment fraud-canary",
+        ]),
+    ];
+    for (case, autoscaling, plan, running, expected) in table {
+        let built = children(&model(autoscaling), &plan, &running, &defaults());
+        assert_eq!(describe(&built), expected, "{case}");
+    }
+}
+
+#[test]
+fn a_resized_deployment_is_the_running_one_at_another_size() {
+    let running = running(Track::Stable, "1", 3);
+    let built = children(
+        &model(false),
+        &plan(vec![track(Track::Stable, "1", 5, true)]),
+        &Running { deployments: [(Track::Stable, running.clone())].into(), ..Running::default() },
+        &defaults(),
+    );
+    let resized = &built.deployments[0];
+    assert_eq!(resized.spec.template, running.spec.template);
+    assert_eq!(resized.spec.replicas, Some(5));
+    assert_ne!(applied_hash(resized), applied_hash(&*running), "a new size is a new hash");
+}

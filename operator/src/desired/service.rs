@@ -1,0 +1,36 @@
+//! The main Service and the preview Service.
+
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use modelship_crds::ModelDeployment;
+
+use super::{HTTP_PORT_NAME, child_meta, preview_service_name, service_selector, with_hash};
+use crate::plan::Track;
+
+/// Port the Services expose.
+pub const SERVICE_PORT: i32 = 80;
+
+/// The main Service (`preview == false`) or the preview Service, selecting `track` (every
+/// track when `None`).
+pub fn service(md: &ModelDeployment, track: Option<Track>, preview: bool) -> Service {
+    let md_name = md.name_any();
+    let name = if preview { preview_service_name(&md_name) } else { md_name.clone() };
+    let role = if preview { "preview" } else { "main" };
+    with_hash(Service {
+        metadata: child_meta(md, name, &[("modelship.io/service", role)]),
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".into()),
+            selector: Some(service_selector(&md_name, track)),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.into()),
+                port: SERVICE_PORT,
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.into())),
+                protocol: Some("TCP".into()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}

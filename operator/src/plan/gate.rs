@@ -1,0 +1,108 @@
+//! The analysis gate shared by canary and blue-green: when to measure, how measurements
+//! count, and whether they allow promotion.
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use modelship_crds::{AnalysisStatus, ModelDeploymentSpec, ModelDeploymentStatus, StrategyType};
+
+use super::state::{format_time, parse_time};
+use super::{Draft, Observed, Track};
+use crate::analysis::{Verdict, judge};
+use crate::vocabulary::Reason;
+
+/// Whether the controller should measure the candidate now, and which track it runs on.
+pub fn analysis_due(
+    spec: &ModelDeploymentSpec,
+    status: &ModelDeploymentStatus,
+    observed: &Observed,
+    now: Timestamp,
+) -> Option<Track> {
+    let analysis = spec.strategy.analysis.as_ref()?;
+    let candidate = status.candidate_version.as_deref()?;
+    let track = match spec.strategy.type_ {
+        StrategyType::Canary => {
+            let canary = observed.track(Track::Canary);
+            (canary.version == candidate && canary.ready > 0).then_some(Track::Canary)?
+        }
+        StrategyType::BlueGreen => {
+            let selected = observed.service_track.flatten()?;
+            (observed.track(selected).version == candidate).then_some(selected)?
+        }
+        StrategyType::RollingUpdate => return None,
+    };
+    let current = status.analysis.as_ref().filter(|a| a.version == candidate)?;
+    let last = current.last_measured_at.as_deref().and_then(parse_time)?;
+    (now >= last + interval(analysis.interval_seconds)).then_some(track)
+}
+
+/// Count the measurement the controller took, if any, and schedule the next one. Returns
+/// `Some(reason)` when the candidate has failed more measurements than allowed.
+pub(crate) fn apply_measurement(draft: &mut Draft<'_>, candidate: &str) -> Option<String> {
+    let spec = draft.input.spec.strategy.analysis.as_ref()?;
+    let now = draft.input.now;
+    let mut analysis = match draft.state.analysis.take() {
+        Some(a) if a.version == candidate => a,
+        // Exposure just began: the first measurement is one interval away.
+        _ => AnalysisStatus {
+            version: candidate.to_string(),
+            last_measured_at: Some(format_time(now)),
+            ..AnalysisStatus::default()
+        },
+    };
+    let mut failed = None;
+    if let Some(measurement) = &draft.input.measurement {
+        analysis.measurements += 1;
+        analysis.last_measured_at = Some(format_time(now));
+        analysis.requests = measurement.requests;
+        analysis.error_rate = measurement.error_rate;
+        analysis.latency_p95_seconds = measurement.latency_p95_seconds;
+        analysis.drift_score = measurement.drift_score;
+        match judge(spec, measurement) {
+            Verdict::Pass => {
+                analysis.message = Some("all thresholds met".to_string());
+            }
+            Verdict::Inconclusive(why) => {
+                analysis.inconclusive += 1;
+                analysis.message = Some(why);
+            }
+            Verdict::Fail(why) => {
+                analysis.failures += 1;
+                analysis.message = Some(why.clone());
+                draft.warning(
+                    Reason::AnalysisMeasurementFailed,
+                    format!("version {candidate}: {why}"),
+                );
+                if analysis.failures > spec.failure_limit {
+                    failed = Some(format!(
+                        "{why} ({} failed measurements, failureLimit {})",
+                        analysis.failures, spec.failure_limit
+                    ));
+                }
+            }
+        }
+    }
+    let last = analysis.last_measured_at.as_deref().and_then(parse_time).unwrap_or(now);
+    draft.wake_at(last + interval(spec.interval_seconds));
+    draft.state.analysis = Some(analysis);
+    failed
+}
+
+/// With analysis configured, promotion waits for at least one passing measurement.
+pub(crate) fn analysis_allows_promotion(draft: &Draft<'_>, candidate: &str) -> Result<(), String> {
+    if draft.input.spec.strategy.analysis.is_none() {
+        return Ok(());
+    }
+    match &draft.state.analysis {
+        Some(a) if a.version == candidate && a.measurements - a.failures - a.inconclusive > 0 => {
+            Ok(())
+        }
+        Some(a) if a.version == candidate => Err(format!(
+            "waiting for a passing analysis measurement ({})",
+            a.message.clone().unwrap_or_else(|| "none taken yet".to_string())
+        )),
+        _ => Err("waiting for the first analysis measurement".to_string()),
+    }
+}
+
+fn interval(seconds: i32) -> SignedDuration {
+    SignedDuration::from_secs(i64::from(seconds))
+}
