@@ -25,29 +25,6 @@ phase "Formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
-phase "Building the binaries"
-cargo build --workspace --bins --quiet
-
-hold_node_lock
-state=$(mktemp -d "${TMPDIR:-/tmp}/modelship-test.XXXX")
-cleanup() { tests/cluster.sh down "$state" || true; }
-trap cleanup EXIT
-phase "Starting the cluster: control plane and node"
-tests/cluster.sh up "$state"
-phase "Building the images and loading them into the node"
-tests/cluster.sh load "$state" >/dev/null
-source "$state/env"
-kubectl apply --server-side -f crds/yaml/modeldeployments.modelship.io.yaml >/dev/null
-kubectl wait --for condition=established --timeout=60s crd/modeldeployments.modelship.io >/dev/null
-export PATH="$(tests/python-tools.sh):$PATH"
-export MODELSHIP_OPERATOR_BIN=$PWD/target/debug/modelship-operator
-export MODELSHIP_SERVING_BIN=$PWD/target/debug/modelship-serving
-export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
-
-phase "Running the tests"
-cargo test --workspace --quiet --no-fail-fast
-
-phase "Stopping the cluster; the host must be as it was before"
-trap - EXIT
-tests/cluster.sh down "$state"
+phase "Building the binaries, starting the cluster, running the tests"
+tests/with-cluster.sh cargo test --workspace --quiet --no-fail-fast
 phase "All tests passed"
