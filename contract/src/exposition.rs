@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::metrics::{
-    DATA_DRIFT_SCORE, REQUEST_DURATION_SECONDS_BUCKET, REQUESTS_TOTAL, STATUS, VERSION,
+    DATA_DRIFT_SCORE, MODEL_ACCURACY, REQUEST_DURATION_SECONDS_BUCKET, REQUESTS_TOTAL, STATUS,
+    VERSION,
 };
 
 /// The histogram bucket label of the exposition format.
@@ -22,6 +23,8 @@ pub struct PodSample {
     pub latency_buckets: Vec<(f64, f64)>,
     /// The highest [`DATA_DRIFT_SCORE`].
     pub drift_score: Option<f64>,
+    /// The lowest [`MODEL_ACCURACY`].
+    pub accuracy: Option<f64>,
 }
 
 /// Read the metrics of one pod, keeping only series whose [`VERSION`] label equals `version`
@@ -59,6 +62,9 @@ pub fn parse_sample(text: &str, version: &str) -> PodSample {
             }
             DATA_DRIFT_SCORE => {
                 sample.drift_score = Some(sample.drift_score.map_or(value, |d: f64| d.max(value)));
+            }
+            MODEL_ACCURACY => {
+                sample.accuracy = Some(sample.accuracy.map_or(value, |a: f64| a.min(value)));
             }
             _ => {}
         }
@@ -142,6 +148,8 @@ ml_request_duration_seconds_bucket{model="fraud",version="2",le="+Inf"} 100
 ml_request_duration_seconds_sum{model="fraud",version="2"} 0.5
 ml_request_duration_seconds_count{model="fraud",version="2"} 100
 ml_data_drift_score{model="fraud",version="2"} 0.25
+ml_model_accuracy{model="fraud",version="2"} 0.875
+ml_model_accuracy{model="fraud",version="1"} 0.5
 # EOF
 "#;
 
@@ -153,6 +161,7 @@ ml_data_drift_score{model="fraud",version="2"} 0.25
         assert_eq!(sample.latency_buckets.len(), 4);
         assert_eq!(sample.latency_buckets.last(), Some(&(f64::INFINITY, 100.0)));
         assert_eq!(sample.drift_score, Some(0.25));
+        assert_eq!(sample.accuracy, Some(0.875));
     }
 
     #[test]

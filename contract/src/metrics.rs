@@ -28,6 +28,10 @@ metric! {
 /// and [`VERSION`]; absent without reference data.
 pub const DATA_DRIFT_SCORE: &str = "ml_data_drift_score";
 
+/// Share of correct predictions among the recent rows with ground-truth feedback, a gauge
+/// labelled [`MODEL`] and [`VERSION`]; absent until the first feedback.
+pub const MODEL_ACCURACY: &str = "ml_model_accuracy";
+
 /// Label: the served model's name.
 pub const MODEL: &str = "model";
 /// Label: the served model's version; analysis keeps only the candidate's series.

@@ -329,6 +329,9 @@ fn default_min_replicas() -> i32 {
     validation = Rule::new("self.type != 'RollingUpdate' || !has(self.analysis)")
         .message("spec.strategy.analysis needs a BlueGreen or Canary strategy: a RollingUpdate has no candidate to analyse")
         .field_path(".analysis"),
+    validation = Rule::new("self.type == 'Canary' || !has(self.analysis) || !has(self.analysis.relative)")
+        .message("spec.strategy.analysis.relative needs a Canary strategy: only a canary has stable pods serving the same traffic to compare with")
+        .field_path(".analysis.relative"),
 )]
 pub struct StrategySpec {
     /// `RollingUpdate`, `BlueGreen` or `Canary`.
@@ -521,10 +524,52 @@ pub struct AnalysisSpec {
     #[x_kube(validation = Rule::new("self > 0.0").message("spec.strategy.analysis.maxLatencyP95Seconds must be greater than 0"))]
     pub max_latency_p95_seconds: Option<f64>,
 
+    /// Highest 99th-percentile latency on the candidate, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self > 0.0").message("spec.strategy.analysis.maxLatencyP99Seconds must be greater than 0"))]
+    pub max_latency_p99_seconds: Option<f64>,
+
     /// Highest data drift score reported by the candidate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self >= 0.0").message("spec.strategy.analysis.maxDriftScore must not be negative"))]
     pub max_drift_score: Option<f64>,
+
+    /// Lowest accuracy (0 to 1) the candidate may report from ground-truth feedback. A window
+    /// without feedback is not judged on accuracy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub min_accuracy: Option<f64>,
+
+    /// Thresholds relative to the stable version, measured on the same window (Canary only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relative: Option<RelativeThresholds>,
+}
+
+/// The candidate compared with the stable pods serving the same traffic in the same window.
+/// A window in which stable answered fewer than `minRequests` requests, or the first window
+/// after the operator started, is inconclusive for these thresholds.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RelativeThresholds {
+    /// Highest error rate above stable's, as a difference of shares (0.01 = one point).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_error_rate_increase: Option<f64>,
+
+    /// Highest candidate p95 latency as a multiple of stable's (1.2 = at most 20 % slower).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1.0").message("spec.strategy.analysis.relative.maxLatencyP95Ratio must be at least 1"))]
+    pub max_latency_p95_ratio: Option<f64>,
+
+    /// Highest candidate p99 latency as a multiple of stable's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self >= 1.0").message("spec.strategy.analysis.relative.maxLatencyP99Ratio must be at least 1"))]
+    pub max_latency_p99_ratio: Option<f64>,
+
+    /// Highest accuracy below stable's (0 to 1), judged when both versions have feedback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub max_accuracy_drop: Option<f64>,
 }
 
 impl Default for AnalysisSpec {
@@ -535,7 +580,10 @@ impl Default for AnalysisSpec {
             min_requests: default_min_requests(),
             max_error_rate: None,
             max_latency_p95_seconds: None,
+            max_latency_p99_seconds: None,
             max_drift_score: None,
+            min_accuracy: None,
+            relative: None,
         }
     }
 }
@@ -706,15 +754,40 @@ pub struct AnalysisStatus {
     /// Candidate 95th-percentile latency, in seconds, at the last measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_p95_seconds: Option<f64>,
+    /// Candidate 99th-percentile latency, in seconds, at the last measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_seconds: Option<f64>,
     /// Highest drift score among candidate pods at the last measurement.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift_score: Option<f64>,
-    /// Requests counted in the last measurement.
+    /// Lowest accuracy among candidate pods at the last measurement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// Candidate requests in the last measurement's window.
     #[serde(default)]
     pub requests: i64,
+    /// The stable version on the same window, when relative thresholds are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable: Option<StableWindow>,
     /// Why the last measurement passed or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// The stable version measured on the candidate's window.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StableWindow {
+    /// Stable requests in the window.
+    pub requests: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
 }
 
 /// How a rollout ended.

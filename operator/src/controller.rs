@@ -22,17 +22,18 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use modelship_crds::{ModelDeployment, labels};
+use modelship_crds::{ModelDeployment, ModelDeploymentStatus, labels};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::analysis::scrape::Scraper;
+use crate::analysis::{Comparison, Measurement};
 pub use crate::apply::FIELD_MANAGER;
 use crate::apply::Writer;
 use crate::desired::{self, Defaults};
 use crate::error::{Error, Result};
 use crate::metrics::{CategoryLabels, Metrics};
 use crate::observe::{self, Stores};
-use crate::plan::{self, Input};
+use crate::plan::{self, Input, Track};
 use crate::report::Report;
 use crate::status::{self, Problem, StatusInput};
 use crate::watch::{self, WatchBackoff, cached, watch_health};
@@ -211,15 +212,8 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let previous = md.status.clone().unwrap_or_default();
     let now = Timestamp::now();
 
-    // Measure the candidate when an analysis interval is due: the only read beyond the caches.
-    let measurement = match plan::analysis_due(&md.spec, &previous, &seen.observed, now) {
-        Some(track) => {
-            let targets = seen.scrape_targets(&name, &namespace, track);
-            let candidate = previous.candidate_version.clone().unwrap_or_default();
-            Some(ctx.scraper.measure(&targets, &candidate).await)
-        }
-        None => None,
-    };
+    // Measure the candidate when an analysis window closes: the only read beyond the caches.
+    let measurement = analyse(ctx, md, &seen, &previous, now).await;
 
     // Plan, then build what the plan asks for: both pure.
     let plan = plan::plan(&Input {
@@ -260,6 +254,44 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let resync = ctx.settings.resync;
     let requeue = [plan.requeue_after, wait].into_iter().flatten().fold(resync, Duration::min);
     Ok(Action::requeue(requeue))
+}
+
+/// Close an analysis window when one is due: the candidate's window, and stable's on the
+/// same interval when relative thresholds compare them. When the candidate's exposure begins,
+/// record where the counters stand so that the first window starts there.
+async fn analyse(
+    ctx: &Context,
+    md: &ModelDeployment,
+    seen: &observe::Snapshot,
+    previous: &ModelDeploymentStatus,
+    now: Timestamp,
+) -> Option<Measurement> {
+    let name = md.name_any();
+    let namespace = md.namespace().unwrap_or_default();
+    let candidate = previous.candidate_version.as_deref().unwrap_or_default();
+    let stable = previous.stable_version.as_deref().unwrap_or_default();
+    let compare = plan::compares_with_stable(&md.spec);
+    let stable_targets = || seen.scrape_targets(&name, &namespace, Track::Stable);
+    if let Some(track) = plan::analysis_due(&md.spec, previous, &seen.observed, now) {
+        let targets = seen.scrape_targets(&name, &namespace, track);
+        let (mut measurement, comparison) =
+            futures::join!(ctx.scraper.measure(&targets, candidate), async {
+                match compare {
+                    true => ctx.scraper.compare(&stable_targets(), stable).await,
+                    false => Comparison::NotMeasured,
+                }
+            });
+        measurement.stable = comparison;
+        return Some(measurement);
+    }
+    if let Some(track) = plan::analysis_starts(&md.spec, previous, &seen.observed) {
+        let targets = seen.scrape_targets(&name, &namespace, track);
+        ctx.scraper.record(&targets, candidate).await;
+        if compare {
+            ctx.scraper.record(&stable_targets(), stable).await;
+        }
+    }
+    None
 }
 
 fn error_policy(guarded: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {

@@ -115,6 +115,30 @@ pub fn render_status(md: &ModelDeployment) -> String {
             analysis.inconclusive,
             analysis.message.clone().unwrap_or_default()
         );
+        let _ = writeln!(
+            out,
+            "    last window: {}",
+            window_line(
+                analysis.requests,
+                analysis.error_rate,
+                analysis.latency_p95_seconds,
+                analysis.latency_p99_seconds,
+                analysis.accuracy
+            )
+        );
+        if let Some(stable) = &analysis.stable {
+            let _ = writeln!(
+                out,
+                "    stable:      {}",
+                window_line(
+                    stable.requests,
+                    stable.error_rate,
+                    stable.latency_p95_seconds,
+                    stable.latency_p99_seconds,
+                    stable.accuracy
+                )
+            );
+        }
     }
     for record in &status.history {
         let reason = record.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
@@ -125,6 +149,29 @@ pub fn render_status(md: &ModelDeployment) -> String {
         );
     }
     out
+}
+
+/// One analysis window in a line: `120 requests, error rate 0.0083, p95 0.0021s, ...`.
+fn window_line(
+    requests: i64,
+    error_rate: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+    accuracy: Option<f64>,
+) -> String {
+    let mut parts = vec![format!("{requests} requests")];
+    if let Some(rate) = error_rate {
+        parts.push(format!("error rate {rate:.4}"));
+    }
+    for (name, seconds) in [("p95", p95), ("p99", p99)] {
+        if let Some(seconds) = seconds {
+            parts.push(format!("{name} {seconds:.4}s"));
+        }
+    }
+    if let Some(accuracy) = accuracy {
+        parts.push(format!("accuracy {accuracy:.4}"));
+    }
+    parts.join(", ")
 }
 
 #[cfg(test)]
@@ -202,5 +249,27 @@ mod tests {
         assert!(text.contains("m: Paused (Canary)"), "{text}");
         assert!(text.contains("canary weight    10%"), "{text}");
         assert!(text.contains("track stable"), "{text}");
+    }
+
+    #[test]
+    fn status_shows_both_analysis_windows() {
+        let m = md(
+            json!({"type": "Canary", "canary": {"weight": 10}}),
+            json!({"analysis": {"version": "2", "measurements": 3, "failures": 0, "inconclusive": 1,
+                                "message": "all thresholds met", "requests": 120, "errorRate": 0.0,
+                                "latencyP95Seconds": 0.0021, "accuracy": 0.91,
+                                "stable": {"requests": 480, "errorRate": 0.002, "latencyP95Seconds": 0.002}}}),
+        );
+        let text = render_status(&m);
+        assert!(
+            text.contains(
+                "last window: 120 requests, error rate 0.0000, p95 0.0021s, accuracy 0.9100"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("stable:      480 requests, error rate 0.0020, p95 0.0020s"),
+            "{text}"
+        );
     }
 }

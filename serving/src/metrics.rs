@@ -107,7 +107,7 @@ impl Metrics {
             drift.clone(),
         );
         registry.register(
-            "ml_model_accuracy",
+            names::MODEL_ACCURACY,
             "Share of correct predictions among the recent rows with ground-truth feedback",
             accuracy.clone(),
         );

@@ -39,7 +39,7 @@ fn check(name: &str, backend_name: &str) {
     assert_eq!(model.name(), backend_name, "{name}: backend");
     let sig = model.signature();
     let rows = inputs.inputs.len();
-    assert_eq!(rows, 1000);
+    assert!(rows > 0, "{name}: no input rows");
     let x: Vec<f32> = inputs.inputs.concat();
 
     // The whole set in one call, and row by row: batching must not change a result.
@@ -66,6 +66,7 @@ fn check(name: &str, backend_name: &str) {
         }
     };
     assert_eq!(all.width, width);
+    assert_eq!(want.len(), rows, "{name}: expected outputs for every input row");
     let mut worst = 0.0f32;
     for (r, want_row) in want.iter().enumerate() {
         for (c, w) in want_row.iter().enumerate() {
@@ -122,4 +123,12 @@ fn scaler_pipeline_matches_onnxruntime() {
 #[test]
 fn one_vs_rest_graph_runs_on_tract_and_matches_onnxruntime() {
     check("ovr3", "tract");
+}
+
+/// A deliberately slow model (a per-row 384x384 matrix product), the slower version in the
+/// end-to-end analysis tests: its answers still match onnxruntime's.
+#[cfg(feature = "tract")]
+#[test]
+fn heavy_general_graph_matches_onnxruntime() {
+    check("heavy", "tract");
 }

@@ -1,4 +1,4 @@
-//! The candidate pods' samples combined into one measurement. Pure.
+//! One pod's window, and the pods' windows combined into one measurement. Pure.
 
 use std::collections::BTreeMap;
 
@@ -7,15 +7,62 @@ use modelship_contract::metrics::RequestStatus;
 
 use super::Measurement;
 
-/// The latency quantile analysis judges.
-const LATENCY_QUANTILE: f64 = 0.95;
+/// The latency quantiles analysis judges.
+const P95: f64 = 0.95;
+const P99: f64 = 0.99;
 
-/// Combine the samples of every candidate pod into one measurement.
-pub fn aggregate(samples: &[PodSample], unreachable_pods: usize) -> Measurement {
+/// What a pod counted between two samples. Gauges (drift, accuracy) are read as they stand.
+/// Without an earlier sample, or when a counter went down (the pod restarted), the window
+/// starts at zero: the whole current sample.
+pub fn window(previous: Option<&PodSample>, current: &PodSample) -> PodSample {
+    let Some(previous) = previous.filter(|p| !restarted(p, current)) else {
+        return current.clone();
+    };
+    let requests_by_status = current
+        .requests_by_status
+        .iter()
+        .map(|(status, count)| {
+            let before = previous.requests_by_status.get(status).copied().unwrap_or(0.0);
+            (status.clone(), count - before)
+        })
+        .collect();
+    let latency_buckets = current
+        .latency_buckets
+        .iter()
+        .map(|&(bound, count)| (bound, count - bucket_count(&previous.latency_buckets, bound)))
+        .collect();
+    PodSample {
+        requests_by_status,
+        latency_buckets,
+        drift_score: current.drift_score,
+        accuracy: current.accuracy,
+    }
+}
+
+/// Whether any counter of `current` is below its value in `previous`: the process restarted
+/// in between (a series that disappeared counts too).
+fn restarted(previous: &PodSample, current: &PodSample) -> bool {
+    let requests_went_down = previous.requests_by_status.iter().any(|(status, before)| {
+        current.requests_by_status.get(status).copied().unwrap_or(0.0) < *before
+    });
+    let buckets_went_down = previous
+        .latency_buckets
+        .iter()
+        .any(|&(bound, before)| bucket_count(&current.latency_buckets, bound) < before);
+    requests_went_down || buckets_went_down
+}
+
+fn bucket_count(buckets: &[(f64, f64)], bound: f64) -> f64 {
+    buckets.iter().find(|(b, _)| b.to_bits() == bound.to_bits()).map_or(0.0, |(_, c)| *c)
+}
+
+/// Combine the windows of every pod of a version into one measurement.
+pub fn aggregate(windows: &[PodSample], unreachable_pods: usize) -> Measurement {
     let mut by_status: BTreeMap<&str, f64> = BTreeMap::new();
     let mut buckets: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
     let mut drift: Option<f64> = None;
-    for sample in samples {
+    let mut accuracy: Option<f64> = None;
+    for sample in windows {
         for (status, count) in &sample.requests_by_status {
             *by_status.entry(status).or_default() += count;
         }
@@ -24,6 +71,9 @@ pub fn aggregate(samples: &[PodSample], unreachable_pods: usize) -> Measurement 
         }
         if let Some(d) = sample.drift_score {
             drift = Some(drift.map_or(d, |m| m.max(d)));
+        }
+        if let Some(a) = sample.accuracy {
+            accuracy = Some(accuracy.map_or(a, |m| m.min(a)));
         }
     }
     let total: f64 = by_status.values().sum();
@@ -37,9 +87,12 @@ pub fn aggregate(samples: &[PodSample], unreachable_pods: usize) -> Measurement 
     Measurement {
         requests: total as i64,
         error_rate: (total > 0.0).then(|| failed / total),
-        latency_p95_seconds: quantile(LATENCY_QUANTILE, &merged),
+        latency_p95_seconds: quantile(P95, &merged),
+        latency_p99_seconds: quantile(P99, &merged),
         drift_score: drift,
+        accuracy,
         unreachable_pods,
+        ..Measurement::default()
     }
 }
 
@@ -86,6 +139,7 @@ mod tests {
                 (f64::INFINITY, 100.0),
             ],
             drift_score: Some(0.25),
+            accuracy: Some(0.9),
         }
     }
 
@@ -97,8 +151,66 @@ mod tests {
         assert!((m.error_rate.unwrap() - 0.06).abs() < 1e-9);
         // 95th of 200 = rank 190, in the 0.01..0.1 bucket (180..200): 0.01 + 0.09 * 10/20.
         assert!((m.latency_p95_seconds.unwrap() - 0.055).abs() < 1e-9);
+        // 99th = rank 198, same bucket: 0.01 + 0.09 * 18/20.
+        assert!((m.latency_p99_seconds.unwrap() - 0.091).abs() < 1e-9);
         assert_eq!(m.drift_score, Some(0.25));
+        assert_eq!(m.accuracy, Some(0.9));
         assert_eq!(m.unreachable_pods, 1);
+    }
+
+    #[test]
+    fn the_lowest_accuracy_and_the_highest_drift_speak_for_the_version() {
+        let worse = PodSample { drift_score: Some(0.5), accuracy: Some(0.7), ..pod() };
+        let m = aggregate(&[pod(), worse], 0);
+        assert_eq!((m.drift_score, m.accuracy), (Some(0.5), Some(0.7)));
+    }
+
+    fn later(success: f64, error: f64, buckets: [f64; 3]) -> PodSample {
+        PodSample {
+            requests_by_status: [("success", success), ("error", error), ("invalid", 4.0)]
+                .map(|(s, n)| (s.to_string(), n))
+                .into(),
+            latency_buckets: vec![
+                (0.001, buckets[0]),
+                (0.01, buckets[1]),
+                (0.1, buckets[2]),
+                (f64::INFINITY, buckets[2]),
+            ],
+            drift_score: Some(0.1),
+            accuracy: None,
+        }
+    }
+
+    #[test]
+    fn a_window_is_the_difference_of_two_samples() {
+        // 90 -> 190 successes, 6 -> 46 errors: the window holds 100 + 40 (+ 0 invalid).
+        let w = window(Some(&pod()), &later(190.0, 46.0, [50.0, 90.0, 240.0]));
+        assert_eq!(w.requests_by_status["success"], 100.0);
+        assert_eq!(w.requests_by_status["error"], 40.0);
+        assert_eq!(w.requests_by_status["invalid"], 0.0);
+        assert_eq!(
+            w.latency_buckets,
+            vec![(0.001, 0.0), (0.01, 0.0), (0.1, 140.0), (f64::INFINITY, 140.0)]
+        );
+        // Gauges as they stand now.
+        assert_eq!((w.drift_score, w.accuracy), (Some(0.1), None));
+        let m = aggregate(&[w], 0);
+        assert_eq!(m.requests, 140);
+        assert!((m.error_rate.unwrap() - 40.0 / 140.0).abs() < 1e-9);
+        // The burst is judged on its own window, not diluted by the earlier clean traffic.
+        let since_start = aggregate(&[later(190.0, 46.0, [50.0, 90.0, 240.0])], 0);
+        assert!(since_start.error_rate.unwrap() < 0.2 && m.error_rate.unwrap() > 0.28);
+    }
+
+    #[test]
+    fn a_restarted_pod_or_a_first_sample_is_measured_from_zero() {
+        let fresh = later(10.0, 0.0, [5.0, 10.0, 10.0]);
+        assert_eq!(window(Some(&pod()), &fresh), fresh, "counters went down: restarted");
+        assert_eq!(window(None, &fresh), fresh);
+        // A series that disappeared is a restart too.
+        let mut without_invalid = later(190.0, 46.0, [50.0, 90.0, 240.0]);
+        without_invalid.requests_by_status.remove("invalid");
+        assert_eq!(window(Some(&pod()), &without_invalid), without_invalid);
     }
 
     #[test]

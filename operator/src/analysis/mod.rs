@@ -1,11 +1,17 @@
 //! Canary analysis from the serving pods' own Prometheus metrics.
 //!
-//! The candidate's pods are scraped directly (no Prometheus server is needed); their counters
-//! are cumulative since the pods started, and the pods were created for this rollout, so a
-//! measurement covers the candidate's whole life.
+//! Each measurement covers one window: the interval since the previous measurement. The
+//! serving pods' counters and histogram buckets are cumulative, so the scraper remembers each
+//! pod's last sample and judges the difference; a pod whose counters went down restarted, and
+//! its window starts at zero. Candidate pods are created for the rollout, so a candidate pod
+//! without an earlier sample is measured since it started. With relative thresholds the
+//! stable pods are measured on the same window, to compare the two versions on the same
+//! traffic.
 //!
-//! - [`scrape`]: the one part that does I/O: fetch every candidate pod's `/metrics`;
-//! - [`measure`]: pure: the pods' samples combined into one [`Measurement`];
+//! - [`scrape`]: the one part that does I/O: fetch every pod's `/metrics`, keep the last
+//!   samples;
+//! - [`measure`]: pure: one window of a pod, and the pods' windows combined into one
+//!   [`Measurement`];
 //! - [`judge`]: pure: a measurement against the thresholds of `spec.strategy.analysis`.
 //!
 //! The planner only ever sees a [`Measurement`] and calls [`judge`]; this module knows
@@ -17,13 +23,31 @@ pub mod scrape;
 
 pub use judge::{Verdict, judge};
 
-/// One analysis measurement of the candidate, taken by the controller before planning.
-#[derive(Clone, Debug, PartialEq)]
+/// One analysis window of a version, taken by the controller before planning.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Measurement {
     pub requests: i64,
     pub error_rate: Option<f64>,
     pub latency_p95_seconds: Option<f64>,
+    pub latency_p99_seconds: Option<f64>,
     pub drift_score: Option<f64>,
+    /// The lowest accuracy any pod reports; absent without feedback.
+    pub accuracy: Option<f64>,
     /// Pods that could not be scraped.
     pub unreachable_pods: usize,
+    /// The stable version on the same window, for relative thresholds.
+    pub stable: Comparison,
+}
+
+/// What the stable version looked like on the candidate's window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Comparison {
+    /// Not measured: no relative thresholds, or no stable track serving traffic.
+    #[default]
+    NotMeasured,
+    /// No stable pod had an earlier sample (the operator just started leading): this window
+    /// only recorded where stable's counters stand.
+    BaselineTaken,
+    /// Stable's own window.
+    Stable(Box<Measurement>),
 }

@@ -2,11 +2,13 @@
 //! count, and whether they allow promotion.
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use modelship_crds::{AnalysisStatus, ModelDeploymentSpec, ModelDeploymentStatus, StrategyType};
+use modelship_crds::{
+    AnalysisStatus, ModelDeploymentSpec, ModelDeploymentStatus, StableWindow, StrategyType,
+};
 
 use super::state::{format_time, parse_time};
 use super::{Draft, Observed, Track};
-use crate::analysis::{Verdict, judge};
+use crate::analysis::{Comparison, Verdict, judge};
 use crate::vocabulary::Reason;
 
 /// Whether the controller should measure the candidate now, and which track it runs on.
@@ -16,7 +18,38 @@ pub fn analysis_due(
     observed: &Observed,
     now: Timestamp,
 ) -> Option<Track> {
+    let (track, current) = analysed_track(spec, status, observed)?;
+    let last = current?.last_measured_at.as_deref().and_then(parse_time)?;
     let analysis = spec.strategy.analysis.as_ref()?;
+    (now >= last + interval(analysis.interval_seconds)).then_some(track)
+}
+
+/// Whether the candidate's exposure begins now, so that the controller records where the
+/// pods' counters stand and the first window starts here. Returns the candidate's track.
+pub fn analysis_starts(
+    spec: &ModelDeploymentSpec,
+    status: &ModelDeploymentStatus,
+    observed: &Observed,
+) -> Option<Track> {
+    match analysed_track(spec, status, observed)? {
+        (track, None) => Some(track),
+        (_, Some(_)) => None,
+    }
+}
+
+/// Whether analysis compares the candidate with the stable track on the same window.
+pub fn compares_with_stable(spec: &ModelDeploymentSpec) -> bool {
+    spec.strategy.type_ == StrategyType::Canary
+        && spec.strategy.analysis.as_ref().is_some_and(|a| a.relative.is_some())
+}
+
+/// The track the candidate serves on, once it takes traffic, and its analysis so far.
+fn analysed_track<'a>(
+    spec: &ModelDeploymentSpec,
+    status: &'a ModelDeploymentStatus,
+    observed: &Observed,
+) -> Option<(Track, Option<&'a AnalysisStatus>)> {
+    spec.strategy.analysis.as_ref()?;
     let candidate = status.candidate_version.as_deref()?;
     let track = match spec.strategy.type_ {
         StrategyType::Canary => {
@@ -29,9 +62,7 @@ pub fn analysis_due(
         }
         StrategyType::RollingUpdate => return None,
     };
-    let current = status.analysis.as_ref().filter(|a| a.version == candidate)?;
-    let last = current.last_measured_at.as_deref().and_then(parse_time)?;
-    (now >= last + interval(analysis.interval_seconds)).then_some(track)
+    Some((track, status.analysis.as_ref().filter(|a| a.version == candidate)))
 }
 
 /// Count the measurement the controller took, if any, and schedule the next one. Returns
@@ -55,7 +86,10 @@ pub(crate) fn apply_measurement(draft: &mut Draft<'_>, candidate: &str) -> Optio
         analysis.requests = measurement.requests;
         analysis.error_rate = measurement.error_rate;
         analysis.latency_p95_seconds = measurement.latency_p95_seconds;
+        analysis.latency_p99_seconds = measurement.latency_p99_seconds;
         analysis.drift_score = measurement.drift_score;
+        analysis.accuracy = measurement.accuracy;
+        analysis.stable = stable_window(&measurement.stable);
         match judge(spec, measurement) {
             Verdict::Pass => {
                 analysis.message = Some("all thresholds met".to_string());
@@ -103,6 +137,21 @@ pub(crate) fn analysis_allows_promotion(draft: &Draft<'_>, candidate: &str) -> R
     }
 }
 
+/// Stable's window as the status shows it.
+fn stable_window(comparison: &Comparison) -> Option<StableWindow> {
+    let Comparison::Stable(stable) = comparison else { return None };
+    Some(StableWindow {
+        requests: stable.requests,
+        error_rate: stable.error_rate,
+        latency_p95_seconds: stable.latency_p95_seconds,
+        latency_p99_seconds: stable.latency_p99_seconds,
+        accuracy: stable.accuracy,
+    })
+}
+
 fn interval(seconds: i32) -> SignedDuration {
     SignedDuration::from_secs(i64::from(seconds))
 }
+
+#[cfg(test)]
+mod tests;

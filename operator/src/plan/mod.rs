@@ -34,7 +34,7 @@ use modelship_crds::{ModelDeploymentSpec, ModelDeploymentStatus, Phase, Strategy
 
 pub(crate) use draft::Draft;
 pub use draft::{DesiredTrack, PlannedEvent, Stage};
-pub use gate::analysis_due;
+pub use gate::{analysis_due, analysis_starts, compares_with_stable};
 pub use observed::{Endpoint, Observed, TrackState};
 pub use state::RolloutState;
 pub use track::Track;

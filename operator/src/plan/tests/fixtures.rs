@@ -80,8 +80,7 @@ pub fn measurement(requests: i64, error_rate: f64) -> Measurement {
         requests,
         error_rate: Some(error_rate),
         latency_p95_seconds: Some(0.01),
-        drift_score: None,
-        unreachable_pods: 0,
+        ..Measurement::default()
     }
 }
 
