@@ -543,6 +543,51 @@ pub struct AnalysisSpec {
     /// Thresholds relative to the stable version, measured on the same window (Canary only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relative: Option<RelativeThresholds>,
+
+    /// Measure through a Prometheus server instead of scraping the serving pods directly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus: Option<PrometheusSource>,
+}
+
+/// A Prometheus server that scrapes the serving pods (the chart's PodMonitor, or any scrape
+/// configuration that adds the same `namespace`, `modelship_name` and `track` labels).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusSource {
+    /// Base URL of the Prometheus HTTP API, such as `http://prometheus.monitoring.svc:9090`.
+    #[x_kube(validation = Rule::new("self.startsWith('http://') && size(self) > 7")
+        .message("spec.strategy.analysis.prometheus.address must be an http:// URL with a host"))]
+    pub address: String,
+
+    /// PromQL replacing the built-in query of a metric. `{{namespace}}`, `{{name}}` (the
+    /// ModelDeployment), `{{version}}`, `{{track}}` and `{{window}}` (the analysis interval,
+    /// such as `30s`) are filled in; each query must return one number.
+    #[serde(default, skip_serializing_if = "PrometheusQueries::is_empty")]
+    pub queries: PrometheusQueries,
+}
+
+/// Queries by metric; a metric without one uses the built-in query.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PrometheusQueries {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_rate: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p95_seconds: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_p99_seconds: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift_score: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<String>,
+}
+
+impl PrometheusQueries {
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
 }
 
 /// The candidate compared with the stable pods serving the same traffic in the same window.
@@ -584,6 +629,7 @@ impl Default for AnalysisSpec {
             max_drift_score: None,
             min_accuracy: None,
             relative: None,
+            prometheus: None,
         }
     }
 }

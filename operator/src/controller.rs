@@ -25,6 +25,7 @@ use kube::{Client, Resource, ResourceExt};
 use modelship_crds::{ModelDeployment, ModelDeploymentStatus, labels};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::analysis::prometheus::{Prometheus, QueryScope};
 use crate::analysis::scrape::Scraper;
 use crate::analysis::{Comparison, Measurement};
 pub use crate::apply::FIELD_MANAGER;
@@ -59,6 +60,8 @@ pub struct Context {
     pub stores: Stores,
     pub metrics: Arc<Metrics>,
     pub scraper: Scraper,
+    /// Measures through Prometheus for models whose analysis names a server.
+    pub prometheus: Prometheus,
     pub report: Report,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
@@ -92,6 +95,7 @@ pub async fn run(
     let context = Arc::new(Context {
         report: Report::new(client.clone(), settings.identity.clone(), metrics.clone()),
         scraper: Scraper::new(settings.pod_metrics_url.clone()),
+        prometheus: Prometheus::default(),
         client: client.clone(),
         stores: stores.clone(),
         metrics: metrics.clone(),
@@ -272,6 +276,31 @@ async fn analyse(
     let stable = previous.stable_version.as_deref().unwrap_or_default();
     let compare = plan::compares_with_stable(&md.spec);
     let stable_targets = || seen.scrape_targets(&name, &namespace, Track::Stable);
+    let analysis = md.spec.strategy.analysis.as_ref()?;
+    if let Some(source) = &analysis.prometheus {
+        // Prometheus keeps the history: no counters to record, every window is a query.
+        let track = plan::analysis_due(&md.spec, previous, &seen.observed, now)?;
+        let scope = |version, track: Track| QueryScope {
+            namespace: &namespace,
+            name: &name,
+            version,
+            track: track.as_str(),
+            window: format!("{}s", analysis.interval_seconds),
+        };
+        let (candidate_scope, stable_scope) =
+            (scope(candidate, track), scope(stable, Track::Stable));
+        let (mut measurement, comparison) =
+            futures::join!(ctx.prometheus.measure(source, &candidate_scope), async {
+                match compare {
+                    true => Comparison::Stable(Box::new(
+                        ctx.prometheus.measure(source, &stable_scope).await,
+                    )),
+                    false => Comparison::NotMeasured,
+                }
+            });
+        measurement.stable = comparison;
+        return Some(measurement);
+    }
     if let Some(track) = plan::analysis_due(&md.spec, previous, &seen.observed, now) {
         let targets = seen.scrape_targets(&name, &namespace, track);
         let (mut measurement, comparison) =

@@ -7,6 +7,7 @@
 //! - [`load`]: bounded open-loop load to a Service's ClusterIP.
 //! - [`controlplane`]: a control plane of a test's own, for cluster-wide changes.
 //! - [`faults`]: a link to the API server that tests can cut, for outages and partitions.
+//! - [`prometheus`]: a real Prometheus scraping a test namespace's serving pods.
 
 pub mod controlplane;
 pub mod error;
@@ -15,5 +16,6 @@ pub mod harness;
 pub mod load;
 pub mod models;
 pub mod operator;
+pub mod prometheus;
 
 pub use error::{Error, Result};

@@ -15,6 +15,9 @@ pub enum Verdict {
 /// Judge a measurement against the thresholds of `spec`. A failed absolute threshold fails
 /// the window even when the comparison with stable could not be made.
 pub fn judge(spec: &AnalysisSpec, m: &Measurement) -> Verdict {
+    if let Some(why) = &m.unavailable {
+        return Verdict::Inconclusive(format!("no measurement: {why}"));
+    }
     if m.requests < i64::from(spec.min_requests) {
         let mut why = format!(
             "{} requests, fewer than minRequests {}: inconclusive",
@@ -158,6 +161,7 @@ mod tests {
             max_drift_score: Some(0.3),
             min_accuracy: Some(0.8),
             relative: None,
+            prometheus: None,
         }
     }
 
@@ -240,6 +244,13 @@ mod tests {
         m.unreachable_pods = 2;
         assert!(
             matches!(judge(&spec(), &m), Verdict::Inconclusive(why) if why.contains("(2 pods unreachable)"))
+        );
+        let down = Measurement {
+            unavailable: Some("Prometheus at http://p:9090: connection refused".into()),
+            ..measured(500, 1.0, 9.0, 9.0)
+        };
+        assert!(
+            matches!(judge(&spec(), &down), Verdict::Inconclusive(why) if why == "no measurement: Prometheus at http://p:9090: connection refused")
         );
     }
 

@@ -12,13 +12,16 @@
 //!   samples;
 //! - [`measure`]: pure: one window of a pod, and the pods' windows combined into one
 //!   [`Measurement`];
-//! - [`judge`]: pure: a measurement against the thresholds of `spec.strategy.analysis`.
+//! - [`judge`]: pure: a measurement against the thresholds of `spec.strategy.analysis`;
+//! - [`prometheus`]: the other source: PromQL over the window, for clusters whose Prometheus
+//!   already scrapes the serving pods.
 //!
 //! The planner only ever sees a [`Measurement`] and calls [`judge`]; this module knows
 //! nothing of the planner.
 
 pub mod judge;
 pub mod measure;
+pub mod prometheus;
 pub mod scrape;
 
 pub use judge::{Verdict, judge};
@@ -35,6 +38,8 @@ pub struct Measurement {
     pub accuracy: Option<f64>,
     /// Pods that could not be scraped.
     pub unreachable_pods: usize,
+    /// Why the source could not measure at all (Prometheus unreachable or refusing a query).
+    pub unavailable: Option<String>,
     /// The stable version on the same window, for relative thresholds.
     pub stable: Comparison,
 }

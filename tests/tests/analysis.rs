@@ -1,0 +1,240 @@
+//! Analysis on real metrics, under load through the Service's ClusterIP: windows judged on
+//! the serving pods' own counters, the candidate compared with stable on the same window, and
+//! the same verdicts through a real Prometheus that scrapes the pods. Every rollout here must
+//! also lose no request.
+
+use std::time::Duration;
+
+use kube::Client;
+use modelship_crds::{ModelDeployment, Phase, RolloutOutcome};
+use modelship_tests::harness::{routed_service_addr, wait_until, with_namespace};
+use modelship_tests::load::Load;
+use modelship_tests::models::{
+    apply, condition, fixture_uri, patch_spec, pods_of_track, served_model, track, wait_for,
+    wait_phase,
+};
+use modelship_tests::operator::OperatorProcess;
+use modelship_tests::prometheus::PrometheusServer;
+use serde_json::{Value, json};
+
+const T: Duration = Duration::from_secs(90);
+const RATE: u32 = 100;
+/// Each test stops its load; this only bounds a load a failing test leaves behind.
+const LOAD_CAP: Duration = Duration::from_secs(600);
+
+fn request() -> String {
+    let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
+    json!({"features": features}).to_string()
+}
+
+/// Load on the Service once kube-proxy routes it.
+async fn load(client: &Client, service: &str, namespace: &str) -> Load {
+    let target = routed_service_addr(client, namespace, service).await;
+    Load::start(target, "/predict", &request(), RATE, LOAD_CAP)
+}
+
+fn version(version: &str, fixture: &str) -> Value {
+    json!({"model": {"version": version, "uri": fixture_uri(fixture)}})
+}
+
+fn analysis_message(md: &ModelDeployment) -> String {
+    md.status
+        .as_ref()
+        .and_then(|s| s.analysis.as_ref())
+        .and_then(|a| a.message.clone())
+        .unwrap_or_default()
+}
+
+/// Analysis in windows on real metrics: a healthy canary is measured every interval beside the
+/// stable pods serving the same traffic (absolute and relative thresholds), passes every
+/// window, and is promoted after its last step without a failed request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_canary_passes_every_window_and_is_promoted() {
+    with_namespace(async |client, ns| {
+        let _operator = OperatorProcess::start(&ns);
+        let strategy = json!({
+            "type": "Canary",
+            "canary": {"steps": [{"setWeight": 50}, {"pause": {"seconds": 10}}]},
+            "analysis": {"intervalSeconds": 2, "failureLimit": 0, "minRequests": 20,
+                         "maxErrorRate": 0.01, "maxLatencyP99Seconds": 2.0,
+                         "relative": {"maxErrorRateIncrease": 0.01, "maxLatencyP95Ratio": 50}}
+        });
+        apply(&client, &ns, served_model("risk", "1", "logreg.onnx", 2, strategy)).await;
+        wait_phase(&client, &ns, "risk", Phase::Healthy, T).await;
+        let running = load(&client, "risk", &ns).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        running.mark("canary 2 under analysis");
+        let v2 = json!({"model": {"version": "2", "uri": fixture_uri("logreg.onnx")}});
+        patch_spec(&client, &ns, "risk", v2).await;
+        let during = wait_for(&client, &ns, "risk", "two windows judged beside stable", T, |md| {
+            md.status.as_ref().and_then(|s| s.analysis.as_ref()).is_some_and(|a| {
+                a.version == "2" && a.stable.is_some() && a.measurements - a.inconclusive >= 2
+            })
+        })
+        .await;
+        let md = wait_for(&client, &ns, "risk", "version 2 promoted", T, |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.stable_version.as_deref() == Some("2") && s.candidate_version.is_none()
+            })
+        })
+        .await;
+        running.mark("promoted");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let report = running.stop().await;
+
+        assert!(report.failures().is_empty(), "{}", report.describe_failures());
+        report.assert_covered(&[
+            ("start", &["1"], true),
+            ("canary 2 under analysis", &["1", "2"], true),
+            ("promoted", &["2"], true),
+        ]);
+        let analysis = during.status.unwrap().analysis.unwrap();
+        assert_eq!(analysis.failures, 0, "{analysis:?}");
+        assert_eq!(analysis.message.as_deref(), Some("all thresholds met"), "{analysis:?}");
+        // Each window counts only its own requests: at 100 requests/s split over both
+        // versions, about 100 per version in 2 s, far below the totals since the pods started.
+        assert!((20..=400).contains(&analysis.requests), "{analysis:?}");
+        let stable = analysis.stable.unwrap();
+        assert!((20..=400).contains(&stable.requests), "{stable:?}");
+        assert!(stable.latency_p95_seconds.is_some() && analysis.latency_p99_seconds.is_some());
+        let status = md.status.clone().unwrap();
+        let last = status.history.first().expect("a rollout record");
+        assert_eq!((last.version.as_str(), &last.outcome), ("2", &RolloutOutcome::Promoted));
+        assert_eq!(condition(&md, "Degraded").map(|c| c.0), Some("False".to_string()));
+    })
+    .await;
+}
+
+/// Comparison with stable on real metrics: a version several times slower than stable (a model
+/// with a per-row 384x384 matrix product) stays within a generous absolute latency threshold,
+/// yet the relative one rolls it back, with no failed request, and the status says why.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_latency_regression_against_stable_rolls_back() {
+    with_namespace(async |client, ns| {
+        let _operator = OperatorProcess::start(&ns);
+        let absolute_p95 = 5.0;
+        let strategy = json!({
+            "type": "Canary",
+            "canary": {"weight": 50},
+            "analysis": {"intervalSeconds": 2, "failureLimit": 1, "minRequests": 20,
+                         "maxLatencyP95Seconds": absolute_p95,
+                         "relative": {"maxLatencyP95Ratio": 2}}
+        });
+        apply(&client, &ns, served_model("risk", "1", "logreg.onnx", 2, strategy)).await;
+        wait_phase(&client, &ns, "risk", Phase::Healthy, T).await;
+        let running = load(&client, "risk", &ns).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        running.mark("slow canary 2");
+        let v2 = json!({"model": {"version": "2", "uri": fixture_uri("heavy.onnx")}});
+        patch_spec(&client, &ns, "risk", v2).await;
+        let md = wait_phase(&client, &ns, "risk", Phase::RolledBack, T).await;
+        wait_until(T, "the canary's pods gone", async || {
+            track(&client, &ns, "risk", "canary").await.is_none()
+                && pods_of_track(&client, &ns, "risk", "canary").await == 0
+        })
+        .await;
+        running.mark("rolled back");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let report = running.stop().await;
+
+        assert!(report.failures().is_empty(), "{}", report.describe_failures());
+        report.assert_covered(&[
+            ("start", &["1"], true),
+            ("slow canary 2", &["1", "2"], true),
+            ("rolled back", &["1"], true),
+        ]);
+        let status = md.status.clone().unwrap();
+        assert_eq!(status.aborted_version.as_deref(), Some("2"));
+        let analysis = status.analysis.unwrap();
+        let message = analysis.message.clone().unwrap_or_default();
+        assert!(message.contains("above maxLatencyP95Ratio 2"), "{analysis:?}");
+        assert!(message.contains("stable's"), "{analysis:?}");
+        // The absolute threshold alone would have let it through.
+        assert!(analysis.latency_p95_seconds.unwrap() < absolute_p95, "{analysis:?}");
+        let stable = analysis.stable.clone().expect("stable's window");
+        assert!(analysis.latency_p95_seconds.unwrap() > 2.0 * stable.latency_p95_seconds.unwrap());
+        assert!(analysis.failures >= 2, "{analysis:?}");
+        assert_eq!(condition(&md, "Degraded").unwrap(), ("True".into(), "RolledBack".into()));
+        assert_eq!(track(&client, &ns, "risk", "stable").await, Some(("1".into(), 2, 2)));
+    })
+    .await;
+}
+
+/// The Prometheus provider beside direct scraping, on the same run: a real Prometheus
+/// discovers the serving pods through the API server and scrapes them with the chart's
+/// PodMonitor labels; two ModelDeployments roll out the same versions under the same load, one
+/// measured through Prometheus and one from the pods. Both roll the slow version back for the
+/// same reason and both promote the healthy one. Without Prometheus, windows are inconclusive
+/// and say why.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_reaches_the_verdicts_of_direct_scraping() {
+    with_namespace(async |client, ns| {
+        let prometheus = PrometheusServer::start(&client, &ns).await;
+        let _operator = OperatorProcess::start(&ns);
+        let strategy = |source: Option<String>| {
+            let mut analysis = json!({"intervalSeconds": 4, "failureLimit": 1, "minRequests": 20,
+                                      "maxLatencyP95Seconds": 5.0,
+                                      "relative": {"maxLatencyP95Ratio": 3}});
+            if let Some(address) = source {
+                analysis["prometheus"] = json!({"address": address});
+            }
+            json!({"type": "Canary",
+                   "canary": {"steps": [{"setWeight": 50}, {"pause": {"seconds": 10}}]},
+                   "analysis": analysis})
+        };
+        let models = ["direct", "prom"];
+        apply(&client, &ns, served_model("direct", "1", "logreg.onnx", 2, strategy(None))).await;
+        let prom = strategy(Some(prometheus.address()));
+        apply(&client, &ns, served_model("prom", "1", "logreg.onnx", 2, prom)).await;
+        for name in models {
+            wait_phase(&client, &ns, name, Phase::Healthy, T).await;
+        }
+        let running = [load(&client, "direct", &ns).await, load(&client, "prom", &ns).await];
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        for name in models {
+            patch_spec(&client, &ns, name, version("2", "heavy.onnx")).await;
+        }
+        let mut reasons = Vec::new();
+        for name in models {
+            let md = wait_phase(&client, &ns, name, Phase::RolledBack, T).await;
+            let message = analysis_message(&md);
+            assert!(message.contains("above maxLatencyP95Ratio 3"), "{name}: {message}");
+            reasons.push(message);
+        }
+        // Prometheus held the candidate's series under the labels the provider queries.
+        let seen = format!(
+            r#"sum(ml_requests_total{{namespace="{ns}",modelship_name="prom",version="2",track="canary"}})"#
+        );
+        assert!(prometheus.query(&seen).await.unwrap_or(0.0) > 0.0, "{seen}: no series");
+
+        for name in models {
+            patch_spec(&client, &ns, name, version("3", "logreg.onnx")).await;
+        }
+        for name in models {
+            let md = wait_for(&client, &ns, name, "version 3 promoted", T, |md| {
+                md.status.as_ref().is_some_and(|s| {
+                    s.stable_version.as_deref() == Some("3") && s.candidate_version.is_none()
+                })
+            })
+            .await;
+            let last = md.status.unwrap().history.first().cloned().expect("a rollout record");
+            assert_eq!((last.version.as_str(), last.outcome), ("3", RolloutOutcome::Promoted));
+        }
+
+        drop(prometheus);
+        patch_spec(&client, &ns, "prom", version("4", "logreg.onnx")).await;
+        let md = wait_for(&client, &ns, "prom", "a window without Prometheus", T, |md| {
+            analysis_message(md).contains("no measurement: Prometheus at http://127.0.0.1:")
+        })
+        .await;
+        assert_eq!(md.status.unwrap().stable_version.as_deref(), Some("3"));
+
+        for (name, running) in models.into_iter().zip(running) {
+            let report = running.stop().await;
+            assert!(report.failures().is_empty(), "{name}: {}", report.describe_failures());
+        }
+        println!("verdicts: direct {:?}, prometheus {:?}", reasons[0], reasons[1]);
+    })
+    .await;
+}
