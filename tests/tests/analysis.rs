@@ -78,6 +78,12 @@ async fn a_healthy_canary_passes_every_window_and_is_promoted() {
             })
         })
         .await;
+        wait_phase(&client, &ns, "risk", Phase::Healthy, T).await;
+        wait_until(T, "version 1's pods gone", async || {
+            pods_of_track(&client, &ns, "risk", "stable").await == 2
+                && pods_of_track(&client, &ns, "risk", "canary").await == 0
+        })
+        .await;
         running.mark("promoted");
         tokio::time::sleep(Duration::from_secs(1)).await;
         let report = running.stop().await;
