@@ -329,6 +329,9 @@ fn default_min_replicas() -> i32 {
     validation = Rule::new("self.type != 'RollingUpdate' || !has(self.analysis)")
         .message("spec.strategy.analysis needs a BlueGreen or Canary strategy: a RollingUpdate has no candidate to analyse")
         .field_path(".analysis"),
+    validation = Rule::new("!has(self.canary) || !has(self.canary.steps) || !self.canary.steps.exists(s, has(s.analysis)) || has(self.analysis)")
+        .message("spec.strategy.canary.steps holds an analysis step: set the thresholds in spec.strategy.analysis")
+        .field_path(".canary.steps"),
     validation = Rule::new("self.type == 'Canary' || !has(self.analysis) || !has(self.analysis.relative)")
         .message("spec.strategy.analysis.relative needs a Canary strategy: only a canary has stable pods serving the same traffic to compare with")
         .field_path(".analysis.relative"),
@@ -471,8 +474,8 @@ impl Default for CanarySpec {
 /// One step of a canary: set a weight, or pause.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.setWeight) != has(self.pause)")
-    .message("each entry of spec.strategy.canary.steps sets exactly one of setWeight or pause"))]
+#[x_kube(validation = Rule::new("(has(self.setWeight) ? 1 : 0) + (has(self.pause) ? 1 : 0) + (has(self.analysis) ? 1 : 0) == 1")
+    .message("each entry of spec.strategy.canary.steps sets exactly one of setWeight, pause or analysis"))]
 pub struct CanaryStep {
     /// Move to this weight, in percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -483,6 +486,25 @@ pub struct CanaryStep {
     /// names the candidate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pause: Option<PauseStep>,
+
+    /// Hold the weight until the candidate passes analysis windows in a row (thresholds from
+    /// `spec.strategy.analysis`); failed windows count towards the rollback as always.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<AnalysisStep>,
+}
+
+/// A canary step that waits for analysis.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisStep {
+    /// Passing windows in a row, counted from the start of the step.
+    #[serde(default = "default_successful_windows")]
+    #[schemars(range(min = 1, max = 100))]
+    pub successful_windows: i32,
+}
+
+fn default_successful_windows() -> i32 {
+    1
 }
 
 /// A pause in a canary.
@@ -791,6 +813,9 @@ pub struct AnalysisStatus {
     pub failures: i32,
     /// Measurements without enough requests to judge.
     pub inconclusive: i32,
+    /// Passing windows since the last failed one, or since the current canary step began.
+    #[serde(default)]
+    pub passed_in_a_row: i32,
     /// When the last measurement was taken (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_measured_at: Option<String>,

@@ -47,14 +47,15 @@ fn analysis_message(md: &ModelDeployment) -> String {
 
 /// Analysis in windows on real metrics: a healthy canary is measured every interval beside the
 /// stable pods serving the same traffic (absolute and relative thresholds), passes every
-/// window, and is promoted after its last step without a failed request.
+/// window, leaves its analysis step after two passing windows in a row, and is promoted
+/// without a failed request.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_healthy_canary_passes_every_window_and_is_promoted() {
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy = json!({
             "type": "Canary",
-            "canary": {"steps": [{"setWeight": 50}, {"pause": {"seconds": 10}}]},
+            "canary": {"steps": [{"setWeight": 50}, {"analysis": {"successfulWindows": 2}}]},
             "analysis": {"intervalSeconds": 2, "failureLimit": 0, "minRequests": 20,
                          "maxErrorRate": 0.01, "maxLatencyP99Seconds": 2.0,
                          "relative": {"maxErrorRateIncrease": 0.01, "maxLatencyP95Ratio": 50}}
@@ -66,12 +67,18 @@ async fn a_healthy_canary_passes_every_window_and_is_promoted() {
         running.mark("canary 2 under analysis");
         let v2 = json!({"model": {"version": "2", "uri": fixture_uri("logreg.onnx")}});
         patch_spec(&client, &ns, "risk", v2).await;
-        let during = wait_for(&client, &ns, "risk", "two windows judged beside stable", T, |md| {
-            md.status.as_ref().and_then(|s| s.analysis.as_ref()).is_some_and(|a| {
-                a.version == "2" && a.stable.is_some() && a.measurements - a.inconclusive >= 2
+        // Between the first and the second passing window, the step still holds 50 %.
+        let during =
+            wait_for(&client, &ns, "risk", "one window passed at the analysis step", T, |md| {
+                md.status.as_ref().is_some_and(|s| {
+                    s.current_step == Some(1)
+                        && s.canary_weight == 50
+                        && s.analysis
+                            .as_ref()
+                            .is_some_and(|a| a.version == "2" && a.passed_in_a_row == 1)
+                })
             })
-        })
-        .await;
+            .await;
         let md = wait_for(&client, &ns, "risk", "version 2 promoted", T, |md| {
             md.status.as_ref().is_some_and(|s| {
                 s.stable_version.as_deref() == Some("2") && s.candidate_version.is_none()
@@ -94,8 +101,12 @@ async fn a_healthy_canary_passes_every_window_and_is_promoted() {
             ("canary 2 under analysis", &["1", "2"], true),
             ("promoted", &["2"], true),
         ]);
+        // The analysis of version 2 stays in the status after its promotion.
+        let after = md.status.clone().unwrap().analysis.unwrap();
+        assert_eq!(after.version, "2");
+        assert!(after.measurements - after.inconclusive >= 2, "{after:?}");
+        assert_eq!(after.failures, 0, "{after:?}");
         let analysis = during.status.unwrap().analysis.unwrap();
-        assert_eq!(analysis.failures, 0, "{analysis:?}");
         assert_eq!(analysis.message.as_deref(), Some("all thresholds met"), "{analysis:?}");
         // Each window counts only its own requests: at 100 requests/s split over both
         // versions, about 100 per version in 2 s, far below the totals since the pods started.

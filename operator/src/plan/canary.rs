@@ -103,6 +103,20 @@ fn walk_steps(d: &mut Draft<'_>, candidate: &str, steps: &[CanaryStep]) -> Targe
                 return Target::Weight { weight, pause: None };
             }
             true
+        } else if let Some(wanted) = &step.analysis {
+            let weight = weight_before(steps, index);
+            let passed = passed_in_a_row(d, candidate);
+            if passed < wanted.successful_windows {
+                let message = format!(
+                    "step {index}: at {weight}% until {} analysis windows pass in a row ({passed} so far)",
+                    wanted.successful_windows
+                );
+                return Target::Weight {
+                    weight,
+                    pause: Some((Reason::WaitingForAnalysis, message)),
+                };
+            }
+            true
         } else {
             let pause = step.pause.clone().unwrap_or_default();
             let weight = weight_before(steps, index);
@@ -144,12 +158,21 @@ fn walk_steps(d: &mut Draft<'_>, candidate: &str, steps: &[CanaryStep]) -> Targe
             d.state.current_step = Some(index as i32);
             d.state.step_started_at = Some(now);
             d.state.last_progress_at = Some(now);
+            // An analysis step counts the windows passed since it began.
+            if let Some(analysis) = d.state.analysis.as_mut() {
+                analysis.passed_in_a_row = 0;
+            }
             d.event(
                 Reason::StepCompleted,
                 format!("canary step {} of {} done", index, steps.len()),
             );
         }
     }
+}
+
+/// Windows the candidate passed in a row, as the analysis gate counted them.
+fn passed_in_a_row(d: &Draft<'_>, candidate: &str) -> i32 {
+    d.state.analysis.as_ref().filter(|a| a.version == candidate).map_or(0, |a| a.passed_in_a_row)
 }
 
 /// The weight in force at step `index`: the last `setWeight` before it.

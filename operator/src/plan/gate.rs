@@ -92,6 +92,7 @@ pub(crate) fn apply_measurement(draft: &mut Draft<'_>, candidate: &str) -> Optio
         analysis.stable = stable_window(&measurement.stable);
         match judge(spec, measurement) {
             Verdict::Pass => {
+                analysis.passed_in_a_row += 1;
                 analysis.message = Some("all thresholds met".to_string());
             }
             Verdict::Inconclusive(why) => {
@@ -100,6 +101,7 @@ pub(crate) fn apply_measurement(draft: &mut Draft<'_>, candidate: &str) -> Optio
             }
             Verdict::Fail(why) => {
                 analysis.failures += 1;
+                analysis.passed_in_a_row = 0;
                 analysis.message = Some(why.clone());
                 draft.warning(
                     Reason::AnalysisMeasurementFailed,

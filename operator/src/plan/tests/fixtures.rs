@@ -3,7 +3,7 @@
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use modelship_crds::{
-    AnalysisSpec, BlueGreenSpec, CanarySpec, CanaryStep, ModelDeploymentSpec,
+    AnalysisSpec, AnalysisStep, BlueGreenSpec, CanarySpec, CanaryStep, ModelDeploymentSpec,
     ModelDeploymentStatus, ModelSpec, PauseStep, StrategySpec, StrategyType,
 };
 
@@ -57,11 +57,20 @@ pub fn blue_green(auto_promote: bool, preview_replicas: Option<i32>) -> Strategy
 }
 
 pub fn set_weight(w: i32) -> CanaryStep {
-    CanaryStep { set_weight: Some(w), pause: None }
+    CanaryStep { set_weight: Some(w), pause: None, analysis: None }
 }
 
 pub fn pause(seconds: Option<i32>) -> CanaryStep {
-    CanaryStep { set_weight: None, pause: Some(PauseStep { seconds }) }
+    CanaryStep { set_weight: None, pause: Some(PauseStep { seconds }), analysis: None }
+}
+
+/// A step that waits for `windows` passing analysis windows in a row.
+pub fn analysis_step(windows: i32) -> CanaryStep {
+    CanaryStep {
+        set_weight: None,
+        pause: None,
+        analysis: Some(AnalysisStep { successful_windows: windows }),
+    }
 }
 
 /// Analysis every `interval_seconds`, failing above an error rate of 5 %.

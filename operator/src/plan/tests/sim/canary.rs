@@ -6,7 +6,9 @@ use modelship_crds::{CanarySpec, Phase, RolloutOutcome};
 use super::{World, outcomes};
 use crate::analysis::Measurement;
 use crate::plan::Track;
-use crate::plan::tests::fixtures::{analysis, canary, measurement, pause, set_weight, spec};
+use crate::plan::tests::fixtures::{
+    analysis, analysis_step, canary, measurement, pause, set_weight, spec,
+};
 use crate::vocabulary::Reason;
 
 #[test]
@@ -164,6 +166,40 @@ fn passing_analysis_is_required_before_promotion() {
     world.measurement = Some(Measurement { requests: 500, ..world.measurement.clone().unwrap() });
     world.settle();
     assert_eq!(world.status.stable_version.as_deref(), Some("2"));
+}
+
+#[test]
+fn an_analysis_step_holds_the_weight_until_windows_pass_in_a_row() {
+    let steps = vec![set_weight(25), analysis_step(2), set_weight(75)];
+    let mut strategy = canary(None, Some(steps));
+    strategy.analysis = Some(analysis(3, 5));
+    let mut world = World::new(spec("1", 4, strategy));
+    world.settle();
+    world.measurement = Some(measurement(3, 0.0));
+    world.spec.model.version = "2".into();
+    for _ in 0..30 {
+        world.tick();
+    }
+    // Inconclusive windows never pass the step.
+    assert_eq!((world.replicas(Track::Stable).1, world.replicas(Track::Canary).1), (3, 1));
+    assert_eq!(world.status.current_step, Some(1));
+    assert_eq!(world.phase(), Phase::Paused);
+
+    // One pass, then a failure: the count starts again.
+    world.measurement = Some(measurement(100, 0.0));
+    world.run_until("one window passed", |w| {
+        w.status.analysis.as_ref().is_some_and(|a| a.passed_in_a_row == 1)
+    });
+    world.measurement = Some(measurement(100, 0.5));
+    world.run_until("a window failed", |w| {
+        w.status.analysis.as_ref().is_some_and(|a| a.failures == 1 && a.passed_in_a_row == 0)
+    });
+    assert_eq!(world.status.current_step, Some(1), "still at the analysis step");
+
+    world.measurement = Some(measurement(100, 0.0));
+    world.settle();
+    assert_eq!(world.status.stable_version.as_deref(), Some("2"));
+    assert_eq!(world.status.aborted_version, None);
 }
 
 #[test]
