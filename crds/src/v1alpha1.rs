@@ -332,6 +332,12 @@ fn default_min_replicas() -> i32 {
     validation = Rule::new("!has(self.canary) || !has(self.canary.steps) || !self.canary.steps.exists(s, has(s.analysis)) || has(self.analysis)")
         .message("spec.strategy.canary.steps holds an analysis step: set the thresholds in spec.strategy.analysis")
         .field_path(".canary.steps"),
+    validation = Rule::new("!has(self.blueGreen) || !has(self.blueGreen.prePromotionAnalysis) || has(self.analysis)")
+        .message("spec.strategy.blueGreen.prePromotionAnalysis needs thresholds in spec.strategy.analysis")
+        .field_path(".blueGreen.prePromotionAnalysis"),
+    validation = Rule::new("!has(self.blueGreen) || !has(self.blueGreen.prePromotionAnalysis) || !has(self.blueGreen.previewService) || self.blueGreen.previewService")
+        .message("spec.strategy.blueGreen.prePromotionAnalysis needs the preview Service: it measures the traffic sent there")
+        .field_path(".blueGreen.previewService"),
     validation = Rule::new("self.type == 'Canary' || !has(self.analysis) || !has(self.analysis.relative)")
         .message("spec.strategy.analysis.relative needs a Canary strategy: only a canary has stable pods serving the same traffic to compare with")
         .field_path(".analysis.relative"),
@@ -421,6 +427,13 @@ pub struct BlueGreenSpec {
     #[serde(default = "default_scale_down_delay")]
     #[schemars(range(min = 0, max = 86400))]
     pub scale_down_delay_seconds: i32,
+
+    /// Analyse the new color behind the preview Service before the switch: it must pass this
+    /// many windows in a row (thresholds from `spec.strategy.analysis`, on the traffic sent
+    /// to the preview Service); failing more than `failureLimit` removes it without it ever
+    /// serving production traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis: Option<AnalysisStep>,
 }
 
 impl Default for BlueGreenSpec {
@@ -431,6 +444,7 @@ impl Default for BlueGreenSpec {
             preview_service: default_true(),
             preview_replicas: None,
             scale_down_delay_seconds: default_scale_down_delay(),
+            pre_promotion_analysis: None,
         }
     }
 }

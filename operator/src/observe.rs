@@ -33,12 +33,15 @@ pub struct Snapshot {
     pub running: Running,
     /// The planner's view of `running` and of the main Service's endpoints.
     pub observed: Observed,
-    /// The main Service's EndpointSlices: where analysis finds the pods to scrape.
+    /// The main and the preview Service's EndpointSlices: where analysis finds the pods to
+    /// scrape (a blue-green candidate is analysed behind the preview Service before the
+    /// switch).
     pub slices: Vec<Arc<EndpointSlice>>,
 }
 
 impl Snapshot {
-    /// Ready pods of one track behind the main Service, with the address to scrape.
+    /// Ready pods of one track behind the main or the preview Service, with the address to
+    /// scrape.
     pub fn scrape_targets(
         &self,
         md_name: &str,
@@ -66,11 +69,13 @@ pub fn snapshot(stores: &Stores, md: &ModelDeployment, namespace: &str) -> Snaps
         preview: owned_in(&stores.services, &preview_service_name(&name), namespace, md),
         hpa: owned_in(&stores.hpas, &name, namespace, md),
     };
+    let preview = preview_service_name(&name);
     let slices = stores.slices.state_filter(|slice| {
         slice.namespace().as_deref() == Some(namespace)
-            && slice.labels().get(SERVICE_NAME_LABEL) == Some(&name)
+            && slice.labels().get(SERVICE_NAME_LABEL).is_some_and(|s| *s == name || *s == preview)
     });
-    let observed = observed(&running, slices.iter().map(|s| &**s));
+    let main = slices.iter().filter(|s| s.labels().get(SERVICE_NAME_LABEL) == Some(&name));
+    let observed = observed(&running, main.map(|s| &**s));
     Snapshot { running, observed, slices }
 }
 
@@ -179,6 +184,9 @@ pub fn scrape_targets<'a>(
             }
         }
     }
+    // A pod behind both Services is scraped once.
+    out.sort_by(|a, b| a.pod.cmp(&b.pod));
+    out.dedup_by(|a, b| a.pod == b.pod);
     out
 }
 

@@ -177,6 +177,92 @@ async fn a_latency_regression_against_stable_rolls_back() {
     .await;
 }
 
+/// Blue-green analysis before the switch, on the traffic sent to the preview Service: a slow
+/// candidate fails there and is removed without the main Service ever selecting it; a fast one
+/// passes its windows and only then takes the production traffic, which loses no request.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blue_green_candidate_is_judged_behind_the_preview_service_before_the_switch() {
+    with_namespace(async |client, ns| {
+        let _operator = OperatorProcess::start(&ns);
+        let strategy = json!({
+            "type": "BlueGreen",
+            "blueGreen": {"prePromotionAnalysis": {"successfulWindows": 2},
+                          "scaleDownDelaySeconds": 2},
+            "analysis": {"intervalSeconds": 2, "failureLimit": 1, "minRequests": 20,
+                         "maxLatencyP95Seconds": 0.002}
+        });
+        apply(&client, &ns, served_model("m", "1", "logreg.onnx", 2, strategy)).await;
+        wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        let production = load(&client, "m", &ns).await;
+        let preview = load(&client, "m-preview", &ns).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        let mark = |phase: &str| {
+            production.mark(phase);
+            preview.mark(phase);
+        };
+        mark("slow 2 in preview");
+        patch_spec(&client, &ns, "m", version("2", "heavy.onnx")).await;
+        let md = wait_phase(&client, &ns, "m", Phase::RolledBack, T).await;
+        let message = analysis_message(&md);
+        assert!(message.contains("p95 latency"), "{message}");
+        let status = md.status.clone().unwrap();
+        assert_eq!(status.aborted_version.as_deref(), Some("2"));
+        assert!(status.analysis.as_ref().is_some_and(|a| a.failures == 2), "{status:?}");
+        let (_, reason) = condition(&md, "Degraded").unwrap();
+        assert_eq!(reason, "RolledBack");
+        wait_until(T, "version 2's pods gone", async || {
+            let idle =
+                if status.active_color.as_deref() == Some("blue") { "green" } else { "blue" };
+            pods_of_track(&client, &ns, "m", idle).await == 0
+        })
+        .await;
+
+        mark("fast 3 in preview");
+        patch_spec(&client, &ns, "m", version("3", "logreg.onnx")).await;
+        wait_for(&client, &ns, "m", "version 3 promoted", T, |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.stable_version.as_deref() == Some("3") && s.candidate_version.is_none()
+            })
+        })
+        .await;
+        let md = wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        let active = md.status.as_ref().and_then(|s| s.active_color.clone()).unwrap();
+        let old = if active == "blue" { "green" } else { "blue" };
+        wait_until(T, "version 1's pods gone", async || {
+            pods_of_track(&client, &ns, "m", old).await == 0
+        })
+        .await;
+        mark("3 serves");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (production, preview) = (production.stop().await, preview.stop().await);
+
+        assert!(production.failures().is_empty(), "{}", production.describe_failures());
+        production.assert_covered(&[
+            ("start", &["1"], true),
+            // The slow candidate never answered production traffic.
+            ("slow 2 in preview", &["1"], true),
+            ("fast 3 in preview", &["1", "3"], true),
+            ("3 serves", &["3"], true),
+        ]);
+        // The windows judged what the preview Service sent the candidates.
+        let phases = preview.by_phase();
+        for (phase, version) in [(1, "2"), (2, "3")] {
+            let answered = phases[phase].versions.get(version).copied().unwrap_or(0);
+            assert!(
+                answered > 0,
+                "preview phase {:?}: {:?}",
+                phases[phase].name,
+                phases[phase].versions
+            );
+        }
+        let history = &md.status.as_ref().unwrap().history;
+        assert_eq!(history[0].outcome, RolloutOutcome::Promoted);
+        assert_eq!(history[1].outcome, RolloutOutcome::RolledBack);
+    })
+    .await;
+}
+
 /// The Prometheus provider beside direct scraping, on the same run: a real Prometheus
 /// discovers the serving pods through the API server and scrapes them with the chart's
 /// PodMonitor labels; two ModelDeployments roll out the same versions under the same load, one

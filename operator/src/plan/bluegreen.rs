@@ -75,7 +75,39 @@ fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str
     d.preview_track = options.preview_service.then_some(idle);
 
     let seen = d.observed(idle);
-    if approved && seen.settled_at(candidate, total) && seen.ready > 0 {
+    let complete = approved && seen.settled_at(candidate, total) && seen.ready > 0;
+    if complete && let Some(wanted) = &options.pre_promotion_analysis {
+        if let Some(why) = apply_measurement(d, candidate) {
+            // It never served production traffic: remove it, the Service stays.
+            d.abort_candidate(why.clone());
+            d.state.scale_down_at = None;
+            d.stage = Stage::RolledBack {
+                message: format!(
+                    "version {candidate} failed its analysis before the switch; version {stable}                      serves: {why}"
+                ),
+            };
+            return;
+        }
+        let passed = d
+            .state
+            .analysis
+            .as_ref()
+            .filter(|a| a.version == candidate)
+            .map_or(0, |a| a.passed_in_a_row);
+        if passed < wanted.successful_windows {
+            d.paused(
+                Reason::WaitingForAnalysis,
+                format!(
+                    "{} runs version {candidate} behind the preview Service; the switch waits                      until {} analysis windows pass in a row ({passed} so far)",
+                    idle.as_str(),
+                    wanted.successful_windows
+                ),
+            );
+            retire_foreign(d, d.observed(active).ready);
+            return;
+        }
+    }
+    if complete {
         d.service_track = Some(idle);
         d.state.active_color = Some(idle);
         d.state.scale_down_at = None;

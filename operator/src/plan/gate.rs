@@ -58,7 +58,17 @@ fn analysed_track<'a>(
         }
         StrategyType::BlueGreen => {
             let selected = observed.service_track.flatten()?;
-            (observed.track(selected).version == candidate).then_some(selected)?
+            if observed.track(selected).version == candidate {
+                selected
+            } else {
+                // Before the switch, only with pre-promotion analysis: the new color behind
+                // the preview Service.
+                let pre_switch = spec.strategy.blue_green.as_ref()?.pre_promotion_analysis.as_ref();
+                let color = selected.other_color();
+                let seen = observed.track(color);
+                (pre_switch.is_some() && seen.version == candidate && seen.ready > 0)
+                    .then_some(color)?
+            }
         }
         StrategyType::RollingUpdate => return None,
     };

@@ -1,7 +1,7 @@
 //! Blue-green rollouts in the simulated cluster: the switch, its gates, switching back.
 
 use k8s_openapi::jiff::SignedDuration;
-use modelship_crds::{AnalysisSpec, ModelDeploymentStatus, Phase, RolloutOutcome};
+use modelship_crds::{AnalysisSpec, AnalysisStep, ModelDeploymentStatus, Phase, RolloutOutcome};
 
 use super::{World, outcomes};
 use crate::analysis::Measurement;
@@ -107,6 +107,56 @@ fn blue_green_analysis_failure_switches_back() {
     assert!(
         world.status.analysis.as_ref().unwrap().message.as_ref().unwrap().contains("p95 latency")
     );
+}
+
+/// Blue-green with pre-promotion analysis, the candidate measuring `p95` in every window.
+fn pre_switch_run(p95: f64) -> World {
+    let mut strategy = blue_green(true, None);
+    if let Some(options) = strategy.blue_green.as_mut() {
+        options.pre_promotion_analysis = Some(AnalysisStep { successful_windows: 2 });
+    }
+    strategy.analysis = Some(AnalysisSpec {
+        max_error_rate: None,
+        max_latency_p95_seconds: Some(0.1),
+        ..analysis(2, 1)
+    });
+    let mut world = World::new(spec("1", 2, strategy));
+    world.settle();
+    world.measurement =
+        Some(Measurement { latency_p95_seconds: Some(p95), ..measurement(100, 0.0) });
+    world.spec.model.version = "2".into();
+    world
+}
+
+#[test]
+fn pre_promotion_analysis_failing_never_moves_the_service() {
+    let mut world = pre_switch_run(2.0);
+    world.run_until("rolled back", |w| {
+        assert_eq!(w.service, Some(Some(Track::Blue)), "the Service never left blue");
+        w.phase() == Phase::RolledBack
+    });
+    for _ in 0..20 {
+        world.tick();
+    }
+    assert_eq!(world.service, Some(Some(Track::Blue)));
+    assert_eq!(world.status.aborted_version.as_deref(), Some("2"));
+    assert_eq!(world.status.analysis.as_ref().unwrap().failures, 2);
+    assert_eq!(world.replicas(Track::Green).1, 0, "the failed color is removed");
+}
+
+#[test]
+fn pre_promotion_analysis_passing_switches_after_the_windows() {
+    let mut world = pre_switch_run(0.01);
+    world.run_until("switch", |w| {
+        let on_green = w.service == Some(Some(Track::Green));
+        if on_green {
+            let passed = w.status.analysis.as_ref().map_or(0, |a| a.passed_in_a_row);
+            assert!(passed >= 2, "switched after {passed} passing windows");
+        }
+        on_green
+    });
+    world.settle();
+    assert_eq!(world.status.stable_version.as_deref(), Some("2"));
 }
 
 #[test]
