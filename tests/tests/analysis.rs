@@ -177,6 +177,60 @@ async fn a_latency_regression_against_stable_rolls_back() {
     .await;
 }
 
+/// An error burst on real traffic: the candidate answers most requests 503 (its request
+/// deadline is shorter than its model takes), the windows see it, and it is rolled back after
+/// exactly `failureLimit` + 1 failed windows; once it is gone no request fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_burst_rolls_back_after_failure_limit_windows() {
+    with_namespace(async |client, ns| {
+        let _operator = OperatorProcess::start(&ns);
+        let strategy = json!({
+            "type": "Canary",
+            "canary": {"weight": 50},
+            "analysis": {"intervalSeconds": 2, "failureLimit": 1, "minRequests": 20,
+                         "maxErrorRate": 0.05}
+        });
+        apply(&client, &ns, served_model("risk", "1", "logreg.onnx", 2, strategy)).await;
+        wait_phase(&client, &ns, "risk", Phase::Healthy, T).await;
+        let running = load(&client, "risk", &ns).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        running.mark("failing canary 2");
+        // The new version's pods give up after 2 ms; its model takes several.
+        let mut v2 = version("2", "heavy.onnx");
+        v2["serving"] = json!({"env": [{"name": "MODELSHIP_REQUEST_TIMEOUT_MS", "value": "2"}]});
+        patch_spec(&client, &ns, "risk", v2).await;
+        let md = wait_phase(&client, &ns, "risk", Phase::RolledBack, T).await;
+        wait_until(T, "the canary's pods gone", async || {
+            track(&client, &ns, "risk", "canary").await.is_none()
+                && pods_of_track(&client, &ns, "risk", "canary").await == 0
+        })
+        .await;
+        running.mark("rolled back");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let report = running.stop().await;
+
+        let analysis = md.status.clone().unwrap().analysis.unwrap();
+        assert_eq!(analysis.failures, 2, "rolled back at failureLimit + 1: {analysis:?}");
+        let message = analysis.message.clone().unwrap_or_default();
+        assert!(message.contains("above maxErrorRate 0.05"), "{message}");
+        assert!(analysis.error_rate.unwrap() > 0.5, "{analysis:?}");
+        // The burst reached callers while the canary served, and ended with it.
+        let phases = report.by_phase();
+        let (burst, after) = (&phases[1], &phases[2]);
+        let failed_in = |from: Duration, to: Duration| {
+            report.failures().iter().filter(|f| f.sent_at >= from && f.sent_at < to).count()
+        };
+        assert!(failed_in(burst.from, burst.to) > 0, "no failure during the burst");
+        assert_eq!(failed_in(after.from, after.to), 0, "{}", report.describe_failures());
+        report.assert_covered(&[
+            ("start", &["1"], true),
+            ("failing canary 2", &["1"], false),
+            ("rolled back", &["1"], true),
+        ]);
+    })
+    .await;
+}
+
 /// Blue-green analysis before the switch, on the traffic sent to the preview Service: a slow
 /// candidate fails there and is removed without the main Service ever selecting it; a fast one
 /// passes its windows and only then takes the production traffic, which loses no request.
