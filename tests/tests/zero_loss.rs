@@ -162,54 +162,6 @@ async fn canary_promote_and_rollback_lose_no_request() {
     .await;
 }
 
-/// Analysis reads the candidate's real metrics: a latency threshold it cannot meet rolls it
-/// back automatically, without failed requests, and the status says why.
-#[tokio::test(flavor = "multi_thread")]
-async fn failing_analysis_rolls_back_under_load() {
-    with_namespace(async |client, ns| {
-        let _operator = OperatorProcess::start(&ns);
-        let strategy = json!({
-            "type": "Canary",
-            "canary": {"weight": 50},
-            "analysis": {"intervalSeconds": 2, "failureLimit": 1, "minRequests": 10,
-                         "maxErrorRate": 0.05, "maxLatencyP95Seconds": 0.000001}
-        });
-        apply(&client, &ns, served_model("risk", "1", "logreg.onnx", 2, strategy)).await;
-        wait_phase(&client, &ns, "risk", Phase::Healthy, T).await;
-        let running = load(&client, "risk", &ns).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let v2 = modelship_tests::models::fixture_uri("rf.onnx");
-        running.mark("canary 2 under analysis");
-        patch_spec(&client, &ns, "risk", json!({"model": {"version": "2", "uri": v2}})).await;
-        let md = wait_phase(&client, &ns, "risk", Phase::RolledBack, T).await;
-        wait_until(T, "the canary's pods gone", async || {
-            track(&client, &ns, "risk", "canary").await.is_none()
-                && pods_of_track(&client, &ns, "risk", "canary").await == 0
-        })
-        .await;
-        running.mark("rolled back");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let report = running.stop().await;
-
-        assert!(report.failures().is_empty(), "{}", report.describe_failures());
-        // The analysis measured the canary, so version 2 answered before the rollback.
-        report.assert_covered(&[
-            ("start", &["1"], true),
-            ("canary 2 under analysis", &["1", "2"], true),
-            ("rolled back", &["1"], true),
-        ]);
-        let status = md.status.clone().unwrap();
-        assert_eq!(status.aborted_version.as_deref(), Some("2"));
-        let analysis = status.analysis.unwrap();
-        assert!(analysis.failures >= 2, "{analysis:?}");
-        assert!(analysis.requests >= 10);
-        assert!(analysis.message.unwrap_or_default().contains("p95 latency"));
-        assert_eq!(condition(&md, "Degraded").unwrap(), ("True".into(), "RolledBack".into()));
-        assert_eq!(track(&client, &ns, "risk", "stable").await, Some(("1".into(), 2, 2)));
-    })
-    .await;
-}
-
 /// S7 with real processes: a version whose model cannot load never becomes ready, never gets
 /// traffic, and the rollout turns Degraded at its deadline.
 #[tokio::test(flavor = "multi_thread")]
