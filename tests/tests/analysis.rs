@@ -37,6 +37,15 @@ fn version(version: &str, fixture: &str) -> Value {
     json!({"model": {"version": version, "uri": fixture_uri(fixture)}})
 }
 
+/// Wait until a rolled-back canary's Deployment and pods are gone.
+async fn canary_gone(client: &Client, namespace: &str, name: &str) {
+    wait_until(T, "the canary's pods gone", async || {
+        track(client, namespace, name, "canary").await.is_none()
+            && pods_of_track(client, namespace, name, "canary").await == 0
+    })
+    .await;
+}
+
 fn analysis_message(md: &ModelDeployment) -> String {
     md.status
         .as_ref()
@@ -145,11 +154,7 @@ async fn a_latency_regression_against_stable_rolls_back() {
         let v2 = json!({"model": {"version": "2", "uri": fixture_uri("heavy.onnx")}});
         patch_spec(&client, &ns, "risk", v2).await;
         let md = wait_phase(&client, &ns, "risk", Phase::RolledBack, T).await;
-        wait_until(T, "the canary's pods gone", async || {
-            track(&client, &ns, "risk", "canary").await.is_none()
-                && pods_of_track(&client, &ns, "risk", "canary").await == 0
-        })
-        .await;
+        canary_gone(&client, &ns, "risk").await;
         running.mark("rolled back");
         tokio::time::sleep(Duration::from_secs(1)).await;
         let report = running.stop().await;
@@ -200,11 +205,7 @@ async fn an_error_burst_rolls_back_after_failure_limit_windows() {
         v2["serving"] = json!({"env": [{"name": "MODELSHIP_REQUEST_TIMEOUT_MS", "value": "2"}]});
         patch_spec(&client, &ns, "risk", v2).await;
         let md = wait_phase(&client, &ns, "risk", Phase::RolledBack, T).await;
-        wait_until(T, "the canary's pods gone", async || {
-            track(&client, &ns, "risk", "canary").await.is_none()
-                && pods_of_track(&client, &ns, "risk", "canary").await == 0
-        })
-        .await;
+        canary_gone(&client, &ns, "risk").await;
         running.mark("rolled back");
         tokio::time::sleep(Duration::from_secs(2)).await;
         let report = running.stop().await;
