@@ -182,7 +182,7 @@ async fn a_latency_regression_against_stable_rolls_back() {
     .await;
 }
 
-/// An error burst on real traffic: the candidate answers most requests 503 (its request
+/// An error burst on real traffic: the candidate answers many requests 503 (its request
 /// deadline is shorter than its model takes), the windows see it, and it is rolled back after
 /// exactly `failureLimit` + 1 failed windows; once it is gone no request fails.
 #[tokio::test(flavor = "multi_thread")]
@@ -214,7 +214,7 @@ async fn an_error_burst_rolls_back_after_failure_limit_windows() {
         assert_eq!(analysis.failures, 2, "rolled back at failureLimit + 1: {analysis:?}");
         let message = analysis.message.clone().unwrap_or_default();
         assert!(message.contains("above maxErrorRate 0.05"), "{message}");
-        assert!(analysis.error_rate.unwrap() > 0.5, "{analysis:?}");
+        assert!(analysis.error_rate.unwrap() > 0.05, "{analysis:?}");
         // The burst reached callers while the canary served, and ended with it.
         let phases = report.by_phase();
         let (burst, after) = (&phases[1], &phases[2]);
