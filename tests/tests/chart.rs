@@ -24,9 +24,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PodSpec;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use modelship_crds::ModelDeployment;
+use modelship_operator::desired::pod_security;
 use modelship_tests::harness::{self, unique_name, wait_until};
 use modelship_tests::operator::{free_port, operator_bin};
 use serde::Deserialize;
@@ -432,147 +434,10 @@ fn serving_pod_template() -> Value {
     deployment["spec"]["template"].clone()
 }
 
-/// Pod Security Standards, `restricted` profile (which includes `baseline`): every violation
-/// of `pod` (a PodSpec), as the admission plugin would name it.
+/// The operator's Pod Security `restricted` checker, on a rendered PodSpec.
 fn restricted_violations(pod: &Value) -> Vec<String> {
-    let mut found = Vec::new();
-    let psc = &pod["securityContext"];
-    for field in ["hostNetwork", "hostPID", "hostIPC"] {
-        if pod[field] == true {
-            found.push(format!("{field} is true"));
-        }
-    }
-    const VOLUMES: [&str; 8] = [
-        "configMap",
-        "csi",
-        "downwardAPI",
-        "emptyDir",
-        "ephemeral",
-        "persistentVolumeClaim",
-        "projected",
-        "secret",
-    ];
-    for volume in pod["volumes"].as_array().into_iter().flatten() {
-        for key in volume.as_object().unwrap().keys().filter(|k| *k != "name") {
-            if !VOLUMES.contains(&key.as_str()) {
-                found.push(format!("volume {} uses {key}", volume["name"]));
-            }
-        }
-    }
-    const SYSCTLS: [&str; 7] = [
-        "kernel.shm_rmid_forced",
-        "net.ipv4.ip_local_port_range",
-        "net.ipv4.ip_unprivileged_port_start",
-        "net.ipv4.tcp_syncookies",
-        "net.ipv4.ping_group_range",
-        "net.ipv4.ip_local_reserved_ports",
-        "net.ipv4.tcp_keepalive_time",
-    ];
-    for sysctl in psc["sysctls"].as_array().into_iter().flatten() {
-        let name = sysctl["name"].as_str().unwrap_or_default();
-        if !SYSCTLS.contains(&name) {
-            found.push(format!("unsafe sysctl {name}"));
-        }
-    }
-    let seccomp_ok = |v: &Value| matches!(v.as_str(), Some("RuntimeDefault" | "Localhost"));
-    let apparmor_ok = |v: &Value| v.is_null() || seccomp_ok(v);
-    let selinux_ok = |o: &Value| {
-        matches!(
-            o["type"].as_str(),
-            None | Some(
-                "" | "container_t" | "container_init_t" | "container_kvm_t" | "container_engine_t"
-            )
-        ) && o["user"].is_null()
-            && o["role"].is_null()
-    };
-    if !apparmor_ok(&psc["appArmorProfile"]["type"]) {
-        found.push("pod appArmorProfile".into());
-    }
-    if !selinux_ok(&psc["seLinuxOptions"]) {
-        found.push("pod seLinuxOptions".into());
-    }
-    if psc["runAsUser"] == 0 {
-        found.push("pod runAsUser is 0".into());
-    }
-    if psc["seccompProfile"]["type"] == "Unconfined" {
-        found.push("pod seccompProfile is Unconfined".into());
-    }
-    let containers = ["containers", "initContainers", "ephemeralContainers"]
-        .into_iter()
-        .flat_map(|k| pod[k].as_array().into_iter().flatten());
-    for c in containers {
-        let n = c["name"].as_str().unwrap_or("?");
-        let sc = &c["securityContext"];
-        if sc["privileged"] == true {
-            found.push(format!("{n}: privileged"));
-        }
-        if sc["windowsOptions"]["hostProcess"] == true {
-            found.push(format!("{n}: hostProcess"));
-        }
-        if !matches!(sc["procMount"].as_str(), None | Some("Default")) {
-            found.push(format!("{n}: procMount"));
-        }
-        if !apparmor_ok(&sc["appArmorProfile"]["type"]) {
-            found.push(format!("{n}: appArmorProfile"));
-        }
-        if !selinux_ok(&sc["seLinuxOptions"]) {
-            found.push(format!("{n}: seLinuxOptions"));
-        }
-        for port in c["ports"].as_array().into_iter().flatten() {
-            if port["hostPort"].as_i64().unwrap_or(0) != 0 {
-                found.push(format!("{n}: hostPort"));
-            }
-        }
-        if sc["allowPrivilegeEscalation"] != false {
-            found.push(format!("{n}: allowPrivilegeEscalation is not false"));
-        }
-        if !strings(&sc["capabilities"]["drop"]).iter().any(|c| c == "ALL") {
-            found.push(format!("{n}: capabilities.drop lacks ALL"));
-        }
-        for add in strings(&sc["capabilities"]["add"]) {
-            if add != "NET_BIND_SERVICE" {
-                found.push(format!("{n}: adds capability {add}"));
-            }
-        }
-        let non_root = match sc["runAsNonRoot"].as_bool() {
-            Some(value) => value,
-            None => psc["runAsNonRoot"] == true,
-        };
-        if !non_root {
-            found.push(format!("{n}: runAsNonRoot is not true"));
-        }
-        if sc["runAsUser"] == 0 {
-            found.push(format!("{n}: runAsUser is 0"));
-        }
-        let seccomp = if sc["seccompProfile"].is_null() {
-            &psc["seccompProfile"]
-        } else {
-            &sc["seccompProfile"]
-        };
-        if !seccomp_ok(&seccomp["type"]) {
-            found.push(format!("{n}: seccompProfile is not RuntimeDefault or Localhost"));
-        }
-    }
-    found
-}
-
-#[test]
-fn restricted_check_finds_violations() {
-    // The checker must not be vacuous: a bare pod breaks most controls.
-    let bare = json!({"containers": [{"name": "c", "image": "x", "ports": [{"containerPort": 80, "hostPort": 80}]}],
-                      "hostNetwork": true, "volumes": [{"name": "h", "hostPath": {"path": "/"}}]});
-    let found = restricted_violations(&bare);
-    for expected in [
-        "hostNetwork is true",
-        "uses hostPath",
-        "c: hostPort",
-        "c: allowPrivilegeEscalation is not false",
-        "c: capabilities.drop lacks ALL",
-        "c: runAsNonRoot is not true",
-        "c: seccompProfile is not RuntimeDefault or Localhost",
-    ] {
-        assert!(found.iter().any(|f| f.contains(expected)), "{expected} not in {found:?}");
-    }
+    let pod: PodSpec = serde_json::from_value(pod.clone()).expect("a PodSpec");
+    pod_security::restricted_violations(&pod)
 }
 
 #[test]

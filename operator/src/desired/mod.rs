@@ -3,7 +3,8 @@
 //!
 //! - [`children`]: the whole desired set of one ModelDeployment, and what goes, given what
 //!   [`Running`];
-//! - [`deployment()`], [`service()`], [`hpa()`]: one object each.
+//! - [`deployment()`], [`service()`], [`hpa()`]: one object each;
+//! - [`pod_security`]: the Pod Security `restricted` check every pod template must pass.
 //!
 //! Every object carries a controller owner reference, so deleting the ModelDeployment
 //! deletes its children, and an `applied-hash` annotation, so an unchanged object is never
@@ -12,6 +13,7 @@
 mod children;
 mod deployment;
 mod hpa;
+pub mod pod_security;
 mod service;
 
 use std::collections::BTreeMap;

@@ -6,7 +6,6 @@
 
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::PodSpec;
 use kube::core::ObjectMeta;
 use modelship_crds::{
     AutoscalingSpec, BatchingSpec, ModelDeploymentSpec, ModelSpec, ServingSpec, StrategySpec,
@@ -14,6 +13,7 @@ use modelship_crds::{
 };
 
 use super::deployment::container_uri;
+use super::pod_security::restricted_violations;
 use super::*;
 use crate::plan::DesiredTrack;
 
@@ -157,67 +157,6 @@ fn selectors() {
         selector_string("m", Some(Track::Blue)),
         "modelship.io/name=m,modelship.io/track=blue"
     );
-}
-
-/// Violations of the Pod Security Standards `restricted` profile (and baseline) in a pod spec.
-pub fn restricted_violations(pod: &PodSpec) -> Vec<String> {
-    let mut found = Vec::new();
-    let pod_sc = pod.security_context.clone().unwrap_or_default();
-    if pod.host_network == Some(true) || pod.host_pid == Some(true) || pod.host_ipc == Some(true) {
-        found.push("host namespaces".to_string());
-    }
-    let pod_seccomp = pod_sc.seccomp_profile.as_ref().map(|s| s.type_.as_str());
-    for volume in pod.volumes.iter().flatten() {
-        let allowed = volume.config_map.is_some()
-            || volume.csi.is_some()
-            || volume.downward_api.is_some()
-            || volume.empty_dir.is_some()
-            || volume.ephemeral.is_some()
-            || volume.persistent_volume_claim.is_some()
-            || volume.projected.is_some()
-            || volume.secret.is_some();
-        if !allowed {
-            found.push(format!("volume {} has a forbidden type", volume.name));
-        }
-    }
-    for container in &pod.containers {
-        let sc = container.security_context.clone().unwrap_or_default();
-        let name = &container.name;
-        if sc.privileged == Some(true) {
-            found.push(format!("{name}: privileged"));
-        }
-        if sc.allow_privilege_escalation != Some(false) {
-            found.push(format!("{name}: allowPrivilegeEscalation must be false"));
-        }
-        let drops_all = sc
-            .capabilities
-            .as_ref()
-            .and_then(|c| c.drop.as_ref())
-            .is_some_and(|d| d.iter().any(|c| c == "ALL"));
-        if !drops_all {
-            found.push(format!("{name}: capabilities.drop must include ALL"));
-        }
-        let adds = sc.capabilities.as_ref().and_then(|c| c.add.clone()).unwrap_or_default();
-        if adds.iter().any(|c| c != "NET_BIND_SERVICE") {
-            found.push(format!("{name}: capabilities.add beyond NET_BIND_SERVICE"));
-        }
-        if sc.run_as_non_root != Some(true) && pod_sc.run_as_non_root != Some(true) {
-            found.push(format!("{name}: runAsNonRoot must be true"));
-        }
-        if sc.run_as_user == Some(0) || pod_sc.run_as_user == Some(0) {
-            found.push(format!("{name}: runAsUser 0"));
-        }
-        let seccomp = sc.seccomp_profile.as_ref().map(|s| s.type_.as_str()).or(pod_seccomp);
-        if !matches!(seccomp, Some("RuntimeDefault" | "Localhost")) {
-            found.push(format!("{name}: seccompProfile must be RuntimeDefault or Localhost"));
-        }
-        for port in container.ports.iter().flatten() {
-            if port.host_port.is_some_and(|p| p != 0) {
-                found.push(format!("{name}: hostPort"));
-            }
-        }
-    }
-    found
 }
 
 #[test]
