@@ -1,0 +1,129 @@
+//! Operators with identities of their own: a ServiceAccount per operator instance, bound to a
+//! Role in the test namespace with the rules the chart grants, and a kubeconfig holding a
+//! token of that account. The API server's audit log records ServiceAccount requests (see
+//! `tests/controlplane/up.sh`), so a test can tell which instance made which write.
+
+use std::path::{Path, PathBuf};
+
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use kube::api::PostParams;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+use serde_json::json;
+
+use crate::harness::{cluster, create};
+
+/// The Role every test operator account gets: what the chart grants the operator in a watched
+/// namespace, plus its Lease there (`tests/tests/chart.rs` checks the chart's rules against
+/// the audit log of a real run, in both directions).
+pub const OPERATOR_ROLE: &str = "modelship-test-operator";
+
+/// An operator account in a namespace: its name, audit user name and kubeconfig.
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub name: String,
+    pub namespace: String,
+    pub kubeconfig: PathBuf,
+}
+
+impl Account {
+    /// How the audit log names this account.
+    pub fn user(&self) -> String {
+        format!("system:serviceaccount:{}:{}", self.namespace, self.name)
+    }
+
+    /// A client that authenticates as this account.
+    pub async fn client(&self) -> Client {
+        client_from(&self.kubeconfig).await
+    }
+}
+
+/// A client from a kubeconfig file.
+pub async fn client_from(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("read the kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("a client configuration");
+    Client::try_from(config).expect("a client")
+}
+
+/// Creates the operator Role in `namespace` (once) and an account `name` bound to it, with a
+/// one-hour token in a kubeconfig under `dir`.
+pub async fn operator_account(client: &Client, namespace: &str, name: &str, dir: &Path) -> Account {
+    let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
+    if roles.get_opt(OPERATOR_ROLE).await.expect("read Roles").is_none() {
+        let _: Role = create(client, namespace, operator_role()).await;
+    }
+    let _: ServiceAccount = create(client, namespace, json!({"metadata": {"name": name}})).await;
+    let _: RoleBinding = create(
+        client,
+        namespace,
+        json!({
+            "metadata": {"name": name},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": OPERATOR_ROLE},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        }),
+    )
+    .await;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    let request: TokenRequest =
+        serde_json::from_value(json!({"spec": {"audiences": [], "expirationSeconds": 3600}}))
+            .expect("a token request");
+    let token = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .unwrap_or_else(|e| panic!("a token for {name}: {e}"))
+        .status
+        .expect("a token in the answer")
+        .token;
+    let kubeconfig = dir.join(format!("kubeconfig-{namespace}-{name}.yaml"));
+    write_token_kubeconfig(&kubeconfig, &token);
+    Account { name: name.to_string(), namespace: namespace.to_string(), kubeconfig }
+}
+
+fn operator_role() -> serde_json::Value {
+    let rule = |group: &str, resource: &str, verbs: &[&str]| {
+        json!({"apiGroups": [group], "resources": [resource], "verbs": verbs})
+    };
+    let children = ["list", "watch", "create", "patch", "delete"];
+    json!({
+        "metadata": {"name": OPERATOR_ROLE},
+        "rules": [
+            rule("modelship.io", "modeldeployments", &["list", "watch"]),
+            rule("modelship.io", "modeldeployments/status", &["patch"]),
+            rule("apps", "deployments", &children),
+            rule("", "services", &children),
+            rule("autoscaling", "horizontalpodautoscalers", &children),
+            rule("discovery.k8s.io", "endpointslices", &["list", "watch"]),
+            rule("events.k8s.io", "events", &["create", "patch"]),
+            rule("coordination.k8s.io", "leases", &["create", "get", "patch"]),
+        ],
+    })
+}
+
+/// A kubeconfig for the local API server (as the shared kubeconfig names it) that
+/// authenticates with `token`. YAML in the layout of the control plane's own kubeconfigs, so
+/// `faults::kubeconfig_via` can route it through a link.
+fn write_token_kubeconfig(path: &Path, token: &str) {
+    let admin = Kubeconfig::read_from(&cluster().kubeconfig).expect("read the kubeconfig");
+    let cluster = admin
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.clone())
+        .expect("a cluster in the kubeconfig");
+    let server = cluster.server.expect("a server in the kubeconfig");
+    let authority = match (cluster.certificate_authority, cluster.certificate_authority_data) {
+        (Some(file), _) => format!("certificate-authority: {}", json!(file)),
+        (None, Some(data)) => format!("certificate-authority-data: {}", json!(data)),
+        (None, None) => panic!("the kubeconfig has no certificate authority"),
+    };
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: local\n  cluster: {{server: \"{server}\", \
+         {authority}}}\nusers:\n- name: operator\n  user: {{token: {}}}\ncontexts:\n- name: \
+         operator\n  context: {{cluster: local, user: operator}}\ncurrent-context: operator\n",
+        json!(token)
+    );
+    std::fs::write(path, text).expect("write the kubeconfig");
+}
