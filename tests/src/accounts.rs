@@ -78,8 +78,7 @@ pub async fn operator_account(client: &Client, namespace: &str, name: &str, dir:
         .status
         .expect("a token in the answer")
         .token;
-    let kubeconfig = dir.join(format!("kubeconfig-{namespace}-{name}.yaml"));
-    write_token_kubeconfig(&kubeconfig, &token);
+    let kubeconfig = token_kubeconfig(&dir.join(format!("kubeconfig-{namespace}-{name}.yaml")), &token);
     Account { name: name.to_string(), namespace: namespace.to_string(), kubeconfig }
 }
 
@@ -103,10 +102,10 @@ fn operator_role() -> serde_json::Value {
     })
 }
 
-/// A kubeconfig for the local API server (as the shared kubeconfig names it) that
-/// authenticates with `token`. YAML in the layout of the control plane's own kubeconfigs, so
-/// `faults::kubeconfig_via` can route it through a link.
-fn write_token_kubeconfig(path: &Path, token: &str) {
+/// Writes at `path` a kubeconfig for the local API server (as the shared kubeconfig names it)
+/// that authenticates with `token`, and returns `path`. YAML in the layout of the control
+/// plane's own kubeconfigs, so `faults::kubeconfig_via` can route it through a link.
+pub fn token_kubeconfig(path: &Path, token: &str) -> PathBuf {
     let admin = Kubeconfig::read_from(&cluster().kubeconfig).expect("read the kubeconfig");
     let cluster = admin
         .clusters
@@ -126,4 +125,5 @@ fn write_token_kubeconfig(path: &Path, token: &str) {
         json!(token)
     );
     std::fs::write(path, text).expect("write the kubeconfig");
+    path.to_path_buf()
 }

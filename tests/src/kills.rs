@@ -149,15 +149,18 @@ impl Killer {
     }
 
     /// Walks `points` in order, killing the operator at each; returns the kills and the
-    /// instance running at the end.
+    /// instance running at the end. A point's hold is armed before the instance that could
+    /// make its child write starts, so the write cannot slip past it.
     pub async fn run(mut self, world: Arc<World>, points: Vec<KillPoint>) -> (Vec<Kill>, OperatorProcess) {
         let mut kills = Vec::new();
-        for point in points {
-            let how = self.reach(&world, &point).await;
+        let mut held = points.first().and_then(|p| p.hold.clone()).map(|rule| self.api.hold_after(rule));
+        for (i, point) in points.iter().enumerate() {
+            let how = self.reach(&world, point, held.take()).await;
             let status = world.now().status().cloned();
             self.operator.kill();
             self.api.drop_held();
             let killed = Instant::now();
+            held = points.get(i + 1).and_then(|p| p.hold.clone()).map(|rule| self.api.hold_after(rule));
             let identity = format!("k{}", self.instances);
             self.instances += 1;
             self.operator = start_leader(
@@ -177,11 +180,16 @@ impl Killer {
         (kills, self.operator)
     }
 
-    /// Waits for `point` and returns how the kill meets it; the kill follows at once.
-    async fn reach(&mut self, world: &World, point: &KillPoint) -> String {
+    /// Waits for `point` (whose hold, if any, is armed: `held` tells when its write is held)
+    /// and returns how the kill meets it; the kill follows at once.
+    async fn reach(
+        &mut self,
+        world: &World,
+        point: &KillPoint,
+        held: Option<tokio::sync::oneshot::Receiver<String>>,
+    ) -> String {
         const LONG: Duration = Duration::from_secs(180);
-        if let Some(rule) = &point.hold {
-            let mut held = self.api.hold_after(rule.clone());
+        if let Some(mut held) = held {
             let deadline = tokio::time::Instant::now() + LONG;
             let mut reached_since: Option<tokio::time::Instant> = None;
             loop {
@@ -194,12 +202,12 @@ impl Killer {
                     Ok(Err(_)) => panic!("the hold for {} was dropped", point.name),
                     Err(_) => {}
                 }
-                // The child write passed before the rule was armed: kill after the boundary.
+                // No status write followed the child write: kill after the boundary.
                 if world.holds(&point.reached) {
                     let since = *reached_since.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() > Duration::from_secs(3) {
                         self.api.clear_hold();
-                        return "boundary passed before the hold was armed: killed 3 s after it"
+                        return "no status write held within 3 s of the boundary: killed then"
                             .to_string();
                     }
                 }

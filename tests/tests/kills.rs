@@ -29,9 +29,10 @@ use modelship_tests::world::{Snapshot, World};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(180);
-const RATE: u32 = 30;
+const RATE: u32 = 20;
 const LOAD_CAP: Duration = Duration::from_secs(900);
-const PAUSE_SECONDS: i64 = 3;
+/// Longer than two restarts of the killed operator, so the analysis point falls inside it.
+const PAUSE_SECONDS: i64 = 12;
 
 fn request() -> String {
     let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
