@@ -216,7 +216,7 @@ async fn a_killed_pod_costs_only_the_requests_sent_to_it_before_it_is_back() {
         // most half the requests of the window (kill to back in service, plus kube-proxy's
         // catch-up) could reach the dead pod, plus the few in flight on its connections when it
         // died (at this rate and a millisecond per answer, well under ten).
-        let kill_offset = report.phases.iter().find(|(n, _)| n == "canary killed").unwrap().1;
+        let kill_offset = report.phases.iter().find(|(n, _)| n.as_str() == "canary killed").unwrap().1;
         let failures = report.failures();
         let late: Vec<String> = failures
             .iter()

@@ -153,17 +153,17 @@ fn questions(watched: &str, confined: bool, other: &str, release_ns: &str, lease
     for namespace in [watched, other] {
         let reach = namespace == watched || !confined;
         for (resource, _) in USED {
-            for verb in VERBS {
+            for &verb in VERBS {
                 out.push(Question {
                     verb,
                     resource: resource.to_string(),
                     namespace: namespace.to_string(),
-                    allowed: reach && used.contains(&(*resource, *verb)),
+                    allowed: reach && used.contains(&(*resource, verb)),
                 });
             }
         }
         for resource in UNTOUCHED {
-            for verb in VERBS {
+            for &verb in VERBS {
                 out.push(Question { verb, resource: resource.to_string(), namespace: namespace.to_string(), allowed: false });
             }
         }
@@ -171,24 +171,24 @@ fn questions(watched: &str, confined: bool, other: &str, release_ns: &str, lease
     // The Lease, only in the release namespace: read and written by its name only; created
     // under any name (RBAC cannot limit create by name: the name is not known when it is
     // authorized).
-    for verb in VERBS {
+    for &verb in VERBS {
         out.push(Question {
             verb,
             resource: format!("leases.coordination.k8s.io/{lease}"),
             namespace: release_ns.to_string(),
-            allowed: matches!(*verb, "get" | "patch" | "create"),
+            allowed: matches!(verb, "get" | "patch" | "create"),
         });
         out.push(Question {
             verb,
             resource: "leases.coordination.k8s.io/another-lease".to_string(),
             namespace: release_ns.to_string(),
-            allowed: *verb == "create",
+            allowed: verb == "create",
         });
         out.push(Question {
             verb,
             resource: "leases.coordination.k8s.io".to_string(),
             namespace: release_ns.to_string(),
-            allowed: *verb == "create",
+            allowed: verb == "create",
         });
         out.push(Question {
             verb,

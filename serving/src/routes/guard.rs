@@ -93,16 +93,15 @@ async fn collect(mut body: Body, limit: usize, discard_up_to: usize) -> Result<B
             drain(&mut body, seen, discard_up_to).await;
             return Err(Error::PayloadTooLarge { limit });
         }
-        match (&mut first, &mut joined) {
-            (None, None) => first = Some(data),
-            (Some(head), None) => {
-                let mut buf = BytesMut::with_capacity(head.len() + data.len());
-                buf.extend_from_slice(head);
-                buf.extend_from_slice(&data);
-                first = None;
-                joined = Some(buf);
-            }
-            (_, Some(buf)) => buf.extend_from_slice(&data),
+        if let Some(buf) = joined.as_mut() {
+            buf.extend_from_slice(&data);
+        } else if let Some(head) = first.take() {
+            let mut buf = BytesMut::with_capacity(head.len() + data.len());
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(&data);
+            joined = Some(buf);
+        } else {
+            first = Some(data);
         }
     }
     Ok(match (first, joined) {
