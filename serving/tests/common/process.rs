@@ -50,14 +50,15 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u
     Some((status, body))
 }
 
-pub fn wait_ready(addr: SocketAddr, child: &mut Child) {
+/// Waits until `/ready` answers 200; returns how long that took.
+pub fn wait_ready(addr: SocketAddr, child: &mut Child) -> Duration {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(10) {
         if let Some((200, _)) = http(addr, "GET", "/ready", "") {
-            return;
+            return started.elapsed();
         }
         assert!(child.try_wait().unwrap().is_none(), "server exited before becoming ready");
-        std::thread::sleep(Duration::from_millis(5));
+        std::thread::sleep(Duration::from_millis(1));
     }
     panic!("not ready within 10 s");
 }
