@@ -1,6 +1,7 @@
 //! Operators with identities of their own: a ServiceAccount per operator instance, bound to a
-//! Role in the test namespace with the rules the chart grants, and a kubeconfig holding a
-//! token of that account. The API server's audit log records ServiceAccount requests (see
+//! Role in the test namespace with the rules the chart grants an operator confined to that
+//! namespace (rendered from the chart, so they follow it), and a kubeconfig holding a token of
+//! that account. The API server's audit log records ServiceAccount requests (see
 //! `tests/controlplane/up.sh`), so a test can tell which instance made which write.
 
 use std::path::{Path, PathBuf};
@@ -11,13 +12,14 @@ use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::PostParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client};
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::harness::{cluster, create};
 
-/// The Role every test operator account gets: what the chart grants the operator in a watched
-/// namespace, plus its Lease there (`tests/tests/chart.rs` checks the chart's rules against
-/// the audit log of a real run, in both directions).
+/// The Role every test operator account of a namespace gets: the rules of the chart's Roles
+/// for an operator confined to that namespace with its Lease there (`tests/tests/chart.rs`
+/// checks the chart's rules against the audit log of a real run, in both directions).
 pub const OPERATOR_ROLE: &str = "modelship-test-operator";
 
 /// An operator account in a namespace: its name, audit user name and kubeconfig.
@@ -49,12 +51,21 @@ pub async fn client_from(path: &Path) -> Client {
     Client::try_from(config).expect("a client")
 }
 
-/// Creates the operator Role in `namespace` (once) and an account `name` bound to it, with a
-/// one-hour token in a kubeconfig under `dir`.
-pub async fn operator_account(client: &Client, namespace: &str, name: &str, dir: &Path) -> Account {
+/// Creates the operator Role in `namespace` (once; the Lease it may use is `lease`) and an
+/// account `name` bound to it, with a one-hour token in a kubeconfig under `dir`.
+pub async fn operator_account(
+    client: &Client,
+    namespace: &str,
+    lease: &str,
+    name: &str,
+    dir: &Path,
+) -> Account {
     let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
     if roles.get_opt(OPERATOR_ROLE).await.expect("read Roles").is_none() {
-        let _: Role = create(client, namespace, operator_role()).await;
+        let rules = chart_rules(namespace, lease);
+        let _: Role =
+            create(client, namespace, json!({"metadata": {"name": OPERATOR_ROLE}, "rules": rules}))
+                .await;
     }
     let _: ServiceAccount = create(client, namespace, json!({"metadata": {"name": name}})).await;
     let _: RoleBinding = create(
@@ -82,24 +93,29 @@ pub async fn operator_account(client: &Client, namespace: &str, name: &str, dir:
     Account { name: name.to_string(), namespace: namespace.to_string(), kubeconfig }
 }
 
-fn operator_role() -> serde_json::Value {
-    let rule = |group: &str, resource: &str, verbs: &[&str]| {
-        json!({"apiGroups": [group], "resources": [resource], "verbs": verbs})
-    };
-    let children = ["list", "watch", "create", "patch", "delete"];
-    json!({
-        "metadata": {"name": OPERATOR_ROLE},
-        "rules": [
-            rule("modelship.io", "modeldeployments", &["list", "watch"]),
-            rule("modelship.io", "modeldeployments/status", &["patch"]),
-            rule("apps", "deployments", &children),
-            rule("", "services", &children),
-            rule("autoscaling", "horizontalpodautoscalers", &children),
-            rule("discovery.k8s.io", "endpointslices", &["list", "watch"]),
-            rule("events.k8s.io", "events", &["create", "patch"]),
-            rule("coordination.k8s.io", "leases", &["create", "get", "patch"]),
-        ],
-    })
+/// The rules of every Role the chart renders for an operator confined to `namespace`, with
+/// its Lease `lease` there.
+fn chart_rules(namespace: &str, lease: &str) -> Vec<serde_json::Value> {
+    let chart = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/modelship");
+    let output = std::process::Command::new("helm")
+        .args(["template", "modelship-test"])
+        .arg(&chart)
+        .args(["--namespace", namespace, "--show-only", "templates/rbac.yaml"])
+        .args(["--set", &format!("operator.watchNamespace={namespace}")])
+        .args(["--set", &format!("leaderElection.leaseName={lease}")])
+        .output()
+        .expect("run helm (on PATH in `make test`)");
+    assert!(output.status.success(), "helm template: {}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut rules = Vec::new();
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let Ok(object) = serde_json::Value::deserialize(document) else { continue };
+        if object["kind"] == "Role" {
+            rules.extend(object["rules"].as_array().cloned().unwrap_or_default());
+        }
+    }
+    assert!(rules.len() >= 8, "the chart's Roles have too few rules: {rules:?}");
+    rules
 }
 
 /// Writes at `path` a kubeconfig for the local API server (as the shared kubeconfig names it)

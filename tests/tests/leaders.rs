@@ -101,9 +101,9 @@ async fn one_leader_writes_and_hands_over_on_sigterm_and_on_kill() {
     with_namespace(async |client: Client, ns: String| {
         let dir = tempdir();
         let recorder = LeaseRecorder::start(&client, &ns, LEASE);
-        let a = operator_account(&client, &ns, "op-a", &dir).await;
-        let b = operator_account(&client, &ns, "op-b", &dir).await;
-        let c = operator_account(&client, &ns, "op-c", &dir).await;
+        let a = operator_account(&client, &ns, LEASE, "op-a", &dir).await;
+        let b = operator_account(&client, &ns, LEASE, "op-b", &dir).await;
+        let c = operator_account(&client, &ns, LEASE, "op-c", &dir).await;
 
         let mut op_a = start(&ns, &a, &a.kubeconfig);
         wait_until(T, "a to lead", async || op_a.is_leader().await).await;
@@ -179,8 +179,8 @@ async fn partitioned_leader_steps_down(full: bool) {
     with_namespace(async |client: Client, ns: String| {
         let dir = tempdir();
         let recorder = LeaseRecorder::start(&client, &ns, LEASE);
-        let a = operator_account(&client, &ns, "op-a", &dir).await;
-        let b = operator_account(&client, &ns, "op-b", &dir).await;
+        let a = operator_account(&client, &ns, LEASE, "op-a", &dir).await;
+        let b = operator_account(&client, &ns, LEASE, "op-b", &dir).await;
         let (partition, a_kubeconfig) = if full {
             let link = FaultyLink::start(api_server(&a.kubeconfig)).await;
             let via = kubeconfig_via(&a.kubeconfig, &link, &dir);

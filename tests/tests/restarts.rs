@@ -87,7 +87,7 @@ async fn rollouts_survive_api_server_and_etcd_restarts() {
         let dir = std::env::temp_dir().join(unique_name("modelship-restarts"));
         std::fs::create_dir_all(&dir).unwrap();
         // Its own account, so the audit log shows its lists and watches.
-        let account = operator_account(&client, &ns, "op", &dir).await;
+        let account = operator_account(&client, &ns, "modelship-operator", "op", &dir).await;
         let mut operator = OperatorProcess::start_full(
             &ns,
             "op",
