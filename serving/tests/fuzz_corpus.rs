@@ -4,8 +4,11 @@
 
 use std::path::Path;
 
+/// A fuzz target's entry point.
+type Entry = fn(&[u8]);
+
 /// Each fuzz target (a directory of `fuzz/corpus`) and its entry point.
-const TARGETS: [(&str, fn(&[u8])); 3] = [
+const TARGETS: [(&str, Entry); 3] = [
     ("decode_predict", modelship_serving::decode::fuzz_predict),
     ("decode_infer", modelship_serving::decode::fuzz_infer),
     ("load_model", modelship_serving::loader::fuzz_load),

@@ -69,7 +69,8 @@ fn a_slowloris_client_is_disconnected_and_others_are_served() {
         assert_eq!(http(addr, "POST", "/predict", &predict_body()).unwrap().0, 200);
         std::thread::sleep(Duration::from_millis(30));
     }
-    let held = slow.join().unwrap().expect("a client trickling headers is still connected after 5 s");
+    let held =
+        slow.join().unwrap().expect("a client trickling headers is still connected after 5 s");
     println!("slowloris connection closed after {held:?} (header read timeout {timeout:?})");
     assert!(held >= timeout, "closed after {held:?}, before the timeout");
     assert!(held < timeout + Duration::from_millis(1500), "closed only after {held:?}");
@@ -157,7 +158,10 @@ async fn a_model_slower_than_the_deadline_is_answered_503_within_the_deadline_pl
     let addr = slow_server(deadline.as_millis() as u64, Duration::from_secs(2)).await;
     let requests = [
         ("/predict", r#"{"features":[1,2,3,4]}"#),
-        ("/v2/models/slow/infer", r#"{"inputs":[{"name":"X","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#),
+        (
+            "/v2/models/slow/infer",
+            r#"{"inputs":[{"name":"X","shape":[1,4],"datatype":"FP32","data":[1,2,3,4]}]}"#,
+        ),
         ("/predict", r#"{"instances":[[1,2,3,4],[5,6,7,8]]}"#),
     ];
     // Concurrently, as a slow model meets traffic: each request has its own deadline.

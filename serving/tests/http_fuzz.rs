@@ -43,8 +43,9 @@ impl Draws {
     }
 }
 
-const METHODS: &[&str] =
-    &["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "FOO", "get", "M-SEARCH"];
+const METHODS: &[&str] = &[
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "TRACE", "FOO", "get", "M-SEARCH",
+];
 
 const PATHS: &[&str] = &[
     "/",
@@ -97,7 +98,10 @@ fn seeds() -> Vec<Vec<u8>> {
 /// A body: a mutated real one most of the time, noise or an extreme otherwise.
 fn body(draws: &mut Draws, seeds: &[Vec<u8>]) -> Vec<u8> {
     match draws.below(10) {
-        0 => draws.bytes(draws.below(512)),
+        0 => {
+            let n = draws.below(512);
+            draws.bytes(n)
+        }
         1 => Vec::new(),
         2 => {
             // Deep nesting, long arrays, huge numbers.
@@ -130,8 +134,21 @@ fn body(draws: &mut Draws, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 fn mutate(draws: &mut Draws, b: &mut Vec<u8>) {
     const TOKENS: &[&[u8]] = &[
-        b"null", b"NaN", b"-1", b"1e309", b"\"\"", b"[]", b"{}", b",", b"\"features\"", b"\"\\u0000\"",
-        b"\"inputs\"", b"\"shape\"", b"[[1,2],[3]]", b"\xff\xfe", b"9223372036854775808",
+        b"null",
+        b"NaN",
+        b"-1",
+        b"1e309",
+        b"\"\"",
+        b"[]",
+        b"{}",
+        b",",
+        b"\"features\"",
+        b"\"\\u0000\"",
+        b"\"inputs\"",
+        b"\"shape\"",
+        b"[[1,2],[3]]",
+        b"\xff\xfe",
+        b"9223372036854775808",
     ];
     let at = draws.below(b.len() + 1);
     match draws.below(5) {
@@ -175,7 +192,8 @@ fn request(draws: &mut Draws, seeds: &[Vec<u8>]) -> (Vec<u8>, bool) {
     let method = draws.pick(METHODS).to_string();
     let body = body(draws, seeds);
     let chunked = draws.chance(15);
-    let mut head = format!("{method} {} HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n", path(draws));
+    let mut head =
+        format!("{method} {} HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\n", path(draws));
     let content_type = draws.pick(CONTENT_TYPES);
     if !content_type.is_empty() {
         head.push_str(&format!("Content-Type: {content_type}\r\n"));
@@ -209,7 +227,8 @@ fn request(draws: &mut Draws, seeds: &[Vec<u8>]) -> (Vec<u8>, bool) {
         return (bytes, false);
     }
     if draws.chance(2) {
-        return (draws.bytes(1 + draws.below(300)), false);
+        let n = 1 + draws.below(300);
+        return (draws.bytes(n), false);
     }
     (bytes, true)
 }

@@ -87,9 +87,10 @@ pub async fn operator_account(
         .await
         .unwrap_or_else(|e| panic!("a token for {name}: {e}"))
         .status
-        .expect("a token in the answer")
-        .token;
-    let kubeconfig = token_kubeconfig(&dir.join(format!("kubeconfig-{namespace}-{name}.yaml")), &token);
+        .and_then(|s| s.token)
+        .expect("a token in the answer");
+    let kubeconfig =
+        token_kubeconfig(&dir.join(format!("kubeconfig-{namespace}-{name}.yaml")), &token);
     Account { name: name.to_string(), namespace: namespace.to_string(), kubeconfig }
 }
 

@@ -382,10 +382,11 @@ async fn forward(
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         return status_response(504, "Timeout", "etcdserver: request timed out");
     }
-    if is_write && let Some(decision) = state.control.on_write(&path, &bytes) {
-        if decision.await != Ok(true) {
-            return status_response(503, "ServiceUnavailable", "the test dropped this write");
-        }
+    if is_write
+        && let Some(decision) = state.control.on_write(&path, &bytes)
+        && decision.await != Ok(true)
+    {
+        return status_response(503, "ServiceUnavailable", "the test dropped this write");
     }
     let mut upstream = axum::http::Request::builder().method(method).uri(parts.uri.clone());
     for (name, value) in &parts.headers {
@@ -418,7 +419,8 @@ fn status_response(code: u16, reason: &str, message: &str) -> axum::response::Re
         "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
         "message": message, "reason": reason, "details": {}, "code": code,
     });
-    let code = axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    let code =
+        axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
     (code, axum::Json(status)).into_response()
 }
 

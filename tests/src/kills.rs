@@ -48,7 +48,10 @@ impl KillPoint {
     }
 
     /// Kill a random few milliseconds after the watches show `reached`.
-    pub fn seen(name: &'static str, reached: impl Fn(&Snapshot) -> bool + Send + Sync + 'static) -> KillPoint {
+    pub fn seen(
+        name: &'static str,
+        reached: impl Fn(&Snapshot) -> bool + Send + Sync + 'static,
+    ) -> KillPoint {
         KillPoint { name, hold: None, reached: Box::new(reached) }
     }
 }
@@ -137,7 +140,8 @@ impl Killer {
     pub async fn start(client: &kube::Client, namespace: &str, seed: u64, dir: &Path) -> Killer {
         let api = Arc::new(ChaosApi::start(client.clone(), Chaos::default()).await);
         let kubeconfig = api.kubeconfig(dir);
-        let operator = start_leader(namespace, "k0", &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+        let operator =
+            start_leader(namespace, "k0", &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
         Killer {
             namespace: namespace.to_string(),
             api,
@@ -151,16 +155,24 @@ impl Killer {
     /// Walks `points` in order, killing the operator at each; returns the kills and the
     /// instance running at the end. A point's hold is armed before the instance that could
     /// make its child write starts, so the write cannot slip past it.
-    pub async fn run(mut self, world: Arc<World>, points: Vec<KillPoint>) -> (Vec<Kill>, OperatorProcess) {
+    pub async fn run(
+        mut self,
+        world: Arc<World>,
+        points: Vec<KillPoint>,
+    ) -> (Vec<Kill>, OperatorProcess) {
         let mut kills = Vec::new();
-        let mut held = points.first().and_then(|p| p.hold.clone()).map(|rule| self.api.hold_after(rule));
+        let mut held =
+            points.first().and_then(|p| p.hold.clone()).map(|rule| self.api.hold_after(rule));
         for (i, point) in points.iter().enumerate() {
             let how = self.reach(&world, point, held.take()).await;
             let status = world.now().status().cloned();
             self.operator.kill();
             self.api.drop_held();
             let killed = Instant::now();
-            held = points.get(i + 1).and_then(|p| p.hold.clone()).map(|rule| self.api.hold_after(rule));
+            held = points
+                .get(i + 1)
+                .and_then(|p| p.hold.clone())
+                .map(|rule| self.api.hold_after(rule));
             let identity = format!("k{}", self.instances);
             self.instances += 1;
             self.operator = start_leader(

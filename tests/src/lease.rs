@@ -92,7 +92,8 @@ pub fn tenures(states: &[LeaseState]) -> Vec<Tenure> {
             (holder, current) => {
                 if let Some(tenure) = current {
                     // Ended by the next acquisition, or by a release seen now.
-                    tenure.until = Some(state.acquired.filter(|_| holder.is_some()).unwrap_or(state.seen));
+                    tenure.until =
+                        Some(state.acquired.filter(|_| holder.is_some()).unwrap_or(state.seen));
                 }
                 if let Some(holder) = holder {
                     let from = state.acquired.unwrap_or(state.seen);
@@ -145,7 +146,12 @@ mod tests {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
     }
 
-    fn state(seen: i64, holder: Option<&str>, acquired: Option<i64>, renewed: Option<i64>) -> LeaseState {
+    fn state(
+        seen: i64,
+        holder: Option<&str>,
+        acquired: Option<i64>,
+        renewed: Option<i64>,
+    ) -> LeaseState {
         LeaseState {
             seen: at(seen),
             holder: holder.map(str::to_string),
@@ -175,7 +181,10 @@ mod tests {
 
     #[test]
     fn a_write_outside_its_tenure_is_found() {
-        let t = tenures(&[state(0, Some("a"), Some(0), Some(0)), state(10, Some("b"), Some(10), Some(10))]);
+        let t = tenures(&[
+            state(0, Some("a"), Some(0), Some(0)),
+            state(10, Some("b"), Some(10), Some(10)),
+        ]);
         let fine = [("a".to_string(), at(5)), ("b".to_string(), at(11))];
         assert!(writes_outside_tenures(&fine, &t).is_empty());
         let late = [("a".to_string(), at(10))];
@@ -183,7 +192,12 @@ mod tests {
         let early = [("b".to_string(), at(9))];
         assert_eq!(writes_outside_tenures(&early, &t).len(), 1);
         assert_eq!(
-            writer_runs(&[("a".into(), at(1)), ("a".into(), at(2)), ("b".into(), at(3)), ("a".into(), at(4))]),
+            writer_runs(&[
+                ("a".into(), at(1)),
+                ("a".into(), at(2)),
+                ("b".into(), at(3)),
+                ("a".into(), at(4))
+            ]),
             ["a", "b", "a"]
         );
     }

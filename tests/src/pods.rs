@@ -100,19 +100,12 @@ impl Drop for PodRecorder {
 
 fn state_of(pod: &Pod) -> PodState {
     let status = pod.status.clone().unwrap_or_default();
-    let ready = status
-        .conditions
-        .iter()
-        .flatten()
-        .any(|c| c.type_ == "Ready" && c.status == "True");
+    let ready =
+        status.conditions.iter().flatten().any(|c| c.type_ == "Ready" && c.status == "True");
     let container = status.container_statuses.as_ref().and_then(|c| c.first());
     let state = container.and_then(|c| c.state.clone()).unwrap_or_default();
     let last = container.and_then(|c| c.last_state.clone()).unwrap_or_default();
-    let exit_code = state
-        .terminated
-        .as_ref()
-        .or(last.terminated.as_ref())
-        .map(|t| t.exit_code);
+    let exit_code = state.terminated.as_ref().or(last.terminated.as_ref()).map(|t| t.exit_code);
     PodState {
         seen: Timestamp::now(),
         ready,

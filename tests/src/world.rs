@@ -43,7 +43,7 @@ impl Snapshot {
         let d = self.deployments.get(&format!("{name}-{track}"))?;
         let version = modelship_operator::observe::template_version(d).to_string();
         let ready = d.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
-        Some((version, d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0), ready))
+        Some((version, d.spec.replicas.unwrap_or(0), ready))
     }
 
     /// What two runs of one scenario must agree on at the end: the status without times,
@@ -51,11 +51,8 @@ impl Snapshot {
     /// Service's selector.
     pub fn end_state(&self) -> Value {
         let status = self.status().cloned().unwrap_or_default();
-        let conditions: Vec<Value> = status
-            .conditions
-            .iter()
-            .map(|c| json!([c.type_, c.status, c.reason]))
-            .collect();
+        let conditions: Vec<Value> =
+            status.conditions.iter().map(|c| json!([c.type_, c.status, c.reason])).collect();
         let history: Vec<Value> =
             status.history.iter().map(|r| json!([r.version, r.outcome])).collect();
         let analysis = status.analysis.as_ref().map(|a| json!([a.version, a.failures]));
@@ -64,7 +61,7 @@ impl Snapshot {
             .iter()
             .map(|(name, d)| {
                 let version = modelship_operator::observe::template_version(d).to_string();
-                (name, json!([version, d.spec.as_ref().and_then(|s| s.replicas)]))
+                (name, json!([version, d.spec.replicas]))
             })
             .collect();
         let services: BTreeMap<&String, Value> = self

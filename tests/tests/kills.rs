@@ -72,17 +72,14 @@ impl Operator {
         }
     }
 
-    /// The kills made, once every point has been passed.
-    async fn finish(self) -> Vec<Kill> {
+    /// The kills made, once every point has been passed, and the instance running now.
+    async fn finish(self) -> (Vec<Kill>, modelship_tests::operator::OperatorProcess) {
         match self {
-            Operator::Calm(_) => Vec::new(),
-            Operator::Killed(task) => {
-                let (kills, _last) = tokio::time::timeout(Duration::from_secs(90), task)
-                    .await
-                    .expect("the killer passed every point after the scenario ended")
-                    .expect("the killer does not panic");
-                kills
-            }
+            Operator::Calm(operator) => (Vec::new(), operator),
+            Operator::Killed(task) => tokio::time::timeout(Duration::from_secs(90), task)
+                .await
+                .expect("the killer passed every point after the scenario ended")
+                .expect("the killer does not panic"),
         }
     }
 }
@@ -126,7 +123,9 @@ fn canary_points() -> Vec<KillPoint> {
             status_is(w, |s| candidate(s) == Some("2") && s.current_step == Some(1))
         }),
         KillPoint::seen("analysis running", |w| {
-            status_is(w, |s| s.analysis.as_ref().is_some_and(|a| a.version == "2" && a.measurements >= 1))
+            status_is(w, |s| {
+                s.analysis.as_ref().is_some_and(|a| a.version == "2" && a.measurements >= 1)
+            })
         }),
         KillPoint::held("promotion started", "/deployments/m-stable", V2, |w| {
             w.track("m", "stable").is_some_and(|t| t.0 == "2")
@@ -140,11 +139,16 @@ fn canary_points() -> Vec<KillPoint> {
         KillPoint::seen("paused at 50%", |w| {
             status_is(w, |s| s.phase == Some(Phase::Paused) && candidate(s) == Some("3"))
         }),
-        KillPoint::held("abort: stable grown back first", "/deployments/m-stable", r#""replicas":2"#, |w| {
-            w.spec_version() == Some("2")
-                && w.track("m", "canary").is_some()
-                && w.track("m", "stable").is_some_and(|t| t.1 == 2)
-        }),
+        KillPoint::held(
+            "abort: stable grown back first",
+            "/deployments/m-stable",
+            r#""replicas":2"#,
+            |w| {
+                w.spec_version() == Some("2")
+                    && w.track("m", "canary").is_some()
+                    && w.track("m", "stable").is_some_and(|t| t.1 == 2)
+            },
+        ),
         KillPoint::held("abort: canary removed", "/deployments/m-canary", DELETE, |w| {
             w.spec_version() == Some("2") && w.track("m", "canary").is_none()
         }),
@@ -163,16 +167,31 @@ async fn canary_run(client: Client, ns: String, seed: Option<u64>) -> Outcome {
         "analysis": {"intervalSeconds": 2, "failureLimit": 1, "minRequests": 5, "maxErrorRate": 0.05},
     });
     apply(&client, &ns, served_model("m", "1", "logreg.onnx", 2, strategy)).await;
-    world.until(T, "version 1 healthy", |w| status_is(w, |s| s.phase == Some(Phase::Healthy))).await;
-    let load = Load::start(routed_service_addr(&client, &ns, "m").await, "/predict", &request(), RATE, LOAD_CAP);
+    world
+        .until(T, "version 1 healthy", |w| status_is(w, |s| s.phase == Some(Phase::Healthy)))
+        .await;
+    let load = Load::start(
+        routed_service_addr(&client, &ns, "m").await,
+        "/predict",
+        &request(),
+        RATE,
+        LOAD_CAP,
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     load.mark("rolling out 2");
-    patch_spec(&client, &ns, "m", json!({"model": {"version": "2", "uri": fixture_uri("gb.onnx")}})).await;
+    patch_spec(
+        &client,
+        &ns,
+        "m",
+        json!({"model": {"version": "2", "uri": fixture_uri("gb.onnx")}}),
+    )
+    .await;
     world
         .until(T, "version 2 promoted", |w| {
-            status_is(w, |s| s.phase == Some(Phase::Healthy) && s.stable_version.as_deref() == Some("2"))
-                && w.track("m", "canary").is_none()
+            status_is(w, |s| {
+                s.phase == Some(Phase::Healthy) && s.stable_version.as_deref() == Some("2")
+            }) && w.track("m", "canary").is_none()
         })
         .await;
     wait_until(T, "only version 2's pods", async || {
@@ -197,7 +216,13 @@ async fn canary_run(client: Client, ns: String, seed: Option<u64>) -> Outcome {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     load.mark("aborting 3");
-    patch_spec(&client, &ns, "m", json!({"model": {"version": "2", "uri": fixture_uri("gb.onnx")}})).await;
+    patch_spec(
+        &client,
+        &ns,
+        "m",
+        json!({"model": {"version": "2", "uri": fixture_uri("gb.onnx")}}),
+    )
+    .await;
     world
         .until(T, "back on version 2", |w| {
             status_is(w, |s| s.phase == Some(Phase::Healthy) && candidate(s).is_none())
@@ -211,7 +236,7 @@ async fn canary_run(client: Client, ns: String, seed: Option<u64>) -> Outcome {
     load.mark("stable 2 again");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = load.stop().await;
-    let kills = operator.finish().await;
+    let (kills, _running) = operator.finish().await;
     let settled = world
         .until(T, "a settled status", |w| status_is(w, |s| s.phase == Some(Phase::Healthy)))
         .await;
@@ -229,9 +254,16 @@ fn blue_green_points() -> Vec<KillPoint> {
         KillPoint::held("green scaled to full", "/deployments/m-green", r#""replicas":2"#, |w| {
             w.track("m", "green").is_some_and(|t| t.1 == 2)
         }),
-        KillPoint::held("selector switched", "/services/m", r#""modelship.io/track":"green""#, |w| {
-            w.selectors.last().is_some_and(|s| s.get("modelship.io/track").map(String::as_str) == Some("green"))
-        }),
+        KillPoint::held(
+            "selector switched",
+            "/services/m",
+            r#""modelship.io/track":"green""#,
+            |w| {
+                w.selectors.last().is_some_and(|s| {
+                    s.get("modelship.io/track").map(String::as_str) == Some("green")
+                })
+            },
+        ),
         KillPoint::seen("switch confirmed, old color kept until its deadline", |w| {
             status_is(w, |s| candidate(s) == Some("2") && s.scale_down_at.is_some())
         }),
@@ -247,14 +279,19 @@ fn blue_green_points() -> Vec<KillPoint> {
         KillPoint::seen("abort in progress", |w| {
             w.spec_version() == Some("2")
                 && status_is(w, |s| {
-                    s.history.iter().any(|r| r.version == "3" && r.outcome == RolloutOutcome::Abandoned)
+                    s.history
+                        .iter()
+                        .any(|r| r.version == "3" && r.outcome == RolloutOutcome::Abandoned)
                         && s.scale_down_at.is_some()
                 })
                 && w.track("m", "blue").is_some_and(|t| t.1 > 0)
         }),
-        KillPoint::held("aborted color scaled down", "/deployments/m-blue", r#""replicas":0"#, |w| {
-            w.spec_version() == Some("2") && w.track("m", "blue").is_some_and(|t| t.1 == 0)
-        }),
+        KillPoint::held(
+            "aborted color scaled down",
+            "/deployments/m-blue",
+            r#""replicas":0"#,
+            |w| w.spec_version() == Some("2") && w.track("m", "blue").is_some_and(|t| t.1 == 0),
+        ),
     ]
 }
 
@@ -266,12 +303,26 @@ async fn blue_green_run(client: Client, ns: String, seed: Option<u64>) -> Outcom
     let strategy = json!({"type": "BlueGreen", "blueGreen": {
         "autoPromote": false, "previewReplicas": 1, "scaleDownDelaySeconds": 3}});
     apply(&client, &ns, served_model("m", "1", "logreg.onnx", 2, strategy)).await;
-    world.until(T, "version 1 healthy", |w| status_is(w, |s| s.phase == Some(Phase::Healthy))).await;
-    let load = Load::start(routed_service_addr(&client, &ns, "m").await, "/predict", &request(), RATE, LOAD_CAP);
+    world
+        .until(T, "version 1 healthy", |w| status_is(w, |s| s.phase == Some(Phase::Healthy)))
+        .await;
+    let load = Load::start(
+        routed_service_addr(&client, &ns, "m").await,
+        "/predict",
+        &request(),
+        RATE,
+        LOAD_CAP,
+    );
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     load.mark("preview 2");
-    patch_spec(&client, &ns, "m", json!({"model": {"version": "2", "uri": fixture_uri("rf.onnx")}})).await;
+    patch_spec(
+        &client,
+        &ns,
+        "m",
+        json!({"model": {"version": "2", "uri": fixture_uri("rf.onnx")}}),
+    )
+    .await;
     world
         .until(T, "version 2 awaiting approval", |w| {
             status_is(w, |s| s.phase == Some(Phase::Paused) && candidate(s) == Some("2"))
@@ -281,34 +332,56 @@ async fn blue_green_run(client: Client, ns: String, seed: Option<u64>) -> Outcom
     patch_spec(&client, &ns, "m", json!({"strategy": {"approvedVersion": "2"}})).await;
     world
         .until(T, "version 2 serving alone", |w| {
-            status_is(w, |s| s.phase == Some(Phase::Healthy) && s.stable_version.as_deref() == Some("2"))
-                && w.track("m", "blue").is_some_and(|t| t.1 == 0)
+            status_is(w, |s| {
+                s.phase == Some(Phase::Healthy) && s.stable_version.as_deref() == Some("2")
+            }) && w.track("m", "blue").is_some_and(|t| t.1 == 0)
         })
         .await;
-    wait_until(T, "the blue pods gone", async || pods_of_track(&client, &ns, "m", "blue").await == 0).await;
+    wait_until(T, "the blue pods gone", async || {
+        pods_of_track(&client, &ns, "m", "blue").await == 0
+    })
+    .await;
     load.mark("green only");
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     load.mark("preview 3");
-    patch_spec(&client, &ns, "m", json!({"model": {"version": "3", "uri": fixture_uri("gb.onnx")}})).await;
+    patch_spec(
+        &client,
+        &ns,
+        "m",
+        json!({"model": {"version": "3", "uri": fixture_uri("gb.onnx")}}),
+    )
+    .await;
     world
         .until(T, "version 3 awaiting approval", |w| {
             status_is(w, |s| s.phase == Some(Phase::Paused) && candidate(s) == Some("3"))
         })
         .await;
     load.mark("aborting 3");
-    patch_spec(&client, &ns, "m", json!({"model": {"version": "2", "uri": fixture_uri("rf.onnx")}})).await;
+    patch_spec(
+        &client,
+        &ns,
+        "m",
+        json!({"model": {"version": "2", "uri": fixture_uri("rf.onnx")}}),
+    )
+    .await;
     world
         .until(T, "version 3 gone", |w| {
-            status_is(w, |s| s.phase == Some(Phase::Healthy) && candidate(s).is_none() && s.scale_down_at.is_none())
-                && w.track("m", "blue").is_some_and(|t| t.1 == 0)
+            status_is(w, |s| {
+                s.phase == Some(Phase::Healthy)
+                    && candidate(s).is_none()
+                    && s.scale_down_at.is_none()
+            }) && w.track("m", "blue").is_some_and(|t| t.1 == 0)
         })
         .await;
-    wait_until(T, "the blue pods gone", async || pods_of_track(&client, &ns, "m", "blue").await == 0).await;
+    wait_until(T, "the blue pods gone", async || {
+        pods_of_track(&client, &ns, "m", "blue").await == 0
+    })
+    .await;
     load.mark("green again");
     tokio::time::sleep(Duration::from_secs(1)).await;
     let report = load.stop().await;
-    let kills = operator.finish().await;
+    let (kills, _running) = operator.finish().await;
     let settled = world
         .until(T, "a settled status", |w| status_is(w, |s| s.phase == Some(Phase::Healthy)))
         .await;
@@ -328,7 +401,12 @@ fn assert_same_end(strategy: &str, calm: &Outcome, killed: &Outcome, points: &[&
     }
     eprintln!("{strategy}: {} kills", killed.kills.len());
     for kill in &killed.kills {
-        eprintln!("  {:<52} resumed in {:>5.1}s  ({})", kill.point, kill.resume.as_secs_f64(), kill.how);
+        eprintln!(
+            "  {:<52} resumed in {:>5.1}s  ({})",
+            kill.point,
+            kill.resume.as_secs_f64(),
+            kill.how
+        );
     }
     let met: Vec<&str> = killed.kills.iter().map(|k| k.point).collect();
     assert_eq!(met, points, "{strategy}: the points the operator was killed at");
@@ -338,7 +416,12 @@ fn assert_same_end(strategy: &str, calm: &Outcome, killed: &Outcome, points: &[&
     );
     let limit = Duration::from_secs(LEASE_SECONDS + 10);
     for kill in &killed.kills {
-        assert!(kill.resume <= limit, "{strategy}: resumed {:?} after the kill at {}", kill.resume, kill.point);
+        assert!(
+            kill.resume <= limit,
+            "{strategy}: resumed {:?} after the kill at {}",
+            kill.resume,
+            kill.point
+        );
     }
     assert_eq!(
         serde_json::to_string_pretty(&killed.end).unwrap(),
@@ -383,8 +466,14 @@ fn assert_steps_in_order(run: &str, outcome: &Outcome) {
         .filter_map(|s| s.analysis.as_ref().filter(|a| a.version == "2"))
         .map(|a| (a.measurements, a.failures))
         .collect();
-    assert!(analysis.windows(2).all(|w| w[0].0 <= w[1].0), "{run}: a measurement was lost: {analysis:?}");
-    assert!(analysis.iter().all(|(_, failures)| *failures == 0), "{run}: analysis failed: {analysis:?}");
+    assert!(
+        analysis.windows(2).all(|w| w[0].0 <= w[1].0),
+        "{run}: a measurement was lost: {analysis:?}"
+    );
+    assert!(
+        analysis.iter().all(|(_, failures)| *failures == 0),
+        "{run}: analysis failed: {analysis:?}"
+    );
     assert!(analysis.last().is_some_and(|(m, _)| *m >= 1), "{run}: no measurement: {analysis:?}");
 }
 

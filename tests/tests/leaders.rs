@@ -108,8 +108,12 @@ async fn one_leader_writes_and_hands_over_on_sigterm_and_on_kill() {
         let mut op_a = start(&ns, &a, &a.kubeconfig);
         wait_until(T, "a to lead", async || op_a.is_leader().await).await;
         let mut op_b = start(&ns, &b, &b.kubeconfig);
-        apply(&client, &ns, model("m", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}})))
-            .await;
+        apply(
+            &client,
+            &ns,
+            model("m", "1", 2, json!({"type": "Canary", "canary": {"weight": 50}})),
+        )
+        .await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         hold_for(Duration::from_secs(2), "b to stand by without writing", async || {
             !op_b.is_leader().await && op_b.writes().await == 0.0
@@ -198,10 +202,16 @@ async fn partitioned_leader_steps_down(full: bool) {
 
         partition.apply();
         let cut = Instant::now();
-        let code = wait_until(Duration::from_secs(20), "a to exit", async || op_a.exit_code()).await;
+        let code =
+            wait_until(Duration::from_secs(20), "a to exit", async || op_a.exit_code()).await;
         let exited = Timestamp::now();
         eprintln!("a exited {:?} after the partition", cut.elapsed());
-        assert_ne!(code, Some(0), "a deposed leader exits with an error; log:\n{}", op_a.log_tail());
+        assert_ne!(
+            code,
+            Some(0),
+            "a deposed leader exits with an error; log:\n{}",
+            op_a.log_tail()
+        );
         wait_until(Duration::from_secs(20), "b to lead", async || op_b.is_leader().await).await;
 
         let tenures = recorder.tenures();
@@ -214,7 +224,11 @@ async fn partitioned_leader_steps_down(full: bool) {
             a_tenure.last_renewal, b_tenure.from
         );
         assert!(exited < takeable, "a exited at {exited}, after its lease could be taken");
-        assert!(b_tenure.from >= takeable, "b acquired at {} before a's lease expired", b_tenure.from);
+        assert!(
+            b_tenure.from >= takeable,
+            "b acquired at {} before a's lease expired",
+            b_tenure.from
+        );
         if let Partition::WritesFail(api) = &partition {
             // What a tried to write, failing or not: nothing once its lease could be taken.
             let last = api.writes().iter().map(|w| w.when).max().expect("a wrote");

@@ -94,8 +94,12 @@ fn never_accepted(error: &str) -> bool {
 async fn a_deleted_pod_drains_without_losing_a_request() {
     with_namespace(async |client: Client, ns: String| {
         let _operator = OperatorProcess::start(&ns);
-        apply(&client, &ns, served_model("m", "1", "logreg.onnx", 3, json!({"type": "RollingUpdate"})))
-            .await;
+        apply(
+            &client,
+            &ns,
+            served_model("m", "1", "logreg.onnx", 3, json!({"type": "RollingUpdate"})),
+        )
+        .await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         let target = routed_service_addr(&client, &ns, "m").await;
         let load = Load::start(target, "/predict", &request(), RATE, LOAD_CAP);
@@ -103,7 +107,13 @@ async fn a_deleted_pod_drains_without_losing_a_request() {
         let direct = Direct::start(pod_addr(&client, &ns, &victim).await);
         let recorder = PodRecorder::start(&client, &ns, &victim);
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        let grace = pods.get(&victim).await.unwrap().spec.unwrap().termination_grace_period_seconds
+        let grace = pods
+            .get(&victim)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .termination_grace_period_seconds
             .expect("a grace period");
         tokio::time::sleep(Duration::from_secs(1)).await;
 
@@ -130,14 +140,22 @@ async fn a_deleted_pod_drains_without_losing_a_request() {
         let direct = direct.stop().await;
 
         assert!(report.failures().is_empty(), "{}", report.describe_failures());
-        report.assert_covered(&[("start", &["1"], true), ("pod deleted", &["1"], true), ("replaced", &["1"], true)]);
+        report.assert_covered(&[
+            ("start", &["1"], true),
+            ("pod deleted", &["1"], true),
+            ("replaced", &["1"], true),
+        ]);
         // Straight to the pod: every request it accepted was answered; once it stopped
         // accepting, new connections were refused, which is no lost request.
         let answered = direct.iter().filter(|o| matches!(o, Ok(200))).count();
         let dropped: Vec<&String> =
             direct.iter().filter_map(|o| o.as_ref().err()).filter(|e| !never_accepted(e)).collect();
-        let refused_statuses: Vec<&u16> = direct.iter().filter_map(|o| o.as_ref().ok()).filter(|s| **s != 200).collect();
-        eprintln!("direct to the pod: {answered} answered, {} refused connections", direct.len() - answered - dropped.len() - refused_statuses.len());
+        let refused_statuses: Vec<&u16> =
+            direct.iter().filter_map(|o| o.as_ref().ok()).filter(|s| **s != 200).collect();
+        eprintln!(
+            "direct to the pod: {answered} answered, {} refused connections",
+            direct.len() - answered - dropped.len() - refused_statuses.len()
+        );
         assert!(dropped.is_empty(), "requests the pod accepted and dropped: {dropped:?}");
         assert!(refused_statuses.is_empty(), "the pod answered with errors: {refused_statuses:?}");
         assert!(answered > 50, "the pod served through its drain ({answered} answers)");
@@ -147,7 +165,10 @@ async fn a_deleted_pod_drains_without_losing_a_request() {
         let exit = states.iter().rev().find_map(|s| s.exit_code);
         eprintln!("pod gone {gone:?} after the delete (grace {grace}s), exit code {exit:?}");
         assert_eq!(exit, Some(0), "the container's exit code; states: {states:?}");
-        assert!(gone < Duration::from_secs(grace as u64), "the pod took {gone:?}, its grace is {grace}s");
+        assert!(
+            gone < Duration::from_secs(grace as u64),
+            "the pod took {gone:?}, its grace is {grace}s"
+        );
     })
     .await;
 }

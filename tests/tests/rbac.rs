@@ -120,7 +120,7 @@ async fn wrong_answers(user: &str, questions: Vec<Question>) -> Vec<String> {
         let asks = chunk.iter().map(|q| async move {
             let (resource, subresource) = match q.resource.split_once('/') {
                 // `leases.coordination.k8s.io/NAME` names an object; anything else a subresource.
-                Some((kind, name)) if kind.starts_with("leases") => (q.resource.clone(), None),
+                Some((kind, _name)) if kind.starts_with("leases") => (q.resource.clone(), None),
                 Some((kind, sub)) => (kind.to_string(), Some(sub.to_string())),
                 None => (q.resource.clone(), None),
             };
@@ -136,7 +136,10 @@ async fn wrong_answers(user: &str, questions: Vec<Question>) -> Vec<String> {
             let answer = text.trim().lines().last().unwrap_or_default().to_string();
             let expected = if q.allowed { "yes" } else { "no" };
             (answer != expected).then(|| {
-                format!("can-i {} {} -n {}: {answer}, expected {expected}", q.verb, q.resource, q.namespace)
+                format!(
+                    "can-i {} {} -n {}: {answer}, expected {expected}",
+                    q.verb, q.resource, q.namespace
+                )
             })
         });
         wrong.extend(futures::future::join_all(asks).await.into_iter().flatten());
@@ -146,7 +149,13 @@ async fn wrong_answers(user: &str, questions: Vec<Question>) -> Vec<String> {
 
 /// The questions for an operator that watches `watched` (every namespace when `None`), with
 /// its Lease `lease` in `release_ns`; `other` is a namespace it must not touch when confined.
-fn questions(watched: &str, confined: bool, other: &str, release_ns: &str, lease: &str) -> Vec<Question> {
+fn questions(
+    watched: &str,
+    confined: bool,
+    other: &str,
+    release_ns: &str,
+    lease: &str,
+) -> Vec<Question> {
     let mut out = Vec::new();
     let used: BTreeSet<(&str, &str)> =
         USED.iter().flat_map(|(r, verbs)| verbs.iter().map(move |v| (*r, *v))).collect();
@@ -164,7 +173,12 @@ fn questions(watched: &str, confined: bool, other: &str, release_ns: &str, lease
         }
         for resource in UNTOUCHED {
             for &verb in VERBS {
-                out.push(Question { verb, resource: resource.to_string(), namespace: namespace.to_string(), allowed: false });
+                out.push(Question {
+                    verb,
+                    resource: resource.to_string(),
+                    namespace: namespace.to_string(),
+                    allowed: false,
+                });
             }
         }
     }
@@ -211,11 +225,19 @@ async fn both_chart_variants_allow_exactly_what_the_operator_uses() {
                 for (variant, release, is_confined) in
                     [("cluster-wide", &cluster_wide, false), ("confined", &confined, true)]
                 {
-                    let asked = questions(&watched, is_confined, &other, &release_ns, &release.account());
+                    let asked =
+                        questions(&watched, is_confined, &other, &release_ns, &release.account());
                     let count = asked.len();
                     let wrong = wrong_answers(&release.user(), asked).await;
-                    assert!(wrong.is_empty(), "{variant}: {} wrong answers:\n{}", wrong.len(), wrong.join("\n"));
-                    eprintln!("{variant}: {count} impersonated questions answered as the code needs");
+                    assert!(
+                        wrong.is_empty(),
+                        "{variant}: {} wrong answers:\n{}",
+                        wrong.len(),
+                        wrong.join("\n")
+                    );
+                    eprintln!(
+                        "{variant}: {count} impersonated questions answered as the code needs"
+                    );
                 }
             })
             .await
@@ -239,12 +261,21 @@ async fn the_confined_variant_runs_the_operator_without_a_refusal() {
             assert!(ok, "kubectl create token: {token}");
             let dir = std::env::temp_dir().join(unique_name("modelship-rbac"));
             std::fs::create_dir_all(&dir).unwrap();
-            let kubeconfig = modelship_tests::accounts::token_kubeconfig(&dir.join("kubeconfig.yaml"), token.trim());
+            let kubeconfig = modelship_tests::accounts::token_kubeconfig(
+                &dir.join("kubeconfig.yaml"),
+                token.trim(),
+            );
             let account = release.account();
             let operator = OperatorProcess::start_full(
                 &watched,
                 "rbac",
-                &["--leader-elect=true", "--lease-namespace", &release_ns, "--lease-name", &account],
+                &[
+                    "--leader-elect=true",
+                    "--lease-namespace",
+                    &release_ns,
+                    "--lease-name",
+                    &account,
+                ],
                 &[("KUBECONFIG", kubeconfig.to_str().unwrap())],
             );
             let strategy = json!({"type": "Canary", "canary": {"weight": 50}});
@@ -252,7 +283,8 @@ async fn the_confined_variant_runs_the_operator_without_a_refusal() {
             wait_phase(&client, &watched, "m", Phase::Healthy, T).await;
             patch_spec(&client, &watched, "m", json!({"model": {"version": "2"}})).await;
             wait_phase(&client, &watched, "m", Phase::Paused, T).await;
-            patch_spec(&client, &watched, "m", json!({"strategy": {"canary": {"weight": 100}}})).await;
+            patch_spec(&client, &watched, "m", json!({"strategy": {"canary": {"weight": 100}}}))
+                .await;
             let md = wait_phase(&client, &watched, "m", Phase::Healthy, T).await;
             assert_eq!(md.status.unwrap().stable_version.as_deref(), Some("2"));
             drop(operator);
@@ -269,7 +301,10 @@ async fn the_confined_variant_runs_the_operator_without_a_refusal() {
                 .collect();
             assert!(refused.is_empty(), "refused requests: {refused:#?}");
             let writes = requests.iter().filter(|r| r.is_write()).count();
-            eprintln!("confined operator: {} audited requests, {writes} writes, none refused", requests.len());
+            eprintln!(
+                "confined operator: {} audited requests, {writes} writes, none refused",
+                requests.len()
+            );
             assert!(writes > 5, "the operator wrote ({writes} writes)");
         })
         .await

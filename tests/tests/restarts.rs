@@ -19,7 +19,9 @@ use kube::{Api, Client};
 use modelship_crds::Phase;
 use modelship_tests::accounts::operator_account;
 use modelship_tests::audit;
-use modelship_tests::harness::{TestHttp, routed_service_addr, unique_name, wait_until, with_namespace};
+use modelship_tests::harness::{
+    TestHttp, routed_service_addr, unique_name, wait_until, with_namespace,
+};
 use modelship_tests::load::Load;
 use modelship_tests::models::{
     apply, fixture_uri, patch_spec, pods_of_track, selector, served_model, track, wait_phase,

@@ -73,9 +73,7 @@ pub async fn read_body(
 }
 
 fn expects_continue(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// The body's bytes, refused past `limit` (after discarding the rest up to `discard_up_to`).
@@ -85,8 +83,8 @@ async fn collect(mut body: Body, limit: usize, discard_up_to: usize) -> Result<B
     let mut joined: Option<BytesMut> = None;
     let mut seen = 0_usize;
     while let Some(frame) = body.frame().await {
-        let frame = frame
-            .map_err(|e| Error::invalid(format!("could not read the request body: {e}")))?;
+        let frame =
+            frame.map_err(|e| Error::invalid(format!("could not read the request body: {e}")))?;
         let Ok(data) = frame.into_data() else { continue };
         seen = seen.saturating_add(data.len());
         if seen > limit {
