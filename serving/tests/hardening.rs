@@ -22,6 +22,14 @@ use modelship_serving::server::{Limits, serve};
 use modelship_serving::state::{Models, ServedModel};
 use modelship_serving::{AppState, loader};
 
+/// The tests of this file measure times against bounds of a few hundred milliseconds: they
+/// run one at a time, so none of them competes with another for the CPU.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn predict_body() -> String {
     serde_json::json!({"features": common::rows("inputs_binary.json", 1)[0]}).to_string()
 }
@@ -29,9 +37,10 @@ fn predict_body() -> String {
 /// Writes request headers one byte at a time, never finishing them; returns how long the
 /// server kept the connection open, or `None` if it still was after `give_up`.
 fn trickle_headers(addr: SocketAddr, every: Duration, give_up: Duration) -> Option<Duration> {
+    // From before the connection exists, so the server's clock cannot start earlier.
+    let started = Instant::now();
     let mut stream = TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(every)).unwrap();
-    let started = Instant::now();
     stream.write_all(b"POST /predict HTTP/1.1\r\nHost: slow\r\nX-Slow: ").unwrap();
     let mut buf = [0_u8; 512];
     while started.elapsed() < give_up {
@@ -51,6 +60,7 @@ fn trickle_headers(addr: SocketAddr, every: Duration, give_up: Duration) -> Opti
 
 #[test]
 fn a_slowloris_client_is_disconnected_and_others_are_served() {
+    let _alone = one_at_a_time();
     let addr = free_addr();
     let timeout = Duration::from_millis(600);
     let mut server = Guard(spawn(
@@ -152,8 +162,18 @@ async fn slow_server(request_timeout_ms: u64, delay: Duration) -> SocketAddr {
     addr
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_model_slower_than_the_deadline_is_answered_503_within_the_deadline_plus_100ms() {
+#[test]
+fn a_model_slower_than_the_deadline_is_answered_503_within_the_deadline_plus_100ms() {
+    let _alone = one_at_a_time();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(slow_model_answers_within_the_deadline());
+}
+
+async fn slow_model_answers_within_the_deadline() {
     let deadline = Duration::from_millis(200);
     let addr = slow_server(deadline.as_millis() as u64, Duration::from_secs(2)).await;
     let requests = [
@@ -214,6 +234,7 @@ fn urllib_post(addr: SocketAddr, size: usize, chunked: bool) -> String {
 
 #[test]
 fn a_client_sending_an_oversized_body_whole_reads_the_413() {
+    let _alone = one_at_a_time();
     let addr = free_addr();
     let limit = 64 * 1024;
     let mut server = Guard(spawn(
