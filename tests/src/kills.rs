@@ -125,6 +125,21 @@ pub async fn resumed(operator: &OperatorProcess, timeout: Duration) -> bool {
     false
 }
 
+/// The instance running once a [`Killer`] has passed its last point, with the proxy it talks
+/// to the API server through: the proxy lives as long as the instance, which still has the
+/// rollout to finish.
+pub struct Survivor {
+    pub operator: OperatorProcess,
+    _api: Option<Arc<ChaosApi>>,
+}
+
+impl Survivor {
+    /// An operator that talks to the API server directly.
+    pub fn direct(operator: OperatorProcess) -> Survivor {
+        Survivor { operator, _api: None }
+    }
+}
+
 /// The operator under test and what kills it.
 pub struct Killer {
     namespace: String,
@@ -153,13 +168,9 @@ impl Killer {
     }
 
     /// Walks `points` in order, killing the operator at each; returns the kills and the
-    /// instance running at the end. A point's hold is armed before the instance that could
+    /// instance running at the end, with its proxy. A point's hold is armed before the instance that could
     /// make its child write starts, so the write cannot slip past it.
-    pub async fn run(
-        mut self,
-        world: Arc<World>,
-        points: Vec<KillPoint>,
-    ) -> (Vec<Kill>, OperatorProcess) {
+    pub async fn run(mut self, world: Arc<World>, points: Vec<KillPoint>) -> (Vec<Kill>, Survivor) {
         let mut kills = Vec::new();
         let mut held =
             points.first().and_then(|p| p.hold.clone()).map(|rule| self.api.hold_after(rule));
@@ -189,7 +200,7 @@ impl Killer {
             );
             kills.push(Kill { point: point.name, how, resume: killed.elapsed(), status });
         }
-        (kills, self.operator)
+        (kills, Survivor { operator: self.operator, _api: Some(self.api) })
     }
 
     /// Waits for `point` (whose hold, if any, is armed: `held` tells when its write is held)

@@ -22,7 +22,9 @@ use modelship_crds::{ModelDeploymentStatus, Phase, RolloutOutcome};
 use modelship_tests::harness::{
     TestHttp, routed_service_addr, service_addr, unique_name, wait_until, with_namespace,
 };
-use modelship_tests::kills::{self, Kill, KillPoint, Killer, LEASE_SECONDS, start_leader};
+use modelship_tests::kills::{
+    self, Kill, KillPoint, Killer, LEASE_SECONDS, Survivor, start_leader,
+};
 use modelship_tests::load::{Load, LoadReport};
 use modelship_tests::models::{apply, fixture_uri, patch_spec, pods_of_track, served_model};
 use modelship_tests::world::{Snapshot, World};
@@ -50,7 +52,7 @@ struct Outcome {
 /// The operator of a run: undisturbed, or killed at `points`.
 enum Operator {
     Calm(modelship_tests::operator::OperatorProcess),
-    Killed(tokio::task::JoinHandle<(Vec<Kill>, modelship_tests::operator::OperatorProcess)>),
+    Killed(tokio::task::JoinHandle<(Vec<Kill>, Survivor)>),
 }
 
 impl Operator {
@@ -73,9 +75,9 @@ impl Operator {
     }
 
     /// The kills made, once every point has been passed, and the instance running now.
-    async fn finish(self) -> (Vec<Kill>, modelship_tests::operator::OperatorProcess) {
+    async fn finish(self) -> (Vec<Kill>, Survivor) {
         match self {
-            Operator::Calm(operator) => (Vec::new(), operator),
+            Operator::Calm(operator) => (Vec::new(), Survivor::direct(operator)),
             Operator::Killed(task) => tokio::time::timeout(Duration::from_secs(90), task)
                 .await
                 .expect("the killer passed every point after the scenario ended")
