@@ -5,6 +5,9 @@
 # Usage: restart.sh STATE_DIR etcd|kube-apiserver|kube-controller-manager|kube-scheduler [DOWN_SECONDS]
 #   DOWN_SECONDS (default 0): how long the component stays stopped.
 # The new process replaces the old one in STATE_DIR/pids, so down.sh stops it.
+# Prints on stdout when the old process had exited and when the API server served again:
+#   exited EPOCH_SECONDS
+#   serving EPOCH_SECONDS
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -31,6 +34,7 @@ if kill -0 "$old" 2>/dev/null; then
   kill -KILL "$old" 2>/dev/null || true
   while kill -0 "$old" 2>/dev/null; do sleep 0.1; done
 fi
+echo "exited $(date +%s.%N)"
 log "$name stopped (pid $old); down for ${down_seconds}s"
 sleep "$down_seconds"
 
@@ -49,6 +53,7 @@ for _ in $(seq 1 600); do
     exit 1
   }
   if kubectl get --raw /readyz >/dev/null 2>&1; then
+    echo "serving $(date +%s.%N)"
     log "$name restarted (pid $new)"
     exit 0
   fi

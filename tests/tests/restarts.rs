@@ -64,8 +64,19 @@ async fn restart(component: &str) -> (Timestamp, Timestamp) {
         String::from_utf8_lossy(&output.stderr)
     );
     let ready = Timestamp::now();
-    let down = ready.duration_since(stopped).as_secs_f64();
-    eprintln!("{component} restarted: the API server served again {down:.1}s after it was stopped");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let at = |what: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(what)?.trim().parse::<f64>().ok())
+            .map(|s| s - stopped.as_millisecond() as f64 / 1000.0)
+            .unwrap_or_else(|| panic!("restart.sh printed no `{what}` line: {stdout}"))
+    };
+    let (exited, serving) = (at("exited "), at("serving "));
+    eprintln!(
+        "{component} restarted: SIGTERM at 0 s, the process exited at {exited:.1} s, the API \
+         server served again at {serving:.1} s"
+    );
     (stopped, ready)
 }
 
