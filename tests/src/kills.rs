@@ -8,6 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use modelship_crds::ModelDeploymentStatus;
@@ -56,10 +57,14 @@ impl KillPoint {
     }
 }
 
-/// One kill, as it happened.
+/// One kill, as it happened, or a boundary passed without one.
 #[derive(Clone, Debug)]
 pub struct Kill {
     pub point: &'static str,
+    /// Whether the operator was killed there: a boundary that an instance crossed while the
+    /// killer still waited for an earlier one (a new instance may cross several in one
+    /// reconcile) is passed without a kill, once the scenario has ended.
+    pub killed: bool,
     /// How the kill met its boundary.
     pub how: String,
     /// From the kill until the new instance led and had reconciled.
@@ -148,6 +153,7 @@ pub struct Killer {
     operator: OperatorProcess,
     instances: u32,
     draws: Draws,
+    ended: Arc<AtomicBool>,
 }
 
 impl Killer {
@@ -164,7 +170,14 @@ impl Killer {
             operator,
             instances: 1,
             draws: Draws::new(seed),
+            ended: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Set when the scenario has ended: the points not reached by then are passed without a
+    /// kill.
+    pub fn ended(&self) -> Arc<AtomicBool> {
+        self.ended.clone()
     }
 
     /// Walks `points` in order, killing the operator at each; returns the kills and the
@@ -175,7 +188,24 @@ impl Killer {
         let mut held =
             points.first().and_then(|p| p.hold.clone()).map(|rule| self.api.hold_after(rule));
         for (i, point) in points.iter().enumerate() {
-            let how = self.reach(&world, point, held.take()).await;
+            let how = match self.reach(&world, point, points.get(i + 1), held.take()).await {
+                Ok(how) => how,
+                Err(passed) => {
+                    self.api.clear_hold();
+                    held = points
+                        .get(i + 1)
+                        .and_then(|p| p.hold.clone())
+                        .map(|rule| self.api.hold_after(rule));
+                    kills.push(Kill {
+                        point: point.name,
+                        killed: false,
+                        how: passed,
+                        resume: Duration::ZERO,
+                        status: None,
+                    });
+                    continue;
+                }
+            };
             let status = world.now().status().cloned();
             self.operator.kill();
             self.api.drop_held();
@@ -198,19 +228,28 @@ impl Killer {
                 point.name,
                 self.operator.log_tail()
             );
-            kills.push(Kill { point: point.name, how, resume: killed.elapsed(), status });
+            kills.push(Kill {
+                point: point.name,
+                killed: true,
+                how,
+                resume: killed.elapsed(),
+                status,
+            });
         }
         (kills, Survivor { operator: self.operator, _api: Some(self.api) })
     }
 
     /// Waits for `point` (whose hold, if any, is armed: `held` tells when its write is held)
-    /// and returns how the kill meets it; the kill follows at once.
+    /// and returns how the kill meets it; the kill follows at once. `Err`: the boundary was
+    /// crossed without the killer seeing it (a transient state a new instance went through in
+    /// one reconcile, shown by `next` being reached), or the scenario ended first.
     async fn reach(
         &mut self,
         world: &World,
         point: &KillPoint,
+        next: Option<&KillPoint>,
         held: Option<tokio::sync::oneshot::Receiver<String>>,
-    ) -> String {
+    ) -> Result<String, String> {
         const LONG: Duration = Duration::from_secs(180);
         if let Some(mut held) = held {
             let deadline = tokio::time::Instant::now() + LONG;
@@ -220,7 +259,7 @@ impl Killer {
                     Ok(Ok(path)) => {
                         let offset = self.draws.below(20);
                         tokio::time::sleep(Duration::from_millis(offset)).await;
-                        return format!("status write held ({path}), killed {offset} ms later");
+                        return Ok(format!("status write held ({path}), killed {offset} ms later"));
                     }
                     Ok(Err(_)) => panic!("the hold for {} was dropped", point.name),
                     Err(_) => {}
@@ -230,16 +269,28 @@ impl Killer {
                     let since = *reached_since.get_or_insert_with(tokio::time::Instant::now);
                     if since.elapsed() > Duration::from_secs(3) {
                         self.api.clear_hold();
-                        return "no status write held within 3 s of the boundary: killed then"
-                            .to_string();
+                        return Ok("no status write held within 3 s of the boundary: killed then"
+                            .to_string());
                     }
+                } else if self.ended.load(Ordering::SeqCst) {
+                    return Err("not reached before the scenario ended: no kill".into());
                 }
                 assert!(tokio::time::Instant::now() < deadline, "{} never came", point.name);
             }
         }
-        world.until(LONG, point.name, &point.reached).await;
+        let deadline = tokio::time::Instant::now() + LONG;
+        while !world.holds(&point.reached) {
+            if next.is_some_and(|next| world.holds(&next.reached)) {
+                return Err("crossed unseen (the next boundary was reached first): no kill".into());
+            }
+            if self.ended.load(Ordering::SeqCst) {
+                return Err("not reached before the scenario ended: no kill".into());
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} never came", point.name);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let offset = self.draws.below(40);
         tokio::time::sleep(Duration::from_millis(offset)).await;
-        format!("{offset} ms after the watch showed it")
+        Ok(format!("{offset} ms after the watch showed it"))
     }
 }

@@ -52,7 +52,7 @@ struct Outcome {
 /// The operator of a run: undisturbed, or killed at `points`.
 enum Operator {
     Calm(modelship_tests::operator::OperatorProcess),
-    Killed(tokio::task::JoinHandle<(Vec<Kill>, Survivor)>),
+    Killed(tokio::task::JoinHandle<(Vec<Kill>, Survivor)>, Arc<std::sync::atomic::AtomicBool>),
 }
 
 impl Operator {
@@ -69,7 +69,8 @@ impl Operator {
                 let dir = std::env::temp_dir().join(unique_name("modelship-kills"));
                 std::fs::create_dir_all(&dir).unwrap();
                 let killer = Killer::start(client, ns, seed, &dir).await;
-                Operator::Killed(tokio::spawn(killer.run(world.clone(), points)))
+                let ended = killer.ended();
+                Operator::Killed(tokio::spawn(killer.run(world.clone(), points)), ended)
             }
         }
     }
@@ -78,10 +79,13 @@ impl Operator {
     async fn finish(self) -> (Vec<Kill>, Survivor) {
         match self {
             Operator::Calm(operator) => (Vec::new(), Survivor::direct(operator)),
-            Operator::Killed(task) => tokio::time::timeout(Duration::from_secs(90), task)
-                .await
-                .expect("the killer passed every point after the scenario ended")
-                .expect("the killer does not panic"),
+            Operator::Killed(task, ended) => {
+                ended.store(true, std::sync::atomic::Ordering::SeqCst);
+                tokio::time::timeout(Duration::from_secs(90), task)
+                    .await
+                    .expect("the killer passed every point after the scenario ended")
+                    .expect("the killer does not panic")
+            }
         }
     }
 }
@@ -401,23 +405,36 @@ fn assert_same_end(strategy: &str, calm: &Outcome, killed: &Outcome, points: &[&
             outcome.report.describe_failures()
         );
     }
-    eprintln!("{strategy}: {} kills", killed.kills.len());
+    let made: Vec<&Kill> = killed.kills.iter().filter(|k| k.killed).collect();
+    eprintln!("{strategy}: {} kills at {} boundaries", made.len(), points.len());
     for kill in &killed.kills {
-        eprintln!(
-            "  {:<52} resumed in {:>5.1}s  ({})",
-            kill.point,
-            kill.resume.as_secs_f64(),
-            kill.how
-        );
+        if kill.killed {
+            eprintln!(
+                "  {:<52} resumed in {:>5.1}s  ({})",
+                kill.point,
+                kill.resume.as_secs_f64(),
+                kill.how
+            );
+        } else {
+            eprintln!("  {:<52} {}", kill.point, kill.how);
+        }
     }
     let met: Vec<&str> = killed.kills.iter().map(|k| k.point).collect();
-    assert_eq!(met, points, "{strategy}: the points the operator was killed at");
+    assert_eq!(met, points, "{strategy}: the boundaries the killer went through");
+    // A boundary that a new instance crosses in one reconcile cannot always be caught; most
+    // must be.
+    assert!(
+        made.len() * 3 >= points.len() * 2,
+        "{strategy}: only {} of {} boundaries had a kill",
+        made.len(),
+        points.len()
+    );
     assert!(
         killed.kills.iter().any(|k| k.how.starts_with("status write held")),
         "{strategy}: no kill fell between a child write and its status write"
     );
     let limit = Duration::from_secs(LEASE_SECONDS + 10);
-    for kill in &killed.kills {
+    for kill in &made {
         assert!(
             kill.resume <= limit,
             "{strategy}: resumed {:?} after the kill at {}",
