@@ -25,6 +25,9 @@ phase "Formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+phase "Fuzzing: each target of serving/fuzz for a bounded time"
+tests/fuzz.sh "${FUZZ_SECONDS:-20}"
+
 phase "Building the binaries, starting the cluster, running the tests"
 tests/with-cluster.sh cargo test --workspace --quiet --no-fail-fast
 phase "All tests passed"

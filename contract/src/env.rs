@@ -25,6 +25,8 @@ pub const QUEUE_CAPACITY: &str = "MODELSHIP_QUEUE_CAPACITY";
 pub const MAX_BODY_BYTES: &str = "MODELSHIP_MAX_BODY_BYTES";
 /// Deadline of an inference request.
 pub const REQUEST_TIMEOUT_MS: &str = "MODELSHIP_REQUEST_TIMEOUT_MS";
+/// How long a client may take to send its request headers.
+pub const HEADER_READ_TIMEOUT_MS: &str = "MODELSHIP_HEADER_READ_TIMEOUT_MS";
 /// File holding the bearer token inference requires.
 pub const AUTH_TOKEN_FILE: &str = "MODELSHIP_AUTH_TOKEN_FILE";
 /// Seconds to keep serving, unready, after SIGTERM.

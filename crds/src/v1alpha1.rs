@@ -103,8 +103,16 @@ pub struct ModelSpec {
 
     /// Where the model file lives: `pvc://<claim>/<path>`, `http(s)://...` or `file:///<path>`
     /// (a path inside the serving image or on the node).
-    #[x_kube(validation = Rule::new("self.startsWith('pvc://') || self.startsWith('http://') || self.startsWith('https://') || self.startsWith('file:///')")
-        .message("spec.model.uri must start with pvc://, http://, https:// or file:///"))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('pvc://') || self.startsWith('http://') || self.startsWith('https://') || self.startsWith('file:///')")
+            .message("spec.model.uri must start with pvc://, http://, https:// or file:///"),
+        validation = Rule::new("!self.startsWith('pvc://') || self.matches('^pvc://[^/]+/[^/].*$')")
+            .message("spec.model.uri needs a claim and a path: pvc://<claim>/<path>"),
+        validation = Rule::new("!(self.startsWith('http://') || self.startsWith('https://')) || self.matches('^https?://[^/?#]+')")
+            .message("spec.model.uri needs a host after http:// or https://"),
+        validation = Rule::new("!self.startsWith('file:///') || self.size() > 8")
+            .message("spec.model.uri needs a path after file:///"),
+    )]
     #[schemars(length(min = 1, max = 2048))]
     pub uri: String,
 
@@ -115,8 +123,16 @@ pub struct ModelSpec {
     /// Optional feature statistics the serving pods compare live traffic with to compute
     /// `ml_data_drift_score`. Same URI schemes as `uri`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.startsWith('pvc://') || self.startsWith('http://') || self.startsWith('https://') || self.startsWith('file:///')")
-        .message("spec.model.referenceData must start with pvc://, http://, https:// or file:///"))]
+    #[x_kube(
+        validation = Rule::new("self.startsWith('pvc://') || self.startsWith('http://') || self.startsWith('https://') || self.startsWith('file:///')")
+            .message("spec.model.referenceData must start with pvc://, http://, https:// or file:///"),
+        validation = Rule::new("!self.startsWith('pvc://') || self.matches('^pvc://[^/]+/[^/].*$')")
+            .message("spec.model.referenceData needs a claim and a path: pvc://<claim>/<path>"),
+        validation = Rule::new("!(self.startsWith('http://') || self.startsWith('https://')) || self.matches('^https?://[^/?#]+')")
+            .message("spec.model.referenceData needs a host after http:// or https://"),
+        validation = Rule::new("!self.startsWith('file:///') || self.size() > 8")
+            .message("spec.model.referenceData needs a path after file:///"),
+    )]
     #[schemars(length(min = 1, max = 2048))]
     pub reference_data: Option<String>,
 

@@ -29,15 +29,38 @@ pub struct Leadership {
     pub lost: CancellationToken,
     state: watch::Receiver<bool>,
     task: tokio::task::JoinHandle<()>,
+    manager: tokio::task::JoinHandle<kube_lease_manager::Result<kube_lease_manager::LeaseManager>>,
 }
 
 impl Leadership {
-    /// Give the lease up (on a clean shutdown) so the standby takes over at once.
+    /// Give the lease up (on a clean shutdown) so the standby takes over at once: with every
+    /// receiver of its state gone, the lease manager clears the holder and stops; this waits
+    /// for that (a few seconds at most) so the process does not exit before.
     pub async fn release(self) {
         drop(self.state);
         self.task.abort();
+        let _ = self.task.await;
+        match tokio::time::timeout(Duration::from_secs(5), self.manager).await {
+            Ok(Ok(Ok(_))) => info!("released the lease"),
+            Ok(Ok(Err(err))) => warn!(error = %err, "could not release the lease"),
+            Ok(Err(err)) => warn!(error = %err, "the lease manager ended abnormally"),
+            Err(_) => warn!("releasing the lease timed out"),
+        }
     }
 }
+
+/// How waiting for leadership ended.
+enum Wait {
+    Leader,
+    /// The holder released the lease; the manager sleeps until the lease's expiry, so a new
+    /// one is started to take the lease at once.
+    Released,
+    Shutdown,
+}
+
+/// How often a standby reads the Lease to notice a release (the lease manager itself only
+/// looks again when the holder's lease would expire).
+const STANDBY_POLL: Duration = Duration::from_millis(400);
 
 /// Wait until this instance holds the lease, or until `shutdown` is cancelled (`Ok(None)`).
 pub async fn acquire(
@@ -45,38 +68,39 @@ pub async fn acquire(
     settings: LeaseSettings,
     shutdown: CancellationToken,
 ) -> Result<Option<Leadership>> {
-    let manager = LeaseManagerBuilder::new(client.clone(), &settings.name)
-        .with_namespace(&settings.namespace)
-        .with_identity(&settings.identity)
-        .with_duration(settings.duration_seconds)
-        .with_grace(settings.grace_seconds)
-        .build()
-        .await
-        .map_err(|e| Error::Lease(e.to_string()))?;
-    let (mut state, handle) = manager.watch().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &settings.namespace);
     info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "waiting for leadership");
-    loop {
-        if *state.borrow_and_update() {
-            break;
-        }
-        tokio::select! {
-            changed = state.changed() => {
-                if changed.is_err() {
-                    return Err(Error::Lease("the lease manager stopped".into()));
-                }
+    let (state, handle) = loop {
+        let manager = LeaseManagerBuilder::new(client.clone(), &settings.name)
+            .with_namespace(&settings.namespace)
+            .with_identity(&settings.identity)
+            .with_duration(settings.duration_seconds)
+            .with_grace(settings.grace_seconds)
+            .build()
+            .await
+            .map_err(|e| Error::Lease(e.to_string()))?;
+        let (mut state, handle) = manager.watch().await;
+        match wait_for_lead(&mut state, &leases, &settings, &shutdown).await {
+            Ok(Wait::Leader) => break (state, handle),
+            Ok(Wait::Released) => {
+                info!("the lease was released; trying to take it now");
+                handle.abort();
             }
-            () = shutdown.cancelled() => {
+            Ok(Wait::Shutdown) => {
                 handle.abort();
                 return Ok(None);
             }
+            Err(err) => {
+                handle.abort();
+                return Err(err);
+            }
         }
-    }
+    };
     info!(identity = %settings.identity, "became the leader");
     let lost = CancellationToken::new();
     let mut follower = state.clone();
     let on_change = lost.clone();
     let watchdog_lost = lost.clone();
-    let leases: Api<Lease> = Api::namespaced(client, &settings.namespace);
     let task = tokio::spawn(async move {
         tokio::select! {
             () = async {
@@ -89,10 +113,47 @@ pub async fn acquire(
             } => on_change.cancel(),
             () = watchdog(leases, settings) => watchdog_lost.cancel(),
         }
-        // Keep the manager task alive until the process exits.
-        let _ = handle.await;
     });
-    Ok(Some(Leadership { lost, state, task }))
+    Ok(Some(Leadership { lost, state, task, manager: handle }))
+}
+
+/// Waits on the lease manager's state, and reads the Lease every [`STANDBY_POLL`] to notice
+/// a holder that released it.
+async fn wait_for_lead(
+    state: &mut watch::Receiver<bool>,
+    leases: &Api<Lease>,
+    settings: &LeaseSettings,
+    shutdown: &CancellationToken,
+) -> Result<Wait> {
+    let mut held_by_another = false;
+    let mut poll = tokio::time::interval(STANDBY_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if *state.borrow_and_update() {
+            return Ok(Wait::Leader);
+        }
+        tokio::select! {
+            changed = state.changed() => {
+                if changed.is_err() {
+                    return Err(Error::Lease("the lease manager stopped".into()));
+                }
+            }
+            () = shutdown.cancelled() => return Ok(Wait::Shutdown),
+            _ = poll.tick() => {
+                let Ok(Ok(Some(lease))) =
+                    tokio::time::timeout(Duration::from_secs(2), leases.get_opt(&settings.name)).await
+                else {
+                    continue;
+                };
+                let holder = lease.spec.and_then(|s| s.holder_identity).filter(|h| !h.is_empty());
+                match holder {
+                    Some(holder) if holder != settings.identity => held_by_another = true,
+                    None if held_by_another => return Ok(Wait::Released),
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 /// Returns when this instance can no longer prove that it holds the lease.

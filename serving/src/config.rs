@@ -71,6 +71,10 @@ pub struct Config {
     /// Deadline for an inference request, body included; past it the answer is 503.
     #[arg(long, env = env::REQUEST_TIMEOUT_MS, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
+    /// A connection whose request headers take longer than this to arrive is closed
+    /// (slowloris guard).
+    #[arg(long, env = env::HEADER_READ_TIMEOUT_MS, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_read_timeout_ms: u64,
     /// File holding a bearer token required on inference routes.
     #[arg(long, env = env::AUTH_TOKEN_FILE)]
     pub auth_token_file: Option<PathBuf>,
@@ -90,6 +94,10 @@ pub struct Config {
 impl Config {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 
     pub fn max_batch_delay(&self) -> Duration {
@@ -119,6 +127,7 @@ mod tests {
         assert_eq!(c.queue_capacity, 1024);
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.request_timeout_ms, 5000);
+        assert_eq!(c.header_read_timeout_ms, 10_000);
         assert_eq!(c.drain_seconds, 5);
         assert_eq!(c.log_format, LogFormat::Text);
     }

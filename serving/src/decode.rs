@@ -354,14 +354,19 @@ impl<'de> DeserializeSeed<'de> for FlatSeed<'_> {
     }
 }
 
-/// Fuzz entry point: both decoders on arbitrary bytes. Either may refuse the input; neither
-/// may panic, and what they accept must be consistent.
-pub fn fuzz_one(data: &[u8]) {
+/// Fuzz entry point of the source design's decoder (`/predict`): it may refuse any input, never
+/// panic, and what it accepts must be consistent.
+pub fn fuzz_predict(data: &[u8]) {
     if let Ok(p) = decode_predict(data) {
         assert_eq!(p.rows.len(), p.n_rows * p.width);
         assert!(p.n_rows > 0 && p.width > 0);
         assert!(p.rows.iter().all(|v| v.is_finite()));
     }
+}
+
+/// Fuzz entry point of the Open Inference Protocol decoder (`/v2/models/{m}/infer`), with the
+/// same promises.
+pub fn fuzz_infer(data: &[u8]) {
     if let Ok(i) = decode_infer(data) {
         assert_eq!(i.rows.len(), i.n_rows * i.width);
         assert!(i.n_rows > 0 && i.width > 0);

@@ -26,6 +26,9 @@ pub enum Error {
     ShuttingDown,
     #[error("request timed out after {0} ms")]
     Timeout(u64),
+    /// The caller did not send its whole body before the deadline.
+    #[error("request body not received within {0} ms")]
+    BodyTimeout(u64),
     /// A model was refused at load time: bad file, unsupported operator or output shape.
     #[error("cannot load model: {0}")]
     ModelLoad(String),
@@ -68,6 +71,7 @@ impl Error {
             Self::NotReady(_) => "not_ready",
             Self::ShuttingDown => "shutting_down",
             Self::Timeout(_) => "timeout",
+            Self::BodyTimeout(_) => "body_timeout",
             Self::ModelLoad(_) => "model_load",
             Self::Inference(_) => "inference",
             Self::Fetch { .. } => "fetch",
@@ -82,6 +86,7 @@ impl Error {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::QueueFull => StatusCode::TOO_MANY_REQUESTS,
             Self::NotReady(_) | Self::ShuttingDown | Self::Timeout(_) => {

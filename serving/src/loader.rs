@@ -196,6 +196,29 @@ pub fn warm_up(backend: &dyn Backend) -> Result<CallCost> {
     Ok(CallCost::per_row(fastest))
 }
 
+/// Fuzz entry point of the model loader: arbitrary bytes as a model file. Loading may refuse
+/// them; a model it accepts must survive what loading does next (the warm-up inference) and a
+/// prediction on a few rows, answering with outputs of the declared size, or refuse with an
+/// error. Nothing may panic.
+pub fn fuzz_load(data: &[u8]) {
+    let Ok(backend) = runtime::load(data) else { return };
+    let sig = backend.signature().clone();
+    assert!(sig.features > 0, "a loaded model has inputs");
+    if warm_up(backend.as_ref()).is_err() {
+        return;
+    }
+    let rows = 3;
+    let x: Vec<f32> = (0..rows * sig.features).map(|i| (i % 7) as f32 - 3.0).collect();
+    let mut out = Predictions::default();
+    if backend.predict(&x, rows, &mut out).is_ok() {
+        assert_eq!(out.rows, rows);
+        assert_eq!(out.scores.len(), rows * sig.width());
+        if sig.is_classifier() {
+            assert_eq!(out.labels.len(), rows);
+        }
+    }
+}
+
 pub fn batch_config(config: &Config) -> BatchConfig {
     BatchConfig {
         max_rows: config.max_batch_size as usize,

@@ -21,8 +21,6 @@ use crate::error::{Error, Result};
 use crate::state::{AppState, Settings};
 use crate::{loader, routes};
 
-/// Clients get this long to send their request headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// After shutdown begins, how long keep-alive connections get to carry one more request, whose
 /// response closes them. Closing an idle connection races with a client sending on it (the
 /// client sees "connection closed before message completed"); a connection closed after a
@@ -30,20 +28,30 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_AFTER_RESPONSE_GRACE: Duration = Duration::from_secs(2);
 const CONNECTIONS_POLL: Duration = Duration::from_millis(10);
 
+/// How connections are served.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// A connection whose request headers take longer than this to arrive is closed
+    /// (slowloris guard).
+    pub header_read_timeout: Duration,
+    /// After shutdown, in-flight requests get at most this long to finish.
+    pub drain_cap: Duration,
+}
+
 /// Serve `app` on `listener` until `shutdown` completes. Then stop accepting, answer every
 /// request with `Connection: close` until the connections are gone or
 /// [`CLOSE_AFTER_RESPONSE_GRACE`] has passed, and let in-flight requests finish for at most
-/// `drain_cap`.
+/// `limits.drain_cap`.
 pub async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()>,
-    drain_cap: Duration,
+    limits: Limits,
 ) {
     let graceful = GracefulShutdown::new();
     let closing = Arc::new(AtomicBool::new(false));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT).keep_alive(true);
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -89,7 +97,7 @@ pub async fn serve(
     tracing::info!(open_connections = graceful.count(), "closing the remaining connections");
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections drained"),
-        () = tokio::time::sleep(drain_cap) => tracing::warn!("drain cap reached; closing remaining connections"),
+        () = tokio::time::sleep(limits.drain_cap) => tracing::warn!("drain cap reached; closing remaining connections"),
     }
 }
 
@@ -153,8 +161,12 @@ pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
             Ok(()) = failed_rx => {}
         }
     };
-    // In-flight requests cannot outlive their own deadline; a second more covers the write.
-    serve(listener, app, shutdown, config.request_timeout() + Duration::from_secs(1)).await;
+    let limits = Limits {
+        header_read_timeout: config.header_read_timeout(),
+        // In-flight requests cannot outlive their own deadline; a second more covers the write.
+        drain_cap: config.request_timeout() + Duration::from_secs(1),
+    };
+    serve(listener, app, shutdown, limits).await;
     let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failed {
         Some(e) => Err(e),

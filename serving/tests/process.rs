@@ -3,83 +3,14 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fixture;
-
-const BIN: &str = env!("CARGO_BIN_EXE_modelship-serving");
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// One HTTP/1.1 request on a fresh connection; `None` when nothing answers.
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let status = out.split_whitespace().nth(1)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    Some((status, body))
-}
-
-fn spawn(addr: SocketAddr, extra: &[(&str, String)]) -> Child {
-    let mut cmd = Command::new(BIN);
-    cmd.env("MODELSHIP_LISTEN", addr.to_string())
-        .env("MODELSHIP_MODEL_NAME", "fraud")
-        .env("MODELSHIP_MODEL_VERSION", "1")
-        .env("MODELSHIP_MODEL_URI", format!("file://{}", fixture("rf.onnx")))
-        .env("MODELSHIP_REFERENCE_DATA", fixture("reference.json"))
-        .env("MODELSHIP_WORKER_THREADS", "1")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    cmd.spawn().unwrap()
-}
-
-fn wait_ready(addr: SocketAddr, child: &mut Child) -> Duration {
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(10) {
-        if let Some((200, _)) = http(addr, "GET", "/ready", "") {
-            return started.elapsed();
-        }
-        assert!(child.try_wait().unwrap().is_none(), "server exited before becoming ready");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    panic!("not ready within 10 s");
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> Option<ExitStatus> {
-    let started = Instant::now();
-    while started.elapsed() < within {
-        if let Some(status) = child.try_wait().unwrap() {
-            return Some(status);
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
-}
+use common::process::{BIN, free_addr, http, sigterm, spawn, wait_exit, wait_ready};
 
 fn predict_body() -> String {
     serde_json::json!({"features": common::rows("inputs_binary.json", 1)[0]}).to_string()
-}
-
-fn sigterm(child: &Child) {
-    let ok =
-        Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
-    assert!(ok);
 }
 
 #[test]

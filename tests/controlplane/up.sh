@@ -57,8 +57,12 @@ kubeconfig "$state/controller-manager.kubeconfig" controller-manager
 kubeconfig "$state/scheduler.kubeconfig" scheduler
 
 : >"$state/pids"
+mkdir -p "$state/cmdline"
+# Each component's command line is kept (NUL-separated) so restart.sh can start it again
+# exactly as it was started here.
 spawn() {
   local name=$1; shift
+  printf '%s\0' "$@" >"$state/cmdline/$name"
   "$@" >"$state/logs/$name.log" 2>&1 &
   echo "$! $name" >>"$state/pids"
 }

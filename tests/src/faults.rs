@@ -4,7 +4,10 @@
 //!   new ones refused) and restored, and a kubeconfig that sends one process through it. TLS
 //!   passes through untouched.
 //! - [`ChaosApi`]: an HTTP front that answers a share of writes with 409 Conflict and delays
-//!   watch events, for the conflict and stale-cache scenarios.
+//!   watch events, for the conflict and stale-cache scenarios; that can fail every write while
+//!   reads pass (an asymmetric partition, as when the API server loses etcd); and that can
+//!   hold one write back (the status write that follows a given child write) so a test can
+//!   kill the operator between the two.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -90,7 +93,7 @@ pub fn kubeconfig_via(kubeconfig: &Path, link: &FaultyLink, dir: &Path) -> PathB
 }
 
 /// What [`ChaosApi`] does to the traffic it forwards.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub struct Chaos {
     /// Share of writes (POST, PUT, PATCH, DELETE) answered `409 Conflict` without reaching
     /// the API server, in percent.
@@ -105,6 +108,8 @@ pub struct Chaos {
 #[derive(Clone, Debug)]
 pub struct SeenWrite {
     pub at: std::time::Instant,
+    /// The same moment on the wall clock, to compare with the API server's timestamps.
+    pub when: k8s_openapi::jiff::Timestamp,
     pub method: String,
     /// The object's path without the query, for example
     /// `/apis/modelship.io/v1alpha1/namespaces/ns/modeldeployments/m/status`.
@@ -118,7 +123,75 @@ pub struct SeenWrite {
 pub struct ChaosApi {
     pub addr: SocketAddr,
     writes: Arc<std::sync::Mutex<Vec<SeenWrite>>>,
+    control: Arc<Control>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Which write [`ChaosApi::hold_after`] holds back: the first write to a path ending in
+/// `hold_suffix` after a write to a path ending in `after_suffix` whose body contains
+/// `body_contains`.
+#[derive(Clone, Debug)]
+pub struct HoldRule {
+    pub after_suffix: String,
+    pub body_contains: Option<String>,
+    pub hold_suffix: String,
+}
+
+impl HoldRule {
+    /// The status write of a ModelDeployment after a write to the child at `after_suffix`.
+    pub fn status_after(after_suffix: &str, body_contains: Option<&str>) -> HoldRule {
+        HoldRule {
+            after_suffix: after_suffix.to_string(),
+            body_contains: body_contains.map(str::to_string),
+            hold_suffix: "/status".to_string(),
+        }
+    }
+}
+
+/// Switches a test flips while traffic flows.
+#[derive(Default)]
+struct Control {
+    /// Writes are answered 504 after a second, as by an API server without etcd.
+    fail_writes: std::sync::atomic::AtomicBool,
+    hold: std::sync::Mutex<Hold>,
+}
+
+#[derive(Default)]
+struct Hold {
+    rule: Option<HoldRule>,
+    /// The rule's first write went through; the next matching write is held.
+    armed: bool,
+    notify: Option<tokio::sync::oneshot::Sender<String>>,
+    /// Held writes, each waiting for `true` (forward it) or `false` (drop it).
+    held: Vec<tokio::sync::oneshot::Sender<bool>>,
+}
+
+impl Control {
+    /// What to do with a write: `Some(receiver)` when it must wait for a decision.
+    fn on_write(&self, path: &str, body: &[u8]) -> Option<tokio::sync::oneshot::Receiver<bool>> {
+        let mut hold = self.hold.lock().expect("lock");
+        let rule = hold.rule.clone()?;
+        if !hold.armed {
+            let contains = rule.body_contains.as_deref().is_none_or(|needle| {
+                body.windows(needle.len().max(1)).any(|w| w == needle.as_bytes())
+            });
+            if path.ends_with(&rule.after_suffix) && contains {
+                hold.armed = true;
+            }
+            return None;
+        }
+        if !path.ends_with(&rule.hold_suffix) {
+            return None;
+        }
+        let (decide, decision) = tokio::sync::oneshot::channel();
+        hold.held.push(decide);
+        hold.rule = None;
+        hold.armed = false;
+        if let Some(notify) = hold.notify.take() {
+            let _ = notify.send(path.to_string());
+        }
+        Some(decision)
+    }
 }
 
 impl ChaosApi {
@@ -126,17 +199,61 @@ impl ChaosApi {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
         let addr = listener.local_addr().expect("local address");
         let writes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let control = Arc::new(Control::default());
         let state = ChaosState {
             upstream,
             chaos,
             draws: Arc::new(std::sync::Mutex::new(Draws(chaos.seed | 1))),
             writes: writes.clone(),
+            control: control.clone(),
         };
         let app = axum::Router::new().fallback(forward).with_state(state);
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        ChaosApi { addr, writes, task }
+        ChaosApi { addr, writes, control, task }
+    }
+
+    /// From now on every write is answered `504` after a second without reaching the API
+    /// server, while reads pass (`false` heals it).
+    pub fn fail_writes(&self, on: bool) {
+        self.control.fail_writes.store(on, Ordering::SeqCst);
+    }
+
+    /// Hold back the write `rule` names; the receiver gets its path once it is held. One rule
+    /// at a time: a new one replaces one that has not fired.
+    pub fn hold_after(&self, rule: HoldRule) -> tokio::sync::oneshot::Receiver<String> {
+        let (notify, held) = tokio::sync::oneshot::channel();
+        let mut hold = self.control.hold.lock().expect("lock");
+        hold.rule = Some(rule);
+        hold.armed = false;
+        hold.notify = Some(notify);
+        held
+    }
+
+    /// Forget a rule that has not fired.
+    pub fn clear_hold(&self) {
+        let mut hold = self.control.hold.lock().expect("lock");
+        hold.rule = None;
+        hold.armed = false;
+        hold.notify = None;
+    }
+
+    /// Answer every held write `503` without forwarding it: it never reaches the API server.
+    pub fn drop_held(&self) {
+        self.decide_held(false);
+    }
+
+    /// Forward every held write.
+    pub fn release_held(&self) {
+        self.decide_held(true);
+    }
+
+    fn decide_held(&self, forward: bool) {
+        let held = std::mem::take(&mut self.control.hold.lock().expect("lock").held);
+        for decide in held {
+            let _ = decide.send(forward);
+        }
     }
 
     /// A kubeconfig that sends its user through this proxy (no credentials needed: the proxy
@@ -193,6 +310,7 @@ struct ChaosState {
     chaos: Chaos,
     draws: Arc<std::sync::Mutex<Draws>>,
     writes: Arc<std::sync::Mutex<Vec<SeenWrite>>>,
+    control: Arc<Control>,
 }
 
 /// A small xorshift generator: reproducible draws without another dependency.
@@ -242,26 +360,34 @@ async fn forward(
     if is_write {
         state.writes.lock().expect("lock").push(SeenWrite {
             at: std::time::Instant::now(),
+            when: k8s_openapi::jiff::Timestamp::now(),
             method: method.to_string(),
             path: path.clone(),
             conflicted: conflict,
         });
     }
     if conflict {
-        let status = serde_json::json!({
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": format!("Operation cannot be fulfilled on {path}: the object has been \
-                                modified; please apply your changes to the latest version and \
-                                try again"),
-            "reason": "Conflict", "details": {}, "code": 409,
-        });
-        return (axum::http::StatusCode::CONFLICT, axum::Json(status)).into_response();
+        let message = format!(
+            "Operation cannot be fulfilled on {path}: the object has been modified; please \
+             apply your changes to the latest version and try again"
+        );
+        return status_response(409, "Conflict", &message);
     }
 
     let bytes = match body.collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => return axum::http::StatusCode::BAD_REQUEST.into_response(),
     };
+    if is_write && state.control.fail_writes.load(Ordering::SeqCst) {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        return status_response(504, "Timeout", "etcdserver: request timed out");
+    }
+    if is_write
+        && let Some(decision) = state.control.on_write(&path, &bytes)
+        && decision.await != Ok(true)
+    {
+        return status_response(503, "ServiceUnavailable", "the test dropped this write");
+    }
     let mut upstream = axum::http::Request::builder().method(method).uri(parts.uri.clone());
     for (name, value) in &parts.headers {
         if !HOP_HEADERS.contains(&name.as_str()) {
@@ -284,6 +410,18 @@ async fn forward(
         axum::body::Body::new(body)
     };
     axum::response::Response::from_parts(parts, body)
+}
+
+/// A Kubernetes `Status` failure answer.
+fn status_response(code: u16, reason: &str, message: &str) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "details": {}, "code": code,
+    });
+    let code =
+        axum::http::StatusCode::from_u16(code).unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+    (code, axum::Json(status)).into_response()
 }
 
 /// The frames of `body`, each released `delay` after it arrived, in order.

@@ -130,6 +130,29 @@ impl OperatorProcess {
         (None, started.elapsed())
     }
 
+    /// Send SIGTERM and return at once.
+    pub fn sigterm(&self) {
+        if let Some(child) = &self.child {
+            let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("a pid"));
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+
+    /// Wait up to `timeout` for the process to exit; its exit code (`None` inside: killed by
+    /// a signal), or `None` if it is still running.
+    pub async fn exited_within(&mut self, timeout: Duration) -> Option<Option<i32>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(code) = self.exit_code() {
+                return Some(code);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
@@ -150,14 +173,47 @@ impl OperatorProcess {
         Some((response.status.as_u16(), response.text()))
     }
 
-    /// The operator's metrics page.
+    /// The operator's metrics page. Panics when it cannot be read: a page that is not there
+    /// must never read as "not leader, no writes".
     pub async fn metrics(&self) -> String {
-        self.admin_get("/metrics").await.map(|(_, body)| body).unwrap_or_default()
+        match self.admin_get("/metrics").await {
+            Some((200, body)) if body.contains("# EOF") => body,
+            other => panic!(
+                "cannot read the metrics of operator {} ({other:?}); log:\n{}",
+                self.identity,
+                self.log_tail()
+            ),
+        }
     }
 
-    /// Sum of `modelship_operator_writes_total` over all labels.
+    /// A metric without labels (always on the page); panics when the page cannot be read or
+    /// lacks it.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let page = self.metrics().await;
+        let family = name.strip_suffix("_total").unwrap_or(name);
+        assert!(
+            page.lines().any(|l| l.starts_with(&format!("# TYPE {family} "))),
+            "operator {} exports no {name}:\n{page}",
+            self.identity
+        );
+        sum_metric(&page, name)
+    }
+
+    /// Sum of `modelship_operator_writes_total` over all labels (a labelled family is on the
+    /// page only once it has a sample: none means no write). Panics when the page cannot be
+    /// read.
     pub async fn writes(&self) -> f64 {
         sum_metric(&self.metrics().await, "modelship_operator_writes_total")
+    }
+
+    /// Whether this instance says it holds the leader lease.
+    pub async fn is_leader(&self) -> bool {
+        self.metric("modelship_operator_leader").await == 1.0
+    }
+
+    /// Reconciles this instance has run.
+    pub async fn reconciles(&self) -> f64 {
+        self.metric("modelship_operator_reconciles_total").await
     }
 }
 

@@ -592,6 +592,19 @@ fn alert_rules_and_dashboard_queries_are_valid_and_fire_at_the_thresholds() {
         Command::new(&promtool).args(["check", "rules"]).arg(&rules_file),
         "promtool check rules",
     );
+    // Every alert of the chart is tested, firing once and quiet once; a new alert without a
+    // promtool case fails here.
+    let alerts: BTreeSet<String> = rule["spec"]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g["rules"].as_array().unwrap().iter())
+        .filter_map(|r| r["alert"].as_str().map(str::to_string))
+        .collect();
+    let (firing, quiet) = alert_test_coverage(ALERT_TESTS);
+    assert!(alerts.len() >= 9, "the rules lost alerts: {alerts:?}");
+    assert_eq!(firing, alerts, "alerts with a promtool case where they fire");
+    assert_eq!(quiet, alerts, "alerts with a promtool case where they stay quiet");
     let test_file = dir.write("rules_test.yaml", ALERT_TESTS);
     let out = run_ok(
         Command::new(&promtool).args(["test", "rules"]).arg(&test_file).current_dir(&dir.0),
@@ -665,6 +678,25 @@ fn alert_rules_and_dashboard_queries_are_valid_and_fire_at_the_thresholds() {
             assert!(known.contains(&metric), "{metric} (in {expr}) is exported by nothing");
         }
     }
+}
+
+/// The alerts a promtool test file expects to fire somewhere, and those it expects quiet
+/// somewhere (an `alert_rule_test` with empty `exp_alerts`).
+fn alert_test_coverage(tests: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let file: Value = serde_yaml::from_str(tests).expect("the promtool tests are YAML");
+    let (mut firing, mut quiet) = (BTreeSet::new(), BTreeSet::new());
+    for case in file["tests"].as_array().into_iter().flatten() {
+        for check in case["alert_rule_test"].as_array().into_iter().flatten() {
+            let name = check["alertname"].as_str().unwrap_or_default().to_string();
+            let expected = check["exp_alerts"].as_array().map_or(0, Vec::len);
+            if expected == 0 {
+                quiet.insert(name);
+            } else {
+                firing.insert(name);
+            }
+        }
+    }
+    (firing, quiet)
 }
 
 /// Metric names in a PromQL expression that belong to Modelship.
@@ -843,6 +875,9 @@ tests:
       - series: 'ml_request_duration_seconds_bucket{namespace="ml",model="fraud",version="1",le="+Inf"}'
         values: '0+100x30'
     alert_rule_test:
+      - eval_time: 3m
+        alertname: ModelshipHighLatencyP95
+        exp_alerts: []
       - eval_time: 15m
         alertname: ModelshipHighLatencyP95
         exp_alerts:
@@ -912,6 +947,12 @@ tests:
             exp_annotations:
               summary: "No Modelship operator holds the leader lease in modelship-system"
               description: "ModelDeployments are not reconciled: no rollout progresses and no rollback happens until an operator leads again."
+      - eval_time: 4m
+        alertname: ModelshipOperatorForbidden
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: ModelDeploymentDegraded
+        exp_alerts: []
       - eval_time: 8m
         alertname: ModelshipOperatorForbidden
         exp_alerts:
@@ -926,6 +967,42 @@ tests:
             exp_annotations:
               summary: "ModelDeployment ml/fraud is Degraded"
               description: "kubectl describe modeldeployment fraud -n ml shows the Degraded condition and why."
+  - name: reconcile errors
+    interval: 1m
+    input_series:
+      - series: 'modelship_operator_reconcile_errors_total{job="ms-modelship-metrics",namespace="modelship-system",pod="a",category="kube"}'
+        values: '0x5 1+1x30'
+      - series: 'modelship_operator_reconcile_errors_total{job="ms-modelship-metrics",namespace="modelship-system",pod="a",category="conflict"}'
+        values: '0+5x35'
+    alert_rule_test:
+      - eval_time: 12m
+        alertname: ModelshipOperatorReconcileErrors
+        exp_alerts: []
+      - eval_time: 25m
+        alertname: ModelshipOperatorReconcileErrors
+        exp_alerts:
+          - exp_labels: {severity: warning, team: ml-platform, category: kube}
+            exp_annotations:
+              summary: "Modelship reconciles keep failing (kube)"
+              description: "Reconciles have failed with category kube for 15m; see the operator's logs and the events of the ModelDeployments."
+  - name: rolled back
+    interval: 1m
+    input_series:
+      - series: 'modelship_modeldeployment_phase{namespace="ml",name="fraud",phase="RolledBack"}'
+        values: '0x5 1x10'
+      - series: 'modelship_modeldeployment_phase{namespace="ml",name="churn",phase="RolledBack"}'
+        values: '0x15'
+    alert_rule_test:
+      - eval_time: 3m
+        alertname: ModelDeploymentRolledBack
+        exp_alerts: []
+      - eval_time: 8m
+        alertname: ModelDeploymentRolledBack
+        exp_alerts:
+          - exp_labels: {severity: warning, team: ml-platform, namespace: ml, name: fraud}
+            exp_annotations:
+              summary: "ModelDeployment ml/fraud rolled its candidate back"
+              description: "The candidate failed its analysis; status.abortedVersion names it and status.analysis says why."
 "#;
 
 /// Every key in values.yaml has a comment (or sits under a key documented as a whole), every

@@ -5,8 +5,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
 use subtle::ConstantTimeEq;
 use tokio::time::Instant;
 
@@ -38,6 +38,13 @@ fn token_matches(headers: &HeaderMap, token: &[u8]) -> bool {
     presented.ct_eq(token).into()
 }
 
+/// A body over the limit is still read and thrown away, up to this many times the limit (and
+/// at least [`DISCARD_AT_LEAST`] bytes), before the 413 goes out: a client that sends its whole
+/// body before reading the answer (Python's urllib, for one) would otherwise have the
+/// connection reset under it and never see the 413.
+const DISCARD_FACTOR: usize = 4;
+const DISCARD_AT_LEAST: usize = 4 << 20;
+
 /// Read the whole body within `limit` bytes and before `deadline`.
 pub async fn read_body(
     headers: &HeaderMap,
@@ -50,18 +57,71 @@ pub async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let discard_up_to = limit.saturating_mul(DISCARD_FACTOR).max(DISCARD_AT_LEAST);
+    if let Some(declared) = declared.filter(|&n| n > limit as u64) {
+        // A client waiting for `100 Continue` has not sent the body: answer at once. A body
+        // too large to discard is answered at once too, and the connection closes under it.
+        if !expects_continue(headers) && declared <= discard_up_to as u64 {
+            let _ = tokio::time::timeout_at(deadline, discard(body, discard_up_to)).await;
+        }
         return Err(Error::PayloadTooLarge { limit });
     }
-    let collected = tokio::time::timeout_at(deadline, Limited::new(body, limit).collect())
+    // A body that does not arrive in time is the caller's delay, not the model's: 408.
+    tokio::time::timeout_at(deadline, collect(body, limit, discard_up_to))
         .await
-        .map_err(|_| Error::Timeout(timeout_ms))?;
-    match collected {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(Error::PayloadTooLarge { limit })
+        .map_err(|_| Error::BodyTimeout(timeout_ms))?
+}
+
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The body's bytes, refused past `limit` (after discarding the rest up to `discard_up_to`).
+/// A body of one frame, the usual case, is returned without a copy.
+async fn collect(mut body: Body, limit: usize, discard_up_to: usize) -> Result<Bytes> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut seen = 0_usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| Error::invalid(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else { continue };
+        seen = seen.saturating_add(data.len());
+        if seen > limit {
+            drain(&mut body, seen, discard_up_to).await;
+            return Err(Error::PayloadTooLarge { limit });
         }
-        Err(e) => Err(Error::invalid(format!("could not read the request body: {e}"))),
+        if let Some(buf) = joined.as_mut() {
+            buf.extend_from_slice(&data);
+        } else if let Some(head) = first.take() {
+            let mut buf = BytesMut::with_capacity(head.len() + data.len());
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(&data);
+            joined = Some(buf);
+        } else {
+            first = Some(data);
+        }
+    }
+    Ok(match (first, joined) {
+        (_, Some(buf)) => buf.freeze(),
+        (Some(head), None) => head,
+        (None, None) => Bytes::new(),
+    })
+}
+
+/// Read and drop the whole body, or its first `up_to` bytes.
+async fn discard(mut body: Body, up_to: usize) {
+    drain(&mut body, 0, up_to).await;
+}
+
+async fn drain(body: &mut Body, mut seen: usize, up_to: usize) {
+    while seen <= up_to {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+            }
+            Some(Err(_)) | None => return,
+        }
     }
 }
 

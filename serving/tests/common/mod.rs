@@ -1,6 +1,8 @@
 //! Test helpers: real models from the fixtures, the real router, requests through `oneshot`.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::path::{Path, PathBuf};
 
 use axum::Router;

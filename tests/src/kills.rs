@@ -1,0 +1,296 @@
+//! The operator killed at each phase boundary of a rollout (S15): a [`Killer`] runs the
+//! operator binary behind a [`ChaosApi`] and walks a list of [`KillPoint`]s. At each one it
+//! SIGKILLs the operator either while the status write that follows a given child write is
+//! held back (so the kill falls between the child write and the status write: the status
+//! write never reaches the API server), or a seeded random few milliseconds after a watch
+//! shows the boundary. Then it starts a new instance (a new identity, as a new pod would
+//! have) that must take the lease over and reconcile again, and measures how long that took.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use modelship_crds::ModelDeploymentStatus;
+
+use crate::faults::{Chaos, ChaosApi, HoldRule};
+use crate::operator::OperatorProcess;
+use crate::world::{Snapshot, World};
+
+/// Lease settings of the killed operators: a new instance takes over once the killed one's
+/// lease has expired.
+pub const LEASE_SECONDS: u64 = 4;
+pub const LEASE_GRACE_SECONDS: u64 = 1;
+
+/// A boundary of a rollout at which the operator dies.
+pub struct KillPoint {
+    pub name: &'static str,
+    /// Hold the status write after this child write and kill while it is held; `None`: kill
+    /// a random few milliseconds after the watch shows `reached`.
+    pub hold: Option<HoldRule>,
+    /// The boundary as the watches show it.
+    pub reached: Box<dyn Fn(&Snapshot) -> bool + Send + Sync>,
+}
+
+impl KillPoint {
+    /// Kill between the write to the child whose path ends with `child` (and whose body
+    /// contains `body_contains`) and the status write after it.
+    pub fn held(
+        name: &'static str,
+        child: &str,
+        body_contains: &str,
+        reached: impl Fn(&Snapshot) -> bool + Send + Sync + 'static,
+    ) -> KillPoint {
+        KillPoint {
+            name,
+            hold: Some(HoldRule::status_after(child, Some(body_contains))),
+            reached: Box::new(reached),
+        }
+    }
+
+    /// Kill a random few milliseconds after the watches show `reached`.
+    pub fn seen(
+        name: &'static str,
+        reached: impl Fn(&Snapshot) -> bool + Send + Sync + 'static,
+    ) -> KillPoint {
+        KillPoint { name, hold: None, reached: Box::new(reached) }
+    }
+}
+
+/// One kill, as it happened, or a boundary passed without one.
+#[derive(Clone, Debug)]
+pub struct Kill {
+    pub point: &'static str,
+    /// Whether the operator was killed there: a boundary that an instance crossed while the
+    /// killer still waited for an earlier one (a new instance may cross several in one
+    /// reconcile) is passed without a kill, once the scenario has ended.
+    pub killed: bool,
+    /// How the kill met its boundary.
+    pub how: String,
+    /// From the kill until the new instance led and had reconciled.
+    pub resume: Duration,
+    /// The status as the watch showed it at the kill.
+    pub status: Option<ModelDeploymentStatus>,
+}
+
+/// Seeded draws (xorshift): the same seed gives the same offsets.
+pub struct Draws(u64);
+
+impl Draws {
+    pub fn new(seed: u64) -> Draws {
+        Draws(seed | 1)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// The seed of a run: `MODELSHIP_KILL_SEED` when set (to repeat a run), else the clock.
+pub fn seed() -> u64 {
+    std::env::var("MODELSHIP_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64 & 0xffff_ffff)
+    })
+}
+
+/// The arguments every test operator with leader election gets.
+pub fn leader_args(namespace: &str) -> Vec<String> {
+    vec![
+        "--leader-elect=true".into(),
+        "--lease-namespace".into(),
+        namespace.into(),
+        "--lease-duration-seconds".into(),
+        LEASE_SECONDS.to_string(),
+        "--lease-grace-seconds".into(),
+        LEASE_GRACE_SECONDS.to_string(),
+    ]
+}
+
+/// Starts an operator with leader election in `namespace`, named `identity`, with `env`.
+pub fn start_leader(namespace: &str, identity: &str, env: &[(&str, &str)]) -> OperatorProcess {
+    let args = leader_args(namespace);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    OperatorProcess::start_full(namespace, identity, &args, env)
+}
+
+/// Waits until `operator` leads and has reconciled.
+pub async fn resumed(operator: &OperatorProcess, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if operator.is_leader().await && operator.reconciles().await >= 1.0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// The instance running once a [`Killer`] has passed its last point, with the proxy it talks
+/// to the API server through: the proxy lives as long as the instance, which still has the
+/// rollout to finish.
+pub struct Survivor {
+    pub operator: OperatorProcess,
+    _api: Option<Arc<ChaosApi>>,
+}
+
+impl Survivor {
+    /// An operator that talks to the API server directly.
+    pub fn direct(operator: OperatorProcess) -> Survivor {
+        Survivor { operator, _api: None }
+    }
+}
+
+/// The operator under test and what kills it.
+pub struct Killer {
+    namespace: String,
+    api: Arc<ChaosApi>,
+    kubeconfig: PathBuf,
+    operator: OperatorProcess,
+    instances: u32,
+    draws: Draws,
+    ended: Arc<AtomicBool>,
+}
+
+impl Killer {
+    /// Starts the first instance behind a proxy of the test's own client.
+    pub async fn start(client: &kube::Client, namespace: &str, seed: u64, dir: &Path) -> Killer {
+        let api = Arc::new(ChaosApi::start(client.clone(), Chaos::default()).await);
+        let kubeconfig = api.kubeconfig(dir);
+        let operator =
+            start_leader(namespace, "k0", &[("KUBECONFIG", kubeconfig.to_str().unwrap())]);
+        Killer {
+            namespace: namespace.to_string(),
+            api,
+            kubeconfig,
+            operator,
+            instances: 1,
+            draws: Draws::new(seed),
+            ended: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Set when the scenario has ended: the points not reached by then are passed without a
+    /// kill.
+    pub fn ended(&self) -> Arc<AtomicBool> {
+        self.ended.clone()
+    }
+
+    /// Walks `points` in order, killing the operator at each; returns the kills and the
+    /// instance running at the end, with its proxy. A point's hold is armed before the instance that could
+    /// make its child write starts, so the write cannot slip past it.
+    pub async fn run(mut self, world: Arc<World>, points: Vec<KillPoint>) -> (Vec<Kill>, Survivor) {
+        let mut kills = Vec::new();
+        let mut held =
+            points.first().and_then(|p| p.hold.clone()).map(|rule| self.api.hold_after(rule));
+        for (i, point) in points.iter().enumerate() {
+            let how = match self.reach(&world, point, points.get(i + 1), held.take()).await {
+                Ok(how) => how,
+                Err(passed) => {
+                    self.api.clear_hold();
+                    held = points
+                        .get(i + 1)
+                        .and_then(|p| p.hold.clone())
+                        .map(|rule| self.api.hold_after(rule));
+                    kills.push(Kill {
+                        point: point.name,
+                        killed: false,
+                        how: passed,
+                        resume: Duration::ZERO,
+                        status: None,
+                    });
+                    continue;
+                }
+            };
+            let status = world.now().status().cloned();
+            self.operator.kill();
+            self.api.drop_held();
+            let killed = Instant::now();
+            held = points
+                .get(i + 1)
+                .and_then(|p| p.hold.clone())
+                .map(|rule| self.api.hold_after(rule));
+            let identity = format!("k{}", self.instances);
+            self.instances += 1;
+            self.operator = start_leader(
+                &self.namespace,
+                &identity,
+                &[("KUBECONFIG", self.kubeconfig.to_str().unwrap())],
+            );
+            let limit = Duration::from_secs(LEASE_SECONDS + 30);
+            assert!(
+                resumed(&self.operator, limit).await,
+                "{identity} did not resume within {limit:?} after the kill at {}; log:\n{}",
+                point.name,
+                self.operator.log_tail()
+            );
+            kills.push(Kill {
+                point: point.name,
+                killed: true,
+                how,
+                resume: killed.elapsed(),
+                status,
+            });
+        }
+        (kills, Survivor { operator: self.operator, _api: Some(self.api) })
+    }
+
+    /// Waits for `point` (whose hold, if any, is armed: `held` tells when its write is held)
+    /// and returns how the kill meets it; the kill follows at once. `Err`: the boundary was
+    /// crossed without the killer seeing it (a transient state a new instance went through in
+    /// one reconcile, shown by `next` being reached), or the scenario ended first.
+    async fn reach(
+        &mut self,
+        world: &World,
+        point: &KillPoint,
+        next: Option<&KillPoint>,
+        held: Option<tokio::sync::oneshot::Receiver<String>>,
+    ) -> Result<String, String> {
+        const LONG: Duration = Duration::from_secs(180);
+        if let Some(mut held) = held {
+            let deadline = tokio::time::Instant::now() + LONG;
+            let mut reached_since: Option<tokio::time::Instant> = None;
+            loop {
+                match tokio::time::timeout(Duration::from_millis(20), &mut held).await {
+                    Ok(Ok(path)) => {
+                        let offset = self.draws.below(20);
+                        tokio::time::sleep(Duration::from_millis(offset)).await;
+                        return Ok(format!("status write held ({path}), killed {offset} ms later"));
+                    }
+                    Ok(Err(_)) => panic!("the hold for {} was dropped", point.name),
+                    Err(_) => {}
+                }
+                // No status write followed the child write: kill after the boundary.
+                if world.holds(&point.reached) {
+                    let since = *reached_since.get_or_insert_with(tokio::time::Instant::now);
+                    if since.elapsed() > Duration::from_secs(3) {
+                        self.api.clear_hold();
+                        return Ok("no status write held within 3 s of the boundary: killed then"
+                            .to_string());
+                    }
+                } else if self.ended.load(Ordering::SeqCst) {
+                    return Err("not reached before the scenario ended: no kill".into());
+                }
+                assert!(tokio::time::Instant::now() < deadline, "{} never came", point.name);
+            }
+        }
+        let deadline = tokio::time::Instant::now() + LONG;
+        while !world.holds(&point.reached) {
+            if next.is_some_and(|next| world.holds(&next.reached)) {
+                return Err("crossed unseen (the next boundary was reached first): no kill".into());
+            }
+            if self.ended.load(Ordering::SeqCst) {
+                return Err("not reached before the scenario ended: no kill".into());
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{} never came", point.name);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let offset = self.draws.below(40);
+        tokio::time::sleep(Duration::from_millis(offset)).await;
+        Ok(format!("{offset} ms after the watch showed it"))
+    }
+}
