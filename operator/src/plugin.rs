@@ -1,9 +1,11 @@
 //! `kubectl modelship`: sugar over spec edits. Every action is a JSON merge patch of
-//! `spec` that a GitOps user could write by hand; the functions here build them (pure).
+//! `spec` that a GitOps user could write by hand; the functions here build them, and render
+//! what the commands show (pure).
 
 use std::fmt::Write;
 
-use modelship_crds::{ModelDeployment, StrategyType};
+use k8s_openapi::jiff::Timestamp;
+use modelship_crds::{ModelDeployment, RolloutRecord, StrategyType};
 use serde_json::{Value, json};
 
 /// The patch that promotes the rollout in progress.
@@ -53,6 +55,31 @@ pub fn rollback_patch(md: &ModelDeployment) -> Result<Value, String> {
     Ok(json!({"spec": {"model": model}}))
 }
 
+/// The patch that ends the rollout in progress: back to the stable version and its file,
+/// so nobody edits the version by hand. The same edit as [`rollback_patch`], refused when no
+/// rollout is in progress.
+pub fn abort_patch(md: &ModelDeployment) -> Result<Value, String> {
+    candidate(md)?;
+    rollback_patch(md)
+}
+
+/// The patch that retries a version the operator rolled back (failed analysis, or no
+/// progress by the deadline): `approvedVersion` newly set to it.
+pub fn retry_patch(md: &ModelDeployment) -> Result<Value, String> {
+    let status = md.status.clone().unwrap_or_default();
+    let aborted = status.aborted_version.ok_or(
+        "nothing to retry: status.abortedVersion is empty (to roll a version out again, set \
+         spec.model.version)",
+    )?;
+    if status.aborted_approval.as_deref() == Some(aborted.as_str()) {
+        return Err(format!(
+            "spec.strategy.approvedVersion already named {aborted} when it was rolled back, so \
+             approving it again cannot retry it: set spec.model.version to a new version"
+        ));
+    }
+    Ok(json!({"spec": {"strategy": {"approvedVersion": aborted}}}))
+}
+
 fn candidate(md: &ModelDeployment) -> Result<String, String> {
     md.status
         .as_ref()
@@ -83,7 +110,11 @@ pub fn render_status(md: &ModelDeployment) -> String {
     }
     if md.spec.strategy.type_ == StrategyType::Canary {
         let step = status.current_step.map(|s| format!(", step {s}")).unwrap_or_default();
-        let _ = writeln!(out, "  canary weight    {}%{step}", status.canary_weight);
+        let _ = writeln!(
+            out,
+            "  canary weight    {}% requested, {}% of ready pods{step}",
+            status.canary_weight, status.effective_weight
+        );
     }
     let _ = writeln!(out, "  replicas         {}/{} ready", status.ready_replicas, status.replicas);
     for track in &status.tracks {
@@ -120,8 +151,98 @@ pub fn render_status(md: &ModelDeployment) -> String {
         let reason = record.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "  history: {} {:?} at {}{reason}",
-            record.version, record.outcome, record.finished_at
+            "  history: {} {:?} at {}, {}{reason}",
+            record.version,
+            record.outcome,
+            record.finished_at,
+            durations(record)
+        );
+    }
+    out
+}
+
+/// How long a rollout took to get its pods ready and to finish, from its start.
+fn durations(record: &RolloutRecord) -> String {
+    let at = |t: Option<&str>| t.and_then(|t| t.parse::<Timestamp>().ok());
+    let started = at(record.started_at.as_deref());
+    let since = |end: Option<Timestamp>| match (started, end) {
+        (Some(s), Some(e)) => seconds(e.duration_since(s).as_secs_f64()),
+        _ => "-".to_string(),
+    };
+    format!(
+        "ready after {}, finished after {}",
+        since(at(record.ready_at.as_deref())),
+        since(at(Some(&record.finished_at)))
+    )
+}
+
+fn seconds(s: f64) -> String {
+    if s < 120.0 { format!("{s:.1}s") } else { format!("{:.1}m", s / 60.0) }
+}
+
+/// `kubectl modelship history`: every recorded rollout, newest first, with its times.
+pub fn render_history(md: &ModelDeployment) -> String {
+    let status = md.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<11} {:<25} {:>11} {:>11}  REASON",
+        "VERSION", "OUTCOME", "STARTED", "READY", "FINISHED"
+    );
+    for record in &status.history {
+        let at = |t: Option<&str>| t.and_then(|t| t.parse::<Timestamp>().ok());
+        let started = at(record.started_at.as_deref());
+        let after = |end: Option<Timestamp>| match (started, end) {
+            (Some(s), Some(e)) => format!("+{}", seconds(e.duration_since(s).as_secs_f64())),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<11} {:<25} {:>11} {:>11}  {}",
+            record.version,
+            format!("{:?}", record.outcome),
+            record.started_at.as_deref().unwrap_or("-"),
+            after(at(record.ready_at.as_deref())),
+            after(at(Some(&record.finished_at))),
+            record.reason.as_deref().unwrap_or("")
+        );
+    }
+    if status.history.is_empty() {
+        let _ = writeln!(out, "(no finished rollout yet)");
+    }
+    out
+}
+
+/// `kubectl modelship list`: one line per ModelDeployment.
+pub fn render_list(mds: &[ModelDeployment]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<28} {:<12} {:<10} {:<10} {:<11} {:>6} {:>9} {:>7}",
+        "NAMESPACE",
+        "NAME",
+        "STRATEGY",
+        "VERSION",
+        "STABLE",
+        "PHASE",
+        "WEIGHT",
+        "EFFECTIVE",
+        "READY"
+    );
+    for md in mds {
+        let status = md.status.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<28} {:<12} {:<10} {:<10} {:<11} {:>6} {:>9} {:>7}",
+            md.metadata.namespace.as_deref().unwrap_or("-"),
+            md.metadata.name.as_deref().unwrap_or("-"),
+            format!("{:?}", md.spec.strategy.type_),
+            md.spec.model.version,
+            status.stable_version.as_deref().unwrap_or("-"),
+            status.phase.map_or_else(|| "-".to_string(), |p| format!("{p:?}")),
+            format!("{}%", status.canary_weight),
+            format!("{}%", status.effective_weight),
+            format!("{}/{}", status.ready_replicas, status.replicas),
         );
     }
     out
@@ -188,6 +309,77 @@ mod tests {
         assert!(weight_patch(&manual, 140).is_err());
         let blue_green = md(json!({"type": "BlueGreen"}), json!({}));
         assert!(weight_patch(&blue_green, 40).is_err());
+    }
+
+    #[test]
+    fn abort_and_retry_are_spec_edits() {
+        let in_flight = json!({"stableVersion": "1", "candidateVersion": "2",
+                               "stableModel": {"uri": "file:///1.onnx"}});
+        let m = md(json!({"type": "Canary", "canary": {"weight": 10}}), in_flight);
+        assert_eq!(
+            abort_patch(&m).unwrap()["spec"]["model"],
+            json!({"version": "1", "uri": "file:///1.onnx", "sha256": null, "referenceData": null})
+        );
+        let idle =
+            md(json!({"type": "Canary", "canary": {"weight": 10}}), json!({"stableVersion": "1"}));
+        assert!(abort_patch(&idle).unwrap_err().contains("no rollout in progress"));
+
+        let aborted = md(
+            json!({"type": "Canary", "canary": {"weight": 10}}),
+            json!({"stableVersion": "1", "abortedVersion": "2"}),
+        );
+        assert_eq!(
+            retry_patch(&aborted).unwrap(),
+            json!({"spec": {"strategy": {"approvedVersion": "2"}}})
+        );
+        let approved_before = md(
+            json!({"type": "BlueGreen", "approvedVersion": "2"}),
+            json!({"stableVersion": "1", "abortedVersion": "2", "abortedApproval": "2"}),
+        );
+        assert!(retry_patch(&approved_before).unwrap_err().contains("set spec.model.version"));
+        assert!(retry_patch(&idle).unwrap_err().contains("nothing to retry"));
+    }
+
+    #[test]
+    fn history_shows_how_long_each_rollout_took() {
+        let m = md(
+            json!({"type": "BlueGreen"}),
+            json!({"history": [
+                {"version": "3", "outcome": "Aborted", "startedAt": "2026-01-01T00:00:00Z",
+                 "finishedAt": "2026-01-01T00:10:00Z", "reason": "no progress"},
+                {"version": "2", "outcome": "Promoted", "startedAt": "2025-12-31T00:00:00Z",
+                 "readyAt": "2025-12-31T00:00:12.5Z", "finishedAt": "2025-12-31T00:00:40Z"},
+                {"version": "1", "outcome": "Promoted", "finishedAt": "2025-12-30T00:00:00Z"}
+            ]}),
+        );
+        let text = render_history(&m);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[0].starts_with("VERSION"), "{text}");
+        assert!(
+            lines[1].contains("Aborted")
+                && lines[1].contains("+10.0m")
+                && lines[1].contains("no progress"),
+            "{text}"
+        );
+        assert!(lines[2].contains("+12.5s") && lines[2].contains("+40.0s"), "{text}");
+        assert!(
+            lines[3].contains("Promoted") && lines[3].contains(" - "),
+            "an old record without times: {text}"
+        );
+        let summary = render_status(&m);
+        assert!(summary.contains("ready after 12.5s, finished after 40.0s"), "{summary}");
+    }
+
+    #[test]
+    fn list_has_a_line_per_model() {
+        let a = md(
+            json!({"type": "Canary", "canary": {"weight": 10}}),
+            json!({"phase": "Paused", "stableVersion": "1", "canaryWeight": 10, "effectiveWeight": 20,
+                          "replicas": 5, "readyReplicas": 5}),
+        );
+        let text = render_list(&[a]);
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(row, ["ml", "m", "Canary", "2", "1", "Paused", "10%", "20%", "5/5"]);
     }
 
     #[test]
