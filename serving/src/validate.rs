@@ -114,7 +114,10 @@ pub async fn run(args: &ValidateArgs) -> Report {
         ),
     );
     match crate::loader::warm_up(backend.as_ref()) {
-        Ok(cost) => report.pass("warm-up", format!("answered a zero row ({cost:?})")),
+        Ok(cost) => report.pass(
+            "warm-up",
+            format!("answered a zero row in {:.3} ms", cost.row_time().as_secs_f64() * 1000.0),
+        ),
         Err(error) => {
             report.fail("warm-up", error.to_string());
             return report;

@@ -108,6 +108,10 @@ async fn a_drain_never_takes_a_model_below_its_budget() {
         assert!(!drain.status.success(), "the drain finished, evicting every pod:\n{text}");
         assert!(text.contains("disruption budget"), "{text}");
         let lowest = lowest.load(Ordering::Relaxed);
+        eprintln!(
+            "drain: lowest ready pods observed {lowest} of {REPLICAS} (budget: at least {})",
+            REPLICAS - MAX_UNAVAILABLE
+        );
         assert!(
             lowest >= REPLICAS - MAX_UNAVAILABLE,
             "ready pods dropped to {lowest}, below {} - {}",

@@ -229,8 +229,26 @@ async fn the_disruption_budget_refuses_a_second_eviction() {
         pods.evict(&names[0], &EvictParams::default())
             .await
             .expect("the first eviction is allowed");
-        let refused = pods.evict(&names[1], &EvictParams::default()).await.unwrap_err().to_string();
-        assert!(refused.contains("disruption budget"), "{refused}");
+        // The eviction took the one disruption the budget allowed.
+        let status = budgets.get_status("m").await.unwrap().status.unwrap();
+        assert_eq!(status.disruptions_allowed, Some(0), "{status:?}");
+        let second = pods.evict(&names[1], &EvictParams::default()).await;
+        let ready = pods
+            .get(&names[1])
+            .await
+            .ok()
+            .and_then(|p| p.status?.conditions)
+            .map(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        match second {
+            Err(kube::Error::Api(refused)) => {
+                assert_eq!(refused.code, 429, "{refused:?}");
+                assert!(refused.message.contains("disruption budget"), "{refused:?}");
+            }
+            other => panic!(
+                "the second eviction was not refused: {other:?} (the pod ready: {ready:?}; \
+                 a pod that is not ready may always be evicted)"
+            ),
+        }
 
         patch_spec(&client, &ns, "m", json!({"disruptionBudget": {"maxUnavailable": 2}})).await;
         wait_until(T, "maxUnavailable 2", async || {
@@ -275,6 +293,15 @@ async fn a_stalled_canary_is_aborted_at_the_deadline_then_retried() {
             record.reason.as_deref().unwrap_or_default().contains("no progress for 10s"),
             "{record:?}"
         );
+        let started: k8s_openapi::jiff::Timestamp =
+            record.started_at.as_deref().unwrap().parse().unwrap();
+        let finished: k8s_openapi::jiff::Timestamp = record.finished_at.parse().unwrap();
+        let after_start = finished.duration_since(started).as_secs_f64();
+        assert!(
+            after_start >= 10.0,
+            "aborted {after_start:.1}s after the start, before the deadline"
+        );
+        eprintln!("aborted {after_start:.1}s after the rollout started (deadline 10s)");
         wait_until(T, "the canary removed", async || {
             track(&client, &ns, "m", "canary").await.is_none()
         })
@@ -360,6 +387,12 @@ async fn notifications_reach_a_webhook_once_each() {
         assert_eq!(delivered[2].json()["stableVersion"], "2");
         let all = receiver.received().await;
         assert_eq!(all.iter().filter(|d| d.status == 503).count(), 2, "two attempts while down");
+        eprintln!(
+            "webhook: {} POSTs received, {} answered 503, {} delivered, every signature checked",
+            all.len(),
+            all.iter().filter(|d| d.status == 503).count(),
+            delivered.len()
+        );
         let md = get(&client, &ns, "m").await;
         let last = md.status.unwrap().last_notification.unwrap();
         assert_eq!((last.id, last.event), (3, NotificationEvent::Promoted));
@@ -436,6 +469,7 @@ async fn one_replica_canary_surges_and_predictions_are_logged() {
             }
         })
         .await;
+        eprintln!("prediction log: {} records for 10 predictions", records.len());
         let record: Value = serde_json::from_str(&records[0]).unwrap();
         assert_eq!(record["model"], "m");
         assert_eq!(record["features_sha256"].as_str().unwrap().len(), 64);
