@@ -248,12 +248,12 @@ pub struct ServingSpec {
     #[schemars(length(min = 1, max = 253))]
     pub service_account_name: Option<String>,
 
-    /// Extra labels on every serving pod. The operator's own `modelship.io/` labels cannot
-    /// be set here, and the `app.kubernetes.io` labels the operator sets win.
+    /// Extra labels on every serving pod. The operator's own labels (`modelship.io/...`,
+    /// `app.kubernetes.io/name`, `app.kubernetes.io/instance`) cannot be set here.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = 64))]
-    #[x_kube(validation = Rule::new("self.all(key, !key.startsWith('modelship.io/'))")
-        .message("spec.serving.podLabels must not set modelship.io/ labels: the operator sets them to select its pods"))]
+    #[x_kube(validation = Rule::new("self.all(key, !key.startsWith('modelship.io/') && key != 'app.kubernetes.io/name' && key != 'app.kubernetes.io/instance')")
+        .message("spec.serving.podLabels must not set the operator's labels (modelship.io/..., app.kubernetes.io/name, app.kubernetes.io/instance): it sets them to select and describe its pods"))]
     pub pod_labels: BTreeMap<String, String>,
 
     /// PriorityClass of the serving pods.

@@ -170,7 +170,7 @@ async fn scheduling_and_pulling_fields_reach_restricted_pods() {
             "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
             "labelSelector": {"matchLabels": {"modelship.io/name": "placed"}}}]));
         serving.insert("serviceAccountName".into(), json!("serving"));
-        serving.insert("podLabels".into(), json!({"team": "risk", "app.kubernetes.io/name": "mine"}));
+        serving.insert("podLabels".into(), json!({"team": "risk"}));
         serving.insert("priorityClassName".into(), json!(priority));
         apply(&client, &ns, md).await;
         let healthy = async { wait_phase(&client, &ns, "placed", Phase::Healthy, T).await };
@@ -182,7 +182,7 @@ async fn scheduling_and_pulling_fields_reach_restricted_pods() {
         for pod in pods {
             let labels = pod.metadata.labels.clone().unwrap();
             assert_eq!(labels["team"], "risk");
-            assert_eq!(labels["app.kubernetes.io/name"], "modelship-serving", "the operator's label wins");
+            assert_eq!(labels["app.kubernetes.io/name"], "modelship-serving");
             assert_eq!(labels["modelship.io/track"], "stable");
             let spec = pod.spec.unwrap();
             assert_eq!(spec.service_account_name.as_deref(), Some("serving"));
