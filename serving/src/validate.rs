@@ -116,7 +116,7 @@ pub async fn run(args: &ValidateArgs) -> Report {
     match crate::loader::warm_up(backend.as_ref()) {
         Ok(cost) => report.pass(
             "warm-up",
-            format!("answered a zero row in {:.3} ms", cost.row_time().as_secs_f64() * 1000.0),
+            format!("answered a zero row in {:.1} µs", cost.row_time().as_secs_f64() * 1e6),
         ),
         Err(error) => {
             report.fail("warm-up", error.to_string());
