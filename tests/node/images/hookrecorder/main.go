@@ -24,9 +24,9 @@ type delivery struct {
 }
 
 type recorder struct {
-	mu        sync.Mutex
-	received  []delivery
-	failNext  int
+	mu       sync.Mutex
+	received []delivery
+	failNext int
 }
 
 func (r *recorder) hook(w http.ResponseWriter, req *http.Request) {
