@@ -11,6 +11,11 @@ thread) pinned to CPU LOAD_CPU, everything on 127.0.0.1:
   mlserver    MLServer + mlserver-sklearn with its default settings, the same joblib files as
               models "logreg" and "rf", Open Inference Protocol requests
   bare-axum   serving/examples/bare_axum.rs: parses the same body, answers a constant
+  modelship-predlog
+              Modelship as above with the prediction log on (JSON lines on stdout, sample
+              rate 1.0, a record per prediction); its stdout is a pipe the driver drains, as a
+              container runtime drains a pod's. Not in the default set: SERVERS=modelship,
+              modelship-predlog measures the log's cost side by side.
 
 Per server: cold start (spawn to the first 200 on its readiness route, COLD_STARTS times,
 median), then one process: a real prediction is checked with curl, then per model a warm-up
@@ -35,6 +40,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -86,6 +92,8 @@ class Server:
         self.ready = ready  # (method, path, body or None)
         self.targets = targets  # model -> (path, body, checker)
         self.ports = ports
+        # Standard output to a pipe drained by the driver (a log stream), not the log file.
+        self.drain_stdout = False
 
 
 def check_source(version):
@@ -142,6 +150,19 @@ def make_servers(args, work):
         {f: (f"/predict", source_body(v), check_source(v)) for f, v in MODELS},
         {"http": port},
     )
+
+    port = free_port()
+    servers["modelship-predlog"] = Server(
+        "modelship-predlog", "Modelship serving, prediction log on (stdout, sample rate 1.0)",
+        [str(Path(args.repo) / "target" / "release" / "modelship-serving")],
+        dict(os.environ, MODELSHIP_LISTEN=f"127.0.0.1:{port}", MODELSHIP_MODEL_DIR=str(mdir),
+             MODELSHIP_WORKER_THREADS="1", MODELSHIP_DRAIN_SECONDS="0",
+             MODELSHIP_PREDICTION_LOG="stdout", MODELSHIP_PREDICTION_LOG_SAMPLE_RATE="1.0"),
+        str(work), ("GET", "/ready", None),
+        {f: (f"/predict", source_body(v), check_source(v)) for f, v in MODELS},
+        {"http": port},
+    )
+    servers["modelship-predlog"].drain_stdout = True
 
     port = free_port()
     body = source_body("v1")
@@ -206,12 +227,22 @@ class Running:
         os.sched_setaffinity(0, {ARGS.server_cpu})
         try:
             self.spawned = time.perf_counter()
+            stdout = subprocess.PIPE if server.drain_stdout else self.log_file
             self.proc = subprocess.Popen(
                 server.argv, env=server.env, cwd=server.cwd, stdin=subprocess.DEVNULL,
-                stdout=self.log_file, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=stdout, stderr=self.log_file if server.drain_stdout else subprocess.STDOUT,
+                start_new_session=True)
         finally:
             os.sched_setaffinity(0, {ARGS.load_cpu})
         self.pgid = self.proc.pid
+        self.drained = 0
+        if server.drain_stdout:
+            # Read and discard, counting bytes, on the load generator's CPU.
+            def drain(pipe):
+                for chunk in iter(lambda: pipe.read(1 << 16), b""):
+                    self.drained += len(chunk)
+            self.drainer = threading.Thread(target=drain, args=(self.proc.stdout,), daemon=True)
+            self.drainer.start()
 
     def pids(self):
         """Every process of the server: its process group (MLServer's workers included)."""
@@ -487,6 +518,9 @@ def bench_server(server, args, raw):
             res["models"][model] = {"rows": rows, "rss_kib_after": run.rss_kib()}
         res["rss_kib"] = run.rss_kib()
         res["processes"] = len(run.pids())
+        if server.drain_stdout:
+            res["stdout_bytes"] = run.drained
+            log(f"{server.name}: {run.drained / 1e6:.1f} MB written to stdout")
         log(f"{server.name}: RSS {res['rss_kib'] / 1024:.1f} MiB over {res['processes']} "
             "process(es)")
     finally:

@@ -37,3 +37,11 @@ pub const LOG_FORMAT: &str = "MODELSHIP_LOG_FORMAT";
 pub const POD_NAME: &str = "MODELSHIP_POD_NAME";
 /// Runtime worker threads.
 pub const WORKER_THREADS: &str = "MODELSHIP_WORKER_THREADS";
+/// Where prediction records go: `off`, `stdout` or `http`.
+pub const PREDICTION_LOG: &str = "MODELSHIP_PREDICTION_LOG";
+/// The collector prediction records are POSTed to, with `http`.
+pub const PREDICTION_LOG_URL: &str = "MODELSHIP_PREDICTION_LOG_URL";
+/// Share of predictions logged, 0 to 1.
+pub const PREDICTION_LOG_SAMPLE_RATE: &str = "MODELSHIP_PREDICTION_LOG_SAMPLE_RATE";
+/// `true` to log the features themselves, not only their SHA-256.
+pub const PREDICTION_LOG_FEATURES: &str = "MODELSHIP_PREDICTION_LOG_FEATURES";

@@ -12,7 +12,10 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerBehavior;
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -45,7 +48,8 @@ pub const MAX_NAME_LENGTH: usize = 50;
     printcolumn(name = "Stable", type_ = "string", json_path = ".status.stableVersion", description = "Version that serves when no rollout is in progress"),
     printcolumn(name = "Strategy", type_ = "string", json_path = ".spec.strategy.type", priority = 1),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight", description = "Share of replicas, and so of traffic, on the candidate version"),
+    printcolumn(name = "Weight", type_ = "integer", json_path = ".status.canaryWeight", description = "Share of traffic requested for the candidate version"),
+    printcolumn(name = "Effective", type_ = "integer", json_path = ".status.effectiveWeight", description = "Share of ready pods, and so of traffic, on the candidate version"),
     printcolumn(name = "Replicas", type_ = "integer", json_path = ".status.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
@@ -78,6 +82,31 @@ pub struct ModelDeploymentSpec {
     /// How a new `model.version` reaches production.
     #[serde(default)]
     pub strategy: StrategySpec,
+
+    /// The Service in front of the pods: type, port and annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<ExposureSpec>,
+
+    /// A PodDisruptionBudget over every pod of the model, so a node drain evicts at most
+    /// `maxUnavailable` pods at a time. On by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudgetSpec>,
+
+    /// Webhook notifications of rollout events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notifications: Option<NotificationsSpec>,
+}
+
+impl ModelDeploymentSpec {
+    /// The Service settings, defaults when unset.
+    pub fn exposure(&self) -> ExposureSpec {
+        self.service.clone().unwrap_or_default()
+    }
+
+    /// The disruption budget, defaults (on, one pod at a time) when unset.
+    pub fn disruption_budget(&self) -> DisruptionBudgetSpec {
+        self.disruption_budget.clone().unwrap_or_default()
+    }
 }
 
 fn default_replicas() -> i32 {
@@ -204,6 +233,53 @@ pub struct ServingSpec {
     #[x_kube(validation = Rule::new("self >= 1").message("spec.serving.terminationGracePeriodSeconds must be at least 1"))]
     #[schemars(range(max = 600))]
     pub termination_grace_period_seconds: Option<i64>,
+
+    /// Secrets for pulling the serving image from a private registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+
+    /// Nodes the serving pods may run on, by label.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Taints the serving pods tolerate (for example a dedicated GPU node pool).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node and pod affinity of the serving pods, passed to the pods as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// How the serving pods spread over zones or nodes, passed to the pods as it is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// ServiceAccount the serving pods run as. Its token is never mounted: the serving
+    /// binary does not call the Kubernetes API.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub service_account_name: Option<String>,
+
+    /// Extra labels on every serving pod. The operator's own labels (`modelship.io/...`,
+    /// `app.kubernetes.io/name`, `app.kubernetes.io/instance`) cannot be set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(key, !key.startsWith('modelship.io/') && key != 'app.kubernetes.io/name' && key != 'app.kubernetes.io/instance')")
+        .message("spec.serving.podLabels must not set the operator's labels (modelship.io/..., app.kubernetes.io/name, app.kubernetes.io/instance): it sets them to select and describe its pods"))]
+    pub pod_labels: BTreeMap<String, String>,
+
+    /// PriorityClass of the serving pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub priority_class_name: Option<String>,
+
+    /// One structured record per prediction, for later training and audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prediction_log: Option<PredictionLogSpec>,
 }
 
 impl ServingSpec {
@@ -274,6 +350,239 @@ fn default_max_delay_micros() -> i32 {
 }
 fn default_queue_capacity() -> i32 {
     1024
+}
+
+/// Prediction logging in the serving pods: one JSON record per prediction with the time,
+/// request id, model, version, prediction, confidence and the SHA-256 of the features.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(
+    validation = Rule::new("self.sink != 'Http' || has(self.url)")
+        .message("spec.serving.predictionLog.url is required when spec.serving.predictionLog.sink is Http")
+        .field_path(".url"),
+    validation = Rule::new("self.sink == 'Http' || !has(self.url)")
+        .message("spec.serving.predictionLog.url is allowed only when spec.serving.predictionLog.sink is Http")
+        .field_path(".url"),
+)]
+pub struct PredictionLogSpec {
+    /// Share of predictions logged, from 0 to 1.
+    #[serde(default = "default_sample_rate")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub sample_rate: f64,
+
+    /// `Stdout` (JSON lines on the container's standard output, for the node's log
+    /// collector) or `Http` (batches POSTed to `url`).
+    #[serde(default)]
+    pub sink: PredictionLogSink,
+
+    /// The collector that receives batches of records (a JSON array per POST).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("self.startsWith('http://') || self.startsWith('https://')")
+        .message("spec.serving.predictionLog.url must start with http:// or https://"))]
+    #[schemars(length(min = 1, max = 2048))]
+    pub url: Option<String>,
+
+    /// Also log the features themselves, not only their hash.
+    #[serde(default)]
+    pub include_features: bool,
+}
+
+impl Default for PredictionLogSpec {
+    fn default() -> Self {
+        Self {
+            sample_rate: default_sample_rate(),
+            sink: PredictionLogSink::default(),
+            url: None,
+            include_features: false,
+        }
+    }
+}
+
+fn default_sample_rate() -> f64 {
+    1.0
+}
+
+/// Where prediction records go.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PredictionLogSink {
+    /// JSON lines on standard output.
+    #[default]
+    Stdout,
+    /// Batches POSTed to an HTTP collector.
+    Http,
+}
+
+/// The Service in front of the model's pods.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExposureSpec {
+    /// `ClusterIP`, `NodePort` or `LoadBalancer`.
+    #[serde(default, rename = "type")]
+    pub type_: ServiceType,
+
+    /// Annotations on the Service (for example a cloud load balancer's settings).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: BTreeMap<String, String>,
+
+    /// Port the Service exposes; it forwards to the serving container's port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: Option<i32>,
+
+    /// The preview Service (blue-green): it follows these settings unless told otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewExposureSpec>,
+}
+
+impl ExposureSpec {
+    /// Service port when `port` is not set.
+    pub const DEFAULT_PORT: i32 = 80;
+
+    pub fn port(&self) -> i32 {
+        self.port.unwrap_or(Self::DEFAULT_PORT)
+    }
+
+    /// The preview Service's type: its own, else the main Service's.
+    pub fn preview_type(&self) -> ServiceType {
+        self.preview.as_ref().and_then(|p| p.type_).unwrap_or(self.type_)
+    }
+
+    /// The preview Service's annotations: its own, else the main Service's.
+    pub fn preview_annotations(&self) -> &BTreeMap<String, String> {
+        self.preview.as_ref().and_then(|p| p.annotations.as_ref()).unwrap_or(&self.annotations)
+    }
+}
+
+/// Settings of the preview Service that differ from the main Service's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviewExposureSpec {
+    /// The preview Service's type; the main Service's when unset.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<ServiceType>,
+
+    /// The preview Service's annotations; the main Service's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("maxProperties" = 64))]
+    pub annotations: Option<BTreeMap<String, String>>,
+}
+
+/// Service types.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    /// Reachable inside the cluster.
+    #[default]
+    ClusterIP,
+    /// Also on a port of every node.
+    NodePort,
+    /// Also through the cloud's load balancer.
+    LoadBalancer,
+}
+
+impl ServiceType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClusterIP => "ClusterIP",
+            Self::NodePort => "NodePort",
+            Self::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// The PodDisruptionBudget over every pod of the model, whatever its track.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudgetSpec {
+    /// Create the PodDisruptionBudget.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+
+    /// Pods a voluntary disruption (a node drain) may take away at once, over all tracks.
+    #[serde(default = "default_max_unavailable")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_unavailable: i32,
+}
+
+impl Default for DisruptionBudgetSpec {
+    fn default() -> Self {
+        Self { enabled: default_true(), max_unavailable: default_max_unavailable() }
+    }
+}
+
+fn default_max_unavailable() -> i32 {
+    1
+}
+
+/// Where rollout events are sent.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationsSpec {
+    /// A webhook that receives each event as a JSON POST.
+    pub webhook: WebhookSpec,
+}
+
+/// A webhook receiver of rollout events.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Secret in the ModelDeployment's namespace: its `url` key is the address to POST to,
+    /// its optional `hmacKey` key signs each body (header `X-Modelship-Signature:
+    /// sha256=<hex HMAC-SHA256 of the body>`).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+
+    /// The events to send; all of them when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 6))]
+    pub events: Vec<NotificationEvent>,
+}
+
+impl WebhookSpec {
+    /// Whether `event` is one of the chosen events.
+    pub fn wants(&self, event: NotificationEvent) -> bool {
+        self.events.is_empty() || self.events.contains(&event)
+    }
+}
+
+/// Rollout events a webhook can receive.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum NotificationEvent {
+    /// A new version started rolling out.
+    Started,
+    /// The rollout waits for time or for approval.
+    Paused,
+    /// The candidate became the stable version.
+    Promoted,
+    /// The candidate was removed and the stable version serves: set back by the user, or
+    /// aborted at the progress deadline.
+    RolledBack,
+    /// The candidate failed its analysis and was rolled back.
+    AnalysisFailed,
+    /// Something needs attention: the Degraded condition became true.
+    Degraded,
+}
+
+impl NotificationEvent {
+    pub const ALL: [NotificationEvent; 6] = [
+        Self::Started,
+        Self::Paused,
+        Self::Promoted,
+        Self::RolledBack,
+        Self::AnalysisFailed,
+        Self::Degraded,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "Started",
+            Self::Paused => "Paused",
+            Self::Promoted => "Promoted",
+            Self::RolledBack => "RolledBack",
+            Self::AnalysisFailed => "AnalysisFailed",
+            Self::Degraded => "Degraded",
+        }
+    }
 }
 
 /// A HorizontalPodAutoscaler on the ModelDeployment's `/scale` subresource.
@@ -357,6 +666,9 @@ fn default_min_replicas() -> i32 {
     validation = Rule::new("self.type == 'Canary' || !has(self.analysis) || !has(self.analysis.relative)")
         .message("spec.strategy.analysis.relative needs a Canary strategy: only a canary has stable pods serving the same traffic to compare with")
         .field_path(".analysis.relative"),
+    validation = Rule::new("self.type != 'RollingUpdate' || !has(self.abortOnDeadline) || !self.abortOnDeadline")
+        .message("spec.strategy.abortOnDeadline needs a BlueGreen or Canary strategy: a RollingUpdate has no candidate to remove")
+        .field_path(".abortOnDeadline"),
 )]
 pub struct StrategySpec {
     /// `RollingUpdate`, `BlueGreen` or `Canary`.
@@ -383,10 +695,24 @@ pub struct StrategySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<AnalysisSpec>,
 
-    /// A rollout that makes no progress for this long is marked Degraded.
+    /// A rollout that makes no progress for this long is marked Degraded, and with
+    /// `abortOnDeadline` its candidate is removed.
     #[serde(default = "default_progress_deadline")]
     #[schemars(range(min = 10, max = 86400))]
     pub progress_deadline_seconds: i32,
+
+    /// At the progress deadline, remove the candidate and keep traffic on the stable version
+    /// (`status.abortedVersion`). Default: true for Canary and BlueGreen; a RollingUpdate has
+    /// no candidate to remove.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_on_deadline: Option<bool>,
+}
+
+impl StrategySpec {
+    /// Whether the candidate is removed at the progress deadline.
+    pub fn abort_on_deadline(&self) -> bool {
+        self.abort_on_deadline.unwrap_or(self.type_ != StrategyType::RollingUpdate)
+    }
 }
 
 impl Default for StrategySpec {
@@ -398,6 +724,7 @@ impl Default for StrategySpec {
             approved_version: None,
             analysis: None,
             progress_deadline_seconds: default_progress_deadline(),
+            abort_on_deadline: None,
         }
     }
 }
@@ -491,13 +818,30 @@ pub struct CanarySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 50))]
     pub steps: Option<Vec<CanaryStep>>,
+
+    /// Canary pods that may run beyond `spec.replicas` so that a weight below 100 never
+    /// takes the last stable pod away and a small weight on few replicas gets closer to what
+    /// was asked (one replica at 10 %: one stable and one canary pod, instead of the only
+    /// pod on the candidate). 0 never adds pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 10))]
+    pub max_surge: Option<i32>,
+}
+
+impl CanarySpec {
+    /// Extra canary pods when `maxSurge` is not set.
+    pub const DEFAULT_MAX_SURGE: i32 = 1;
+
+    pub fn max_surge(&self) -> i32 {
+        self.max_surge.unwrap_or(Self::DEFAULT_MAX_SURGE)
+    }
 }
 
 impl Default for CanarySpec {
     /// The API server refuses a Canary strategy without canary options; an object stored
     /// before that rule existed behaves as a manual canary at weight 0.
     fn default() -> Self {
-        Self { weight: Some(0), steps: None }
+        Self { weight: Some(0), steps: None, max_surge: None }
     }
 }
 
@@ -721,18 +1065,38 @@ pub struct ModelDeploymentStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stable_model: Option<ModelSource>,
 
-    /// A version that was rolled back automatically. It is not tried again until
-    /// `spec.model.version` names another version.
+    /// A version that was rolled back automatically (failed analysis, or no progress by the
+    /// deadline). It is not tried again until `spec.model.version` names another version or
+    /// `spec.strategy.approvedVersion` is newly set to it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted_version: Option<String>,
+
+    /// `spec.strategy.approvedVersion` when `abortedVersion` was rolled back: setting the
+    /// approval to the aborted version retries it only when it did not name it already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_approval: Option<String>,
+
+    /// When the rollout in progress started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_started_at: Option<String>,
+
+    /// When every pod the rollout in progress asked for the candidate was first ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate_ready_at: Option<String>,
 
     /// BlueGreen: the color the Service selects (`blue` or `green`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_color: Option<String>,
 
-    /// Share of replicas on the candidate, in percent.
+    /// Canary: the share of traffic the rollout asks for the candidate, in percent.
     #[serde(default)]
     pub canary_weight: i32,
+
+    /// The share of ready pods serving the candidate behind the Service, in percent: what
+    /// the candidate really gets (canary: its ready pods over all ready pods; blue-green: 0
+    /// before the switch, 100 after).
+    #[serde(default)]
+    pub effective_weight: i32,
 
     /// Canary with steps: index of the step in progress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -778,6 +1142,22 @@ pub struct ModelDeploymentStatus {
     /// Finished rollouts, newest first, at most ten.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,
+
+    /// The last webhook notification this object produced. Written before it is sent, so
+    /// an event is sent at most once, also across operator restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_notification: Option<NotificationRecord>,
+}
+
+/// A notification claimed for sending.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRecord {
+    /// Sequence number, one more for each notification of this object; the payload's `id`.
+    pub id: i64,
+    pub event: NotificationEvent,
+    /// When it was claimed (RFC 3339).
+    pub at: String,
 }
 
 /// The model file of one version.
@@ -813,7 +1193,8 @@ pub enum Phase {
     Healthy,
     /// Something needs attention: see the Degraded condition.
     Degraded,
-    /// The candidate failed its analysis and was removed; the stable version serves.
+    /// The candidate failed its analysis, or made no progress by the deadline, and was
+    /// removed; the stable version serves.
     RolledBack,
 }
 
@@ -897,8 +1278,15 @@ pub struct StableWindow {
 pub struct RolloutRecord {
     /// The candidate version.
     pub version: String,
-    /// Promoted, RolledBack, Superseded or Abandoned.
+    /// Promoted, RolledBack, Aborted, Superseded or Abandoned.
     pub outcome: RolloutOutcome,
+    /// When it started (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    /// When every candidate pod the rollout asked for was first ready; absent when they
+    /// never were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<String>,
     /// When it ended (RFC 3339).
     pub finished_at: String,
     /// Details, such as the failed analysis threshold.
@@ -913,6 +1301,8 @@ pub enum RolloutOutcome {
     Promoted,
     /// The candidate failed its analysis and was removed.
     RolledBack,
+    /// The candidate made no progress within `progressDeadlineSeconds` and was removed.
+    Aborted,
     /// A newer version replaced the candidate mid-rollout.
     Superseded,
     /// The user set `spec.model.version` back to the stable version.

@@ -1,10 +1,11 @@
 //! Apply: write the desired children with server-side apply, capacity first (Deployments,
-//! then the Services' selectors, then the HPA) and removals last. A child whose cached copy
+//! then the Services' selectors, then the HPA and the PodDisruptionBudget) and removals last. A child whose cached copy
 //! was applied from the same content is not sent again.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::{Api, Client, Resource};
 use serde::Serialize;
@@ -28,6 +29,7 @@ pub struct Writer<'a> {
     deployments: Api<Deployment>,
     services: Api<Service>,
     hpas: Api<HorizontalPodAutoscaler>,
+    pdbs: Api<PodDisruptionBudget>,
     metrics: &'a Metrics,
 }
 
@@ -37,6 +39,7 @@ impl<'a> Writer<'a> {
             deployments: Api::namespaced(client.clone(), namespace),
             services: Api::namespaced(client.clone(), namespace),
             hpas: Api::namespaced(client.clone(), namespace),
+            pdbs: Api::namespaced(client.clone(), namespace),
             metrics,
         }
     }
@@ -45,7 +48,7 @@ impl<'a> Writer<'a> {
     pub async fn apply(&self, children: &Children, running: &Running) -> Result<()> {
         // Destructured without `..`: a new kind of child fails to compile here instead of
         // silently never being applied.
-        let Children { deployments, services, hpa, removals } = children;
+        let Children { deployments, services, hpa, pdb, removals } = children;
         for deployment in deployments {
             let existing = running.deployments.values().find(|d| same_name(&***d, deployment));
             self.write(&self.deployments, deployment, existing.map(|d| &**d), Kind::Deployment)
@@ -61,11 +64,15 @@ impl<'a> Writer<'a> {
         if let Some(hpa) = hpa {
             self.write(&self.hpas, hpa, running.hpa.as_deref(), Kind::Hpa).await?;
         }
+        if let Some(pdb) = pdb {
+            self.write(&self.pdbs, pdb, running.pdb.as_deref(), Kind::Pdb).await?;
+        }
         for Removal { kind, name } in removals {
             match kind {
                 Kind::Deployment => self.delete(&self.deployments, name, *kind).await?,
                 Kind::Service => self.delete(&self.services, name, *kind).await?,
                 Kind::Hpa => self.delete(&self.hpas, name, *kind).await?,
+                Kind::Pdb => self.delete(&self.pdbs, name, *kind).await?,
             }
         }
         Ok(())

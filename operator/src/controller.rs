@@ -16,6 +16,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::{Action, Controller};
@@ -33,6 +34,7 @@ use crate::apply::Writer;
 use crate::desired::{self, Defaults};
 use crate::error::{Error, Result};
 use crate::metrics::{CategoryLabels, Metrics};
+use crate::notify::{self, send::Notifier};
 use crate::observe::{self, Stores};
 use crate::plan::{self, Input, Track};
 use crate::report::Report;
@@ -63,6 +65,7 @@ pub struct Context {
     /// Measures through Prometheus for models whose analysis names a server.
     pub prometheus: Prometheus,
     pub report: Report,
+    pub notifier: Notifier,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
     /// Every child cache has completed its initial list.
@@ -88,12 +91,15 @@ pub async fn run(
     let (deployments, deployment_events) =
         cached::<Deployment>(&client, ns, managed.clone(), &metrics);
     let (services, service_events) = cached::<Service>(&client, ns, managed.clone(), &metrics);
-    let (hpas, hpa_events) = cached::<HorizontalPodAutoscaler>(&client, ns, managed, &metrics);
+    let (hpas, hpa_events) =
+        cached::<HorizontalPodAutoscaler>(&client, ns, managed.clone(), &metrics);
+    let (pdbs, pdb_events) = cached::<PodDisruptionBudget>(&client, ns, managed, &metrics);
     let (slices, slice_events) = cached::<EndpointSlice>(&client, ns, sliced, &metrics);
-    let stores = Stores { deployments, services, hpas, slices };
+    let stores = Stores { deployments, services, hpas, pdbs, slices };
 
     let context = Arc::new(Context {
         report: Report::new(client.clone(), settings.identity.clone(), metrics.clone()),
+        notifier: Notifier::new(client.clone(), metrics.clone())?,
         scraper: Scraper::new(settings.pod_metrics_url.clone()),
         prometheus: Prometheus::default(),
         client: client.clone(),
@@ -122,6 +128,7 @@ pub async fn run(
         .owns_stream(deployment_events)
         .owns_stream(service_events)
         .owns_stream(hpa_events)
+        .owns_stream(pdb_events)
         .watches_stream(slice_events, slice_owner)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
         // The controller pauses all its triggers after any watch error; kube's default pause
@@ -134,6 +141,7 @@ pub async fn run(
         let _ = stores.deployments.wait_until_ready().await;
         let _ = stores.services.wait_until_ready().await;
         let _ = stores.hpas.wait_until_ready().await;
+        let _ = stores.pdbs.wait_until_ready().await;
         let _ = stores.slices.wait_until_ready().await;
         synced.store(true, Ordering::Release);
         info!("child caches synced");
@@ -239,7 +247,7 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     };
 
     // Report: the status, when it changed, then the events.
-    let next = status::compute(&StatusInput {
+    let mut next = status::compute(&StatusInput {
         name: &name,
         generation: md.metadata.generation,
         strategy: md.spec.strategy.type_,
@@ -250,8 +258,16 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         problem: problem.clone(),
         now,
     });
-    let wait = ctx.report.status(md, &previous, &next, !plan.events.is_empty()).await?;
+    // Notifications are claimed in the status before they are sent: at most once each.
+    let due = notify::due(md, &previous, &next, &plan.events);
+    let (sent, claimed) = notify::claim(md, &next, due, now);
+    next.last_notification = claimed;
+    let announce = !plan.events.is_empty() || !sent.is_empty();
+    let wait = ctx.report.status(md, &previous, &next, announce).await?;
     ctx.report.events(md, &plan.events).await;
+    if let Some(notifications) = &md.spec.notifications {
+        ctx.notifier.send(&namespace, &notifications.webhook.secret_name, sent);
+    }
     if let Some(problem) = problem {
         return Err(Error::Refused(problem.message));
     }

@@ -11,6 +11,7 @@
 //! | build: every child to apply or delete | [`desired`] | none |
 //! | apply: server-side apply, removals last | [`apply`] | API writes |
 //! | report: status (computed by [`status`]) and events | [`report`] | API writes |
+//! | notify: webhook notifications claimed in status, sent after it | [`notify`] | HTTP POST |
 
 pub mod admin;
 pub mod analysis;
@@ -21,6 +22,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod notify;
 pub mod observe;
 pub mod plan;
 pub mod plugin;

@@ -16,6 +16,12 @@ pub struct CategoryLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// sent, failed or dropped
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WriteLabels {
     /// deployment, service, hpa, status
     pub kind: &'static str,
@@ -30,6 +36,7 @@ pub struct Metrics {
     pub reconcile_duration: Histogram,
     pub writes: Family<WriteLabels, Counter>,
     pub invalid_objects: Counter,
+    pub notifications: Family<OutcomeLabels, Counter>,
     pub leader: Gauge,
     /// Unix seconds since watches have been failing without a success in between; 0 when
     /// they are healthy.
@@ -61,6 +68,12 @@ impl Default for Metrics {
             "ModelDeployments skipped because they could not be decoded",
             invalid_objects.clone(),
         );
+        let notifications = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "notifications",
+            "Webhook notifications, by outcome: sent, failed (after every retry, or refused) or dropped (too many in flight)",
+            notifications.clone(),
+        );
         let leader = Gauge::default();
         registry.register("leader", "1 while this instance holds the leader lease", leader.clone());
         Metrics {
@@ -70,6 +83,7 @@ impl Default for Metrics {
             reconcile_duration,
             writes,
             invalid_objects,
+            notifications,
             leader,
             watch_failing_since: AtomicI64::new(0),
         }
@@ -79,6 +93,10 @@ impl Default for Metrics {
 impl Metrics {
     pub fn count_write(&self, kind: &'static str, verb: &'static str) {
         self.writes.get_or_create(&WriteLabels { kind, verb }).inc();
+    }
+
+    pub fn count_notification(&self, outcome: &'static str) {
+        self.notifications.get_or_create(&OutcomeLabels { outcome }).inc();
     }
 
     /// Start timing a reconcile; the guard records the duration when dropped.

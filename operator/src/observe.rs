@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use modelship_crds::{ModelDeployment, labels};
@@ -25,6 +26,7 @@ pub struct Stores {
     pub deployments: Store<Deployment>,
     pub services: Store<Service>,
     pub hpas: Store<HorizontalPodAutoscaler>,
+    pub pdbs: Store<PodDisruptionBudget>,
     pub slices: Store<EndpointSlice>,
 }
 
@@ -68,6 +70,7 @@ pub fn snapshot(stores: &Stores, md: &ModelDeployment, namespace: &str) -> Snaps
         service: owned_in(&stores.services, &name, namespace, md),
         preview: owned_in(&stores.services, &preview_service_name(&name), namespace, md),
         hpa: owned_in(&stores.hpas, &name, namespace, md),
+        pdb: owned_in(&stores.pdbs, &name, namespace, md),
     };
     let preview = preview_service_name(&name);
     let slices = stores.slices.state_filter(|slice| {

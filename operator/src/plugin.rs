@@ -1,9 +1,11 @@
 //! `kubectl modelship`: sugar over spec edits. Every action is a JSON merge patch of
-//! `spec` that a GitOps user could write by hand; the functions here build them (pure).
+//! `spec` that a GitOps user could write by hand; the functions here build them, and render
+//! what the commands show (pure).
 
 use std::fmt::Write;
 
-use modelship_crds::{ModelDeployment, StrategyType};
+use k8s_openapi::jiff::Timestamp;
+use modelship_crds::{ModelDeployment, RolloutRecord, StrategyType};
 use serde_json::{Value, json};
 
 /// The patch that promotes the rollout in progress.
@@ -53,6 +55,31 @@ pub fn rollback_patch(md: &ModelDeployment) -> Result<Value, String> {
     Ok(json!({"spec": {"model": model}}))
 }
 
+/// The patch that ends the rollout in progress: back to the stable version and its file,
+/// so nobody edits the version by hand. The same edit as [`rollback_patch`], refused when no
+/// rollout is in progress.
+pub fn abort_patch(md: &ModelDeployment) -> Result<Value, String> {
+    candidate(md)?;
+    rollback_patch(md)
+}
+
+/// The patch that retries a version the operator rolled back (failed analysis, or no
+/// progress by the deadline): `approvedVersion` newly set to it.
+pub fn retry_patch(md: &ModelDeployment) -> Result<Value, String> {
+    let status = md.status.clone().unwrap_or_default();
+    let aborted = status.aborted_version.ok_or(
+        "nothing to retry: status.abortedVersion is empty (to roll a version out again, set \
+         spec.model.version)",
+    )?;
+    if status.aborted_approval.as_deref() == Some(aborted.as_str()) {
+        return Err(format!(
+            "spec.strategy.approvedVersion already named {aborted} when it was rolled back, so \
+             approving it again cannot retry it: set spec.model.version to a new version"
+        ));
+    }
+    Ok(json!({"spec": {"strategy": {"approvedVersion": aborted}}}))
+}
+
 fn candidate(md: &ModelDeployment) -> Result<String, String> {
     md.status
         .as_ref()
@@ -83,7 +110,11 @@ pub fn render_status(md: &ModelDeployment) -> String {
     }
     if md.spec.strategy.type_ == StrategyType::Canary {
         let step = status.current_step.map(|s| format!(", step {s}")).unwrap_or_default();
-        let _ = writeln!(out, "  canary weight    {}%{step}", status.canary_weight);
+        let _ = writeln!(
+            out,
+            "  canary weight    {}% requested, {}% of ready pods{step}",
+            status.canary_weight, status.effective_weight
+        );
     }
     let _ = writeln!(out, "  replicas         {}/{} ready", status.ready_replicas, status.replicas);
     for track in &status.tracks {
@@ -144,8 +175,98 @@ pub fn render_status(md: &ModelDeployment) -> String {
         let reason = record.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
         let _ = writeln!(
             out,
-            "  history: {} {:?} at {}{reason}",
-            record.version, record.outcome, record.finished_at
+            "  history: {} {:?} at {}, {}{reason}",
+            record.version,
+            record.outcome,
+            record.finished_at,
+            durations(record)
+        );
+    }
+    out
+}
+
+/// How long a rollout took to get its pods ready and to finish, from its start.
+fn durations(record: &RolloutRecord) -> String {
+    let at = |t: Option<&str>| t.and_then(|t| t.parse::<Timestamp>().ok());
+    let started = at(record.started_at.as_deref());
+    let since = |end: Option<Timestamp>| match (started, end) {
+        (Some(s), Some(e)) => seconds(e.duration_since(s).as_secs_f64()),
+        _ => "-".to_string(),
+    };
+    format!(
+        "ready after {}, finished after {}",
+        since(at(record.ready_at.as_deref())),
+        since(at(Some(&record.finished_at)))
+    )
+}
+
+fn seconds(s: f64) -> String {
+    if s < 120.0 { format!("{s:.1}s") } else { format!("{:.1}m", s / 60.0) }
+}
+
+/// `kubectl modelship history`: every recorded rollout, newest first, with its times.
+pub fn render_history(md: &ModelDeployment) -> String {
+    let status = md.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<14} {:<11} {:<25} {:>11} {:>11}  REASON",
+        "VERSION", "OUTCOME", "STARTED", "READY", "FINISHED"
+    );
+    for record in &status.history {
+        let at = |t: Option<&str>| t.and_then(|t| t.parse::<Timestamp>().ok());
+        let started = at(record.started_at.as_deref());
+        let after = |end: Option<Timestamp>| match (started, end) {
+            (Some(s), Some(e)) => format!("+{}", seconds(e.duration_since(s).as_secs_f64())),
+            _ => "-".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "{:<14} {:<11} {:<25} {:>11} {:>11}  {}",
+            record.version,
+            format!("{:?}", record.outcome),
+            record.started_at.as_deref().unwrap_or("-"),
+            after(at(record.ready_at.as_deref())),
+            after(at(Some(&record.finished_at))),
+            record.reason.as_deref().unwrap_or("")
+        );
+    }
+    if status.history.is_empty() {
+        let _ = writeln!(out, "(no finished rollout yet)");
+    }
+    out
+}
+
+/// `kubectl modelship list`: one line per ModelDeployment.
+pub fn render_list(mds: &[ModelDeployment]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<20} {:<28} {:<12} {:<10} {:<10} {:<11} {:>6} {:>9} {:>7}",
+        "NAMESPACE",
+        "NAME",
+        "STRATEGY",
+        "VERSION",
+        "STABLE",
+        "PHASE",
+        "WEIGHT",
+        "EFFECTIVE",
+        "READY"
+    );
+    for md in mds {
+        let status = md.status.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<20} {:<28} {:<12} {:<10} {:<10} {:<11} {:>6} {:>9} {:>7}",
+            md.metadata.namespace.as_deref().unwrap_or("-"),
+            md.metadata.name.as_deref().unwrap_or("-"),
+            format!("{:?}", md.spec.strategy.type_),
+            md.spec.model.version,
+            status.stable_version.as_deref().unwrap_or("-"),
+            status.phase.map_or_else(|| "-".to_string(), |p| format!("{p:?}")),
+            format!("{}%", status.canary_weight),
+            format!("{}%", status.effective_weight),
+            format!("{}/{}", status.ready_replicas, status.replicas),
         );
     }
     out
@@ -175,101 +296,4 @@ fn window_line(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn md(strategy: Value, status: Value) -> ModelDeployment {
-        serde_json::from_value(json!({
-            "apiVersion": "modelship.io/v1alpha1",
-            "kind": "ModelDeployment",
-            "metadata": {"name": "m", "namespace": "ml"},
-            "spec": {"model": {"version": "2", "uri": "file:///2.onnx"}, "strategy": strategy},
-            "status": status,
-        }))
-        .unwrap()
-    }
-
-    #[test]
-    fn promote_depends_on_the_strategy() {
-        let in_flight = json!({"stableVersion": "1", "candidateVersion": "2"});
-        let manual = md(json!({"type": "Canary", "canary": {"weight": 10}}), in_flight.clone());
-        assert_eq!(
-            promote_patch(&manual).unwrap(),
-            json!({"spec": {"strategy": {"canary": {"weight": 100}}}})
-        );
-        let stepped =
-            md(json!({"type": "Canary", "canary": {"steps": [{"pause": {}}]}}), in_flight.clone());
-        assert_eq!(
-            promote_patch(&stepped).unwrap(),
-            json!({"spec": {"strategy": {"approvedVersion": "2"}}})
-        );
-        let blue_green = md(json!({"type": "BlueGreen"}), in_flight);
-        assert_eq!(
-            promote_patch(&blue_green).unwrap(),
-            json!({"spec": {"strategy": {"approvedVersion": "2"}}})
-        );
-        let idle = md(json!({"type": "BlueGreen"}), json!({"stableVersion": "2"}));
-        assert!(promote_patch(&idle).unwrap_err().contains("no rollout in progress"));
-    }
-
-    #[test]
-    fn rollback_restores_version_and_file() {
-        let status = json!({"stableVersion": "1", "candidateVersion": "2",
-                            "stableModel": {"uri": "file:///1.onnx", "sha256": null}});
-        let m = md(json!({"type": "Canary", "canary": {"weight": 10}}), status);
-        assert_eq!(
-            rollback_patch(&m).unwrap(),
-            json!({"spec": {"model": {"version": "1", "uri": "file:///1.onnx", "sha256": null, "referenceData": null}}})
-        );
-        let idle = md(json!({"type": "RollingUpdate"}), json!({"stableVersion": "2"}));
-        assert!(rollback_patch(&idle).is_err());
-    }
-
-    #[test]
-    fn weight_only_for_manual_canaries() {
-        let manual = md(json!({"type": "Canary", "canary": {"weight": 10}}), json!({}));
-        assert_eq!(
-            weight_patch(&manual, 40).unwrap(),
-            json!({"spec": {"strategy": {"canary": {"weight": 40}}}})
-        );
-        assert!(weight_patch(&manual, 140).is_err());
-        let blue_green = md(json!({"type": "BlueGreen"}), json!({}));
-        assert!(weight_patch(&blue_green, 40).is_err());
-    }
-
-    #[test]
-    fn status_summary() {
-        let m = md(
-            json!({"type": "Canary", "canary": {"weight": 10}}),
-            json!({"phase": "Paused", "stableVersion": "1", "candidateVersion": "2", "canaryWeight": 10,
-                   "replicas": 4, "readyReplicas": 4,
-                   "tracks": [{"name": "stable", "version": "1", "replicas": 3, "readyReplicas": 3}]}),
-        );
-        let text = render_status(&m);
-        assert!(text.contains("m: Paused (Canary)"), "{text}");
-        assert!(text.contains("canary weight    10%"), "{text}");
-        assert!(text.contains("track stable"), "{text}");
-    }
-
-    #[test]
-    fn status_shows_both_analysis_windows() {
-        let m = md(
-            json!({"type": "Canary", "canary": {"weight": 10}}),
-            json!({"analysis": {"version": "2", "measurements": 3, "failures": 0, "inconclusive": 1,
-                                "message": "all thresholds met", "requests": 120, "errorRate": 0.0,
-                                "latencyP95Seconds": 0.0021, "accuracy": 0.91,
-                                "stable": {"requests": 480, "errorRate": 0.002, "latencyP95Seconds": 0.002}}}),
-        );
-        let text = render_status(&m);
-        assert!(
-            text.contains(
-                "last window: 120 requests, error rate 0.0000, p95 0.0021s, accuracy 0.9100"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("stable:      480 requests, error rate 0.0020, p95 0.0020s"),
-            "{text}"
-        );
-    }
-}
+mod tests;

@@ -10,7 +10,7 @@ use modelship_crds::{ModelDeploymentStatus, StrategyType, TrackStatus};
 
 use crate::desired::selector_string;
 use crate::error::Error;
-use crate::plan::{self, Observed, Plan, Stage, Track, state::format_time};
+use crate::plan::{self, Observed, Plan, Stage, Track, split, state::format_time};
 use crate::vocabulary::{ConditionType, Reason, condition_status};
 
 /// A problem outside the plan, such as a child the API server refused.
@@ -68,9 +68,13 @@ pub fn compute(input: &StatusInput<'_>) -> ModelDeploymentStatus {
         stable_version: state.stable_version.clone(),
         stable_model: state.stable_model.clone(),
         candidate_version: state.candidate_version.clone(),
+        candidate_started_at: state.candidate_started_at.map(format_time),
+        candidate_ready_at: state.candidate_ready_at.map(format_time),
         aborted_version: state.aborted_version.clone(),
+        aborted_approval: state.aborted_approval.clone(),
         active_color: state.active_color.map(|t| t.as_str().to_string()),
         canary_weight: state.canary_weight,
+        effective_weight: effective_weight(input),
         current_step: state.current_step,
         step_started_at: state.step_started_at.map(format_time),
         last_progress_at: state.last_progress_at.map(format_time),
@@ -85,12 +89,39 @@ pub fn compute(input: &StatusInput<'_>) -> ModelDeploymentStatus {
         conditions: Vec::new(),
         analysis: state.analysis.clone(),
         history: state.history.clone(),
+        // Claimed by the report step when it sends one; carried over otherwise.
+        last_notification: input.previous.last_notification.clone(),
     };
     if input.problem.is_some() {
         status.phase = Some(modelship_crds::Phase::Degraded);
     }
     status.conditions = conditions(input, ready);
     status
+}
+
+/// The share of ready pods behind the Service that serve the candidate, in percent.
+fn effective_weight(input: &StatusInput<'_>) -> i32 {
+    let Some(candidate) = input.plan.state.candidate_version.as_deref() else {
+        return 0;
+    };
+    let seen = |track| input.observed.track(track);
+    match input.strategy {
+        StrategyType::Canary => {
+            let (stable, canary) = (seen(Track::Stable), seen(Track::Canary));
+            if stable.version == candidate {
+                // Promotion: the stable track is taking the candidate's version.
+                return 100;
+            }
+            let on_candidate = if canary.version == candidate { canary.ready } else { 0 };
+            split::share(stable.ready, on_candidate)
+        }
+        StrategyType::BlueGreen => {
+            let selected = input.observed.service_track.flatten();
+            let serves = selected.is_some_and(|t| seen(t).version == candidate);
+            if serves { 100 } else { 0 }
+        }
+        StrategyType::RollingUpdate => 0,
+    }
 }
 
 fn conditions(input: &StatusInput<'_>, ready: i32) -> Vec<Condition> {
@@ -108,11 +139,11 @@ fn conditions(input: &StatusInput<'_>, ready: i32) -> Vec<Condition> {
         Stage::Progressing { reason, message } => (true, *reason, message.clone()),
         Stage::Paused { reason, message } => (false, *reason, message.clone()),
         Stage::Complete => (false, Reason::RolloutComplete, complete_message(plan)),
-        Stage::RolledBack { message } => (false, Reason::RolledBack, message.clone()),
+        Stage::RolledBack { reason, message } => (false, *reason, message.clone()),
     };
     let degraded = match (&input.problem, &plan.stage) {
         (Some(problem), _) => (true, problem.reason, problem.message.clone()),
-        (None, Stage::RolledBack { message }) => (true, Reason::RolledBack, message.clone()),
+        (None, Stage::RolledBack { reason, message }) => (true, *reason, message.clone()),
         (None, _) if plan.state.source_mismatch => (
             true,
             Reason::ModelSourceMismatch,
@@ -213,6 +244,7 @@ fn counts_only(previous: &ModelDeploymentStatus, next: &ModelDeploymentStatus) -
         let mut status = status.clone();
         status.replicas = 0;
         status.ready_replicas = 0;
+        status.effective_weight = 0;
         status.last_progress_at = None;
         status.tracks.clear();
         for condition in &mut status.conditions {

@@ -83,6 +83,9 @@ spelled_as_named! {
         RolledBack,
         /// No progress within `progressDeadlineSeconds`.
         ProgressDeadlineExceeded,
+        /// No progress within `progressDeadlineSeconds`: the candidate was removed
+        /// (`abortOnDeadline`); stable serves.
+        ProgressDeadlineAborted,
         /// The spec names the stable version with another model file.
         ModelSourceMismatch,
         /// The API server refused a child object.
@@ -100,6 +103,9 @@ spelled_as_named! {
         AnalysisMeasurementFailed,
         StepCompleted,
         WeightChanged,
+        /// Canary: the requested weight cannot be approached with whole pods at this replica
+        /// count, within the split's tolerance.
+        WeightNotReachable,
         SwitchedService,
         TrafficSwitched,
     }

@@ -18,10 +18,12 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("status", &["observe", "apply", "report", "controller", "analysis"]),
     ("apply", &["plan", "observe", "status", "report", "controller", "analysis"]),
     ("report", &["observe", "desired", "controller", "analysis"]),
+    ("notify", &["observe", "desired", "status", "apply", "report", "controller", "analysis"]),
 ];
 
 /// Modules that decide or build: pure functions of their inputs.
-const PURE: &[&str] = &["plan", "desired", "status", "analysis/judge.rs", "analysis/measure.rs"];
+const PURE: &[&str] =
+    &["plan", "desired", "status", "analysis/judge.rs", "analysis/measure.rs", "notify/mod.rs"];
 /// What a pure module must not use.
 const IO: &[&str] = &["kube::Api", "kube::Client", "tokio::", "Timestamp::now", "crate::http"];
 

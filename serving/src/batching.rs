@@ -42,6 +42,11 @@ impl CallCost {
         Self { per_row }
     }
 
+    /// The measured time of one row.
+    pub fn row_time(self) -> Duration {
+        self.per_row
+    }
+
     /// Whether a call on `rows` rows should run on the blocking pool.
     pub fn offload(self, rows: usize) -> bool {
         self.per_row.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX)) > Self::OFFLOAD_ABOVE

@@ -7,6 +7,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use modelship_contract::env;
 
+use crate::predlog;
+
 #[derive(Debug, Parser)]
 #[command(name = "modelship-serving", version, about = "Modelship model server")]
 pub struct Cli {
@@ -24,6 +26,9 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Load a model as the server would, run sample inputs, compare with expected outputs
+    /// and print a verdict: exit 0 when it passes, 1 when it does not.
+    Validate(crate::validate::ValidateArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -89,6 +94,28 @@ pub struct Config {
     /// Runtime worker threads; 1 runs everything on one thread. Default: available cores.
     #[arg(long, env = env::WORKER_THREADS, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub worker_threads: Option<u32>,
+    /// Prediction log: off, stdout (JSON lines) or http (batches POSTed to the URL).
+    #[arg(long, env = env::PREDICTION_LOG, value_enum, default_value_t = predlog::Sink::Off)]
+    pub prediction_log: predlog::Sink,
+    /// The collector the http prediction log POSTs to.
+    #[arg(long, env = env::PREDICTION_LOG_URL, required_if_eq("prediction_log", "http"))]
+    pub prediction_log_url: Option<String>,
+    /// Share of requests logged, 0 to 1.
+    #[arg(long, env = env::PREDICTION_LOG_SAMPLE_RATE, default_value_t = 1.0, value_parser = share)]
+    pub prediction_log_sample_rate: f64,
+    /// Also log the features themselves, not only their SHA-256.
+    #[arg(long, env = env::PREDICTION_LOG_FEATURES, default_value_t = false, action = clap::ArgAction::Set)]
+    pub prediction_log_features: bool,
+}
+
+/// A number from 0 to 1.
+fn share(value: &str) -> Result<f64, String> {
+    let rate: f64 = value.parse().map_err(|e| format!("{value:?} is not a number: {e}"))?;
+    if (0.0..=1.0).contains(&rate) {
+        Ok(rate)
+    } else {
+        Err(format!("{rate} is not between 0 and 1"))
+    }
 }
 
 impl Config {
@@ -106,6 +133,15 @@ impl Config {
 
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
+    }
+
+    pub fn prediction_log(&self) -> predlog::Options {
+        predlog::Options {
+            sink: self.prediction_log,
+            url: self.prediction_log_url.clone(),
+            sample_rate: self.prediction_log_sample_rate,
+            include_features: self.prediction_log_features,
+        }
     }
 
     /// Settings for tests and embedding: defaults, nothing to load.
@@ -142,6 +178,29 @@ mod tests {
         ])
         .unwrap();
         assert!(matches!(cli.command, Some(Command::Healthcheck { url: Some(_) })));
+    }
+
+    #[test]
+    fn prediction_log_options() {
+        let c = Cli::try_parse_from(["modelship-serving"]).unwrap().config;
+        assert_eq!(c.prediction_log().sink, predlog::Sink::Off);
+        let on = Cli::try_parse_from([
+            "modelship-serving",
+            "--prediction-log",
+            "stdout",
+            "--prediction-log-sample-rate",
+            "0.5",
+        ])
+        .unwrap()
+        .config;
+        assert_eq!(
+            (on.prediction_log().sink, on.prediction_log().sample_rate),
+            (predlog::Sink::Stdout, 0.5)
+        );
+        let http_without_url = ["modelship-serving", "--prediction-log", "http"];
+        assert!(Cli::try_parse_from(http_without_url).is_err());
+        let rate = ["modelship-serving", "--prediction-log-sample-rate", "1.5"];
+        assert!(Cli::try_parse_from(rate).is_err());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! - [`routes`]: the HTTP API (source-design routes and the Open Inference Protocol);
 //! - [`batching`]: per-model dynamic batching with a bounded queue;
 //! - [`metrics`], [`drift`], [`feedback`]: what canary analysis reads;
+//! - [`predlog`]: one record per prediction, written off the request path;
+//! - [`validate`]: `modelship-serving validate`, a model file checked before it is deployed;
 //! - [`server`]: accept loop and SIGTERM handling.
 
 pub mod batching;
@@ -16,11 +18,13 @@ pub mod fetch;
 pub mod healthcheck;
 pub mod loader;
 pub mod metrics;
+pub mod predlog;
 pub mod routes;
 pub mod runtime;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod validate;
 
 pub use error::{Error, Result};
 pub use routes::app;

@@ -7,6 +7,18 @@ use tracing::Instrument;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Validate(args)) = &cli.command {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        let report = match runtime {
+            Ok(runtime) => runtime.block_on(modelship_serving::validate::run(args)),
+            Err(e) => {
+                eprintln!("cannot start the async runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        print!("{}", report.render());
+        return if report.passed() { ExitCode::SUCCESS } else { ExitCode::FAILURE };
+    }
     if let Some(Command::Healthcheck { url }) = cli.command {
         let url = url.unwrap_or_else(|| healthcheck::default_url(cli.config.listen));
         return match healthcheck::check(&url) {

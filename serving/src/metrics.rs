@@ -76,6 +76,13 @@ pub struct Metrics {
     accuracy: Family<ModelLabels, FloatGauge>,
     batch_size: HistogramFamily,
     queue_depth: Family<ModelLabels, Gauge>,
+    prediction_log: Family<OutcomeLabels, Counter>,
+}
+
+/// The outcome of a prediction log record: written, dropped (queue full) or failed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
 }
 
 impl Default for Metrics {
@@ -113,8 +120,35 @@ impl Metrics {
         );
         registry.register("ml_batch_size", "Rows per model call", batch_size.clone());
         registry.register("ml_queue_depth", "Requests waiting for the model", queue_depth.clone());
+        let prediction_log = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "ml_prediction_log_records",
+            "Prediction log records by outcome: written, dropped (the queue was full) or failed (the sink refused them)",
+            prediction_log.clone(),
+        );
         registry.register_collector(Box::new(ProcessCollector));
-        Self { registry, requests, duration, predictions, drift, accuracy, batch_size, queue_depth }
+        Self {
+            registry,
+            requests,
+            duration,
+            predictions,
+            drift,
+            accuracy,
+            batch_size,
+            queue_depth,
+            prediction_log,
+        }
+    }
+
+    /// The prediction log's outcome counters (their series appear once the log is on).
+    pub fn prediction_log_counters(&self) -> crate::predlog::Counters {
+        let counter =
+            |outcome| self.prediction_log.get_or_create(&OutcomeLabels { outcome }).clone();
+        crate::predlog::Counters {
+            written: counter("written"),
+            dropped: counter("dropped"),
+            failed: counter("failed"),
+        }
     }
 
     /// Create every series of one model and hand out its recording handles.

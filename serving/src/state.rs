@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::feedback::Feedback;
 use crate::metrics::{Metrics, ModelMetrics};
+use crate::predlog::{self, PredictionLog};
 use crate::runtime::Backend;
 
 /// One servable model version.
@@ -108,17 +109,24 @@ pub fn compare_versions(a: &str, b: &str) -> CmpOrdering {
 pub struct Settings {
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
+    pub prediction_log: predlog::Options,
 }
 
 impl Settings {
     pub fn from_config(c: &Config) -> Self {
-        Self { max_body_bytes: c.max_body_bytes, request_timeout: c.request_timeout() }
+        Self {
+            max_body_bytes: c.max_body_bytes,
+            request_timeout: c.request_timeout(),
+            prediction_log: c.prediction_log(),
+        }
     }
 }
 
 pub struct Inner {
     pub settings: Settings,
     pub metrics: Metrics,
+    /// Present when the prediction log is on; its writer thread starts with the state.
+    pub prediction_log: Option<PredictionLog>,
     models: OnceLock<Models>,
     shutting_down: AtomicBool,
     auth_token: Option<Vec<u8>>,
@@ -136,9 +144,17 @@ impl std::ops::Deref for AppState {
 
 impl AppState {
     pub fn new(settings: Settings, auth_token: Option<String>) -> Self {
+        let metrics = Metrics::new();
+        // The log's series exist only when it is on.
+        let prediction_log = (settings.prediction_log.sink != predlog::Sink::Off)
+            .then(|| {
+                PredictionLog::start(&settings.prediction_log, metrics.prediction_log_counters())
+            })
+            .flatten();
         Self(Arc::new(Inner {
             settings,
-            metrics: Metrics::new(),
+            metrics,
+            prediction_log,
             models: OnceLock::new(),
             shutting_down: AtomicBool::new(false),
             auth_token: auth_token.map(String::into_bytes),
@@ -193,10 +209,7 @@ mod tests {
 
     #[test]
     fn not_ready_until_models_are_set_and_again_when_shutting_down() {
-        let s = AppState::new(
-            Settings { max_body_bytes: 1, request_timeout: Duration::from_secs(1) },
-            None,
-        );
+        let s = AppState::new(Settings::from_config(&Config::for_tests()), None);
         assert!(s.readiness().is_err());
         s.set_models(Models::new(Vec::new())).unwrap();
         assert!(s.readiness().is_ok());

@@ -30,6 +30,8 @@ CLUSTER_DOMAIN=cluster.local
 # and the operator use by default, so both run unchanged.
 PAUSE_IMAGE=localhost/modelship/pause:1
 MODELSTORE_IMAGE=localhost/modelship/modelstore:1
+# A webhook receiver for tests (images/hookrecorder), built by build-tool.sh.
+HOOKRECORDER_IMAGE=localhost/modelship/hookrecorder:1
 RELEASE_VERSION=$(awk -F'"' '/^version = /{print $2; exit}' "$REPO_ROOT/Cargo.toml")
 OPERATOR_IMAGE=ghcr.io/modelship/operator:$RELEASE_VERSION
 SERVING_IMAGE=ghcr.io/modelship/serving:$RELEASE_VERSION
@@ -38,7 +40,8 @@ SERVING_IMAGE=ghcr.io/modelship/serving:$RELEASE_VERSION
 node_key() {
   cat "$CONTROLPLANE_DIR/go.mod" "$CONTROLPLANE_DIR/go.sum" \
     "$NODE_SCRIPTS"/containerd/go.{mod,sum} "$NODE_SCRIPTS"/coredns/{go.mod,go.sum,main.go} \
-    "$NODE_SCRIPTS"/images/go.mod "$NODE_SCRIPTS"/images/*/main.go "$NODE_SCRIPTS/build.sh" |
+    "$NODE_SCRIPTS"/images/go.mod "$NODE_SCRIPTS"/images/{modelstore,pause}/main.go \
+    "$NODE_SCRIPTS/build.sh" |
     sha256sum | cut -c1-12
 }
 NODE_BIN=$MODELSHIP_CACHE/node/$KUBERNETES_VERSION-$(node_key)/bin

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Starts the test node for the control plane in STATE_DIR: containerd (runc, CNI bridge),
 # kubelet, kube-proxy (nftables) and CoreDNS, inside the node's network namespace (made by
-# network.sh up) and a private mount namespace; then loads the pause and model-store images
-# and waits until the Node is Ready and cluster DNS answers.
+# network.sh up) and a private mount namespace; then loads the pause, model-store and
+# hook-recorder images and waits until the Node is Ready and cluster DNS answers.
 # Usage: tests/node/up.sh STATE_DIR   (the control plane must run with
 #        MODELSHIP_APISERVER_ADDRESS=198.18.128.1; tests/cluster.sh does all of it)
 # Stop it with tests/node/down.sh STATE_DIR.
@@ -81,6 +81,8 @@ done
 # --- images -------------------------------------------------------------------------------
 "$NODE_SCRIPTS/load-image.sh" "$state" build "$bin/pause" "$PAUSE_IMAGE"
 "$NODE_SCRIPTS/load-image.sh" "$state" build "$bin/modelstore" "$MODELSTORE_IMAGE"
+"$NODE_SCRIPTS/load-image.sh" "$state" build "$("$NODE_SCRIPTS/build-tool.sh" hookrecorder)" \
+  "$HOOKRECORDER_IMAGE"
 
 # --- ready ----------------------------------------------------------------------------------
 for _ in $(seq 1 600); do

@@ -369,17 +369,23 @@ pub async fn service_addr(client: &Client, namespace: &str, service: &str) -> So
 /// The Service's address once kube-proxy routes it to a pod that answers `/ready`: the
 /// node's rules follow a Service's EndpointSlices a moment after the API server shows them.
 pub async fn routed_service_addr(client: &Client, namespace: &str, service: &str) -> SocketAddr {
+    routed_service_addr_at(client, namespace, service, "/ready").await
+}
+
+/// [`routed_service_addr`] for a Service whose pods answer `path` when ready.
+pub async fn routed_service_addr_at(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    path: &str,
+) -> SocketAddr {
     let target = service_addr(client, namespace, service).await;
     wait_until(
         Duration::from_secs(60),
         &format!("Service {service} to answer through kube-proxy"),
         async || {
             // A new connection each time: kube-proxy picks the endpoint per connection.
-            TestHttp::new()
-                .get(target, "/ready")
-                .await
-                .map(|r| r.status.is_success())
-                .unwrap_or(false)
+            TestHttp::new().get(target, path).await.map(|r| r.status.is_success()).unwrap_or(false)
         },
     )
     .await;

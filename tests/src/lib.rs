@@ -5,6 +5,7 @@
 //! - [`operator`]: the operator binary as a child process per test.
 //! - [`models`]: building, applying and inspecting ModelDeployments.
 //! - [`load`]: bounded open-loop load to a Service's ClusterIP.
+//! - [`hooks`]: a webhook receiver in a pod, for notifications.
 //! - [`controlplane`]: a control plane of a test's own, for cluster-wide changes.
 //! - [`faults`]: a link to the API server that tests can cut, for outages and partitions.
 //! - [`prometheus`]: a real Prometheus scraping a test namespace's serving pods.
@@ -20,13 +21,14 @@ pub mod controlplane;
 pub mod error;
 pub mod faults;
 pub mod harness;
+pub mod hooks;
 pub mod kills;
 pub mod lease;
 pub mod load;
 pub mod models;
 pub mod operator;
-pub mod prometheus;
 pub mod pods;
+pub mod prometheus;
 pub mod world;
 
 pub use error::{Error, Result};

@@ -152,10 +152,20 @@ async fn kubectl_get_md_shows_the_columns() {
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(
             header,
-            ["NAME", "VERSION", "STABLE", "PHASE", "WEIGHT", "REPLICAS", "READY", "AGE"]
+            [
+                "NAME",
+                "VERSION",
+                "STABLE",
+                "PHASE",
+                "WEIGHT",
+                "EFFECTIVE",
+                "REPLICAS",
+                "READY",
+                "AGE"
+            ]
         );
         let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-        assert_eq!(&row[..7], ["fraud", "1", "1", "Healthy", "0", "2", "2"]);
+        assert_eq!(&row[..8], ["fraud", "1", "1", "Healthy", "0", "0", "2", "2"]);
         let (_, wide) =
             kubectl(&["get", "modeldeployments.modelship.io", "-n", &ns, "-o", "wide"]).await;
         assert!(wide.lines().next().unwrap().contains("STRATEGY"), "{wide}");

@@ -99,10 +99,11 @@ async fn canary_abort_retry_promote() {
     .await;
 }
 
-/// S7 and S8: a version whose pods never get ready is contained (stable keeps every pod,
-/// Degraded after the progress deadline), and a good version rolls forward out of it.
+/// S7 and S8: a version whose pods never get ready is contained (stable keeps every pod),
+/// aborted at the progress deadline (the canary removed, traffic on stable, status says
+/// why), and a good version rolls forward out of it.
 #[tokio::test(flavor = "multi_thread")]
-async fn broken_version_is_contained_then_rolled_forward() {
+async fn broken_version_is_contained_aborted_then_rolled_forward() {
     with_namespace(async |client, ns| {
         let _operator = OperatorProcess::start(&ns);
         let strategy =
@@ -120,16 +121,20 @@ async fn broken_version_is_contained_then_rolled_forward() {
             track(&client, &ns, "m", "stable").await == Some(("1".into(), 5, 5))
         })
         .await;
-        let md = wait_phase(&client, &ns, "m", Phase::Degraded, Duration::from_secs(40)).await;
+        let md = wait_phase(&client, &ns, "m", Phase::RolledBack, Duration::from_secs(40)).await;
         assert_eq!(
             condition(&md, "Degraded").unwrap(),
-            ("True".into(), "ProgressDeadlineExceeded".into())
+            ("True".into(), "ProgressDeadlineAborted".into())
         );
         assert_eq!(condition(&md, "Available").unwrap().0, "True", "stable still serves");
-        assert!(split(&client, &ns, "m").await.1 <= 1, "at most one broken pod");
+        assert_eq!(md.status.as_ref().unwrap().aborted_version.as_deref(), Some("2"));
+        wait_until(T, "the broken canary removed", async || {
+            track(&client, &ns, "m", "canary").await.is_none()
+        })
+        .await;
         assert_eq!(track(&client, &ns, "m", "stable").await, Some(("1".into(), 5, 5)));
         assert!(
-            event_reasons(&client, &ns, "m").await.iter().any(|r| r == "ProgressDeadlineExceeded")
+            event_reasons(&client, &ns, "m").await.iter().any(|r| r == "ProgressDeadlineAborted")
         );
 
         let good = json!({
@@ -143,7 +148,7 @@ async fn broken_version_is_contained_then_rolled_forward() {
         assert_eq!(condition(&md, "Degraded").unwrap().0, "False");
         let outcomes = outcomes(&md);
         assert_eq!(outcomes[0], ("3".to_string(), RolloutOutcome::Promoted));
-        assert_eq!(outcomes[1], ("2".to_string(), RolloutOutcome::Superseded));
+        assert_eq!(outcomes[1], ("2".to_string(), RolloutOutcome::Aborted));
     })
     .await;
 }

@@ -163,7 +163,7 @@ async fn canary_promote_and_rollback_lose_no_request() {
 }
 
 /// S7 with real processes: a version whose model cannot load never becomes ready, never gets
-/// traffic, and the rollout turns Degraded at its deadline.
+/// traffic, and is aborted at its deadline: the canary goes, stable serves throughout.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_model_that_cannot_load_never_takes_traffic() {
     with_namespace(async |client, ns| {
@@ -177,11 +177,22 @@ async fn a_model_that_cannot_load_never_takes_traffic() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         running.mark("broken candidate");
         patch_spec(&client, &ns, "m", missing).await;
-        let md = wait_phase(&client, &ns, "m", Phase::Degraded, T).await;
+        let md = wait_phase(&client, &ns, "m", Phase::RolledBack, T).await;
+        wait_until(T, "the broken canary removed", async || {
+            track(&client, &ns, "m", "canary").await.is_none()
+                && pods_of_track(&client, &ns, "m", "canary").await == 0
+        })
+        .await;
+        running.mark("aborted");
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let report = running.stop().await;
         assert!(report.failures().is_empty(), "{}", report.describe_failures());
-        report.assert_covered(&[("start", &["1"], true), ("broken candidate", &["1"], true)]);
-        assert_eq!(condition(&md, "Degraded").unwrap().1, "ProgressDeadlineExceeded");
+        report.assert_covered(&[
+            ("start", &["1"], true),
+            ("broken candidate", &["1"], true),
+            ("aborted", &["1"], true),
+        ]);
+        assert_eq!(condition(&md, "Degraded").unwrap().1, "ProgressDeadlineAborted");
         assert_eq!(track(&client, &ns, "m", "stable").await, Some(("1".into(), 2, 2)));
     })
     .await;

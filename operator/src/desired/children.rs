@@ -6,10 +6,13 @@ use std::sync::Arc;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use modelship_crds::ModelDeployment;
 
-use super::{Defaults, deployment, deployment_name, hpa, preview_service_name, resized, service};
+use super::{
+    Defaults, deployment, deployment_name, hpa, pdb, preview_service_name, resized, service,
+};
 use crate::plan::{Plan, Track};
 
 /// The kinds of children, as metrics and logs name them.
@@ -18,6 +21,7 @@ pub enum Kind {
     Deployment,
     Service,
     Hpa,
+    Pdb,
 }
 
 impl Kind {
@@ -26,6 +30,7 @@ impl Kind {
             Kind::Deployment => "deployment",
             Kind::Service => "service",
             Kind::Hpa => "hpa",
+            Kind::Pdb => "pdb",
         }
     }
 }
@@ -38,6 +43,7 @@ pub struct Running {
     pub service: Option<Arc<Service>>,
     pub preview: Option<Arc<Service>>,
     pub hpa: Option<Arc<HorizontalPodAutoscaler>>,
+    pub pdb: Option<Arc<PodDisruptionBudget>>,
 }
 
 /// A child to delete.
@@ -56,8 +62,11 @@ pub struct Children {
     /// The main Service, then the preview Service when the plan wants one.
     pub services: Vec<Service>,
     pub hpa: Option<HorizontalPodAutoscaler>,
-    /// Children to delete once the rest is applied: a preview Service or an HPA that is no
-    /// longer wanted, and the Deployments of the tracks the plan removes.
+    /// The PodDisruptionBudget, unless it is turned off.
+    pub pdb: Option<PodDisruptionBudget>,
+    /// Children to delete once the rest is applied: a preview Service, an HPA or a
+    /// PodDisruptionBudget that is no longer wanted, and the Deployments of the tracks the
+    /// plan removes.
     pub removals: Vec<Removal>,
 }
 
@@ -91,12 +100,16 @@ pub fn children(
     if hpa.is_none() && running.hpa.is_some() {
         removals.push(Removal { kind: Kind::Hpa, name: name.clone() });
     }
+    let pdb = pdb(md);
+    if pdb.is_none() && running.pdb.is_some() {
+        removals.push(Removal { kind: Kind::Pdb, name: name.clone() });
+    }
     removals.extend(
         plan.remove
             .iter()
             .map(|track| Removal { kind: Kind::Deployment, name: deployment_name(&name, *track) }),
     );
-    Children { deployments, services, hpa, removals }
+    Children { deployments, services, hpa, pdb, removals }
 }
 
 #[cfg(test)]

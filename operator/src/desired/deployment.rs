@@ -19,7 +19,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use modelship_contract::env as serving_env;
 use modelship_contract::routes;
-use modelship_crds::{ModelDeployment, ModelSource, ServingSpec, labels};
+use modelship_crds::{ModelDeployment, ModelSource, PredictionLogSink, ServingSpec, labels};
 
 use super::{
     Defaults, HTTP_PORT_NAME, app_labels, child_meta, deployment_name, track_selector, with_hash,
@@ -57,7 +57,9 @@ pub fn deployment(md: &ModelDeployment, desired: &DesiredTrack, defaults: &Defau
     let name = md.name_any();
     let serving = md.spec.serving.clone().unwrap_or_default();
     let port = serving.port();
-    let mut pod_labels = track_selector(&name, desired.track);
+    // The user's labels first: the operator's own are set over them.
+    let mut pod_labels = serving.pod_labels.clone();
+    pod_labels.extend(track_selector(&name, desired.track));
     pod_labels.insert(labels::VERSION.into(), desired.version.clone());
     pod_labels.extend(app_labels(&name));
 
@@ -127,6 +129,20 @@ fn serving_env(md: &ModelDeployment, desired: &DesiredTrack, serving: &ServingSp
     }
     if let Some(reference) = &model.reference_data {
         vars.push(env(serving_env::REFERENCE_DATA, container_uri(reference)));
+    }
+    if let Some(log) = &serving.prediction_log {
+        let sink = match log.sink {
+            PredictionLogSink::Stdout => "stdout",
+            PredictionLogSink::Http => "http",
+        };
+        vars.push(env(serving_env::PREDICTION_LOG, sink));
+        vars.push(env(serving_env::PREDICTION_LOG_SAMPLE_RATE, log.sample_rate.to_string()));
+        if let Some(url) = &log.url {
+            vars.push(env(serving_env::PREDICTION_LOG_URL, url.clone()));
+        }
+        if log.include_features {
+            vars.push(env(serving_env::PREDICTION_LOG_FEATURES, "true"));
+        }
     }
     if let Some(batching) = &serving.batching {
         vars.push(env(serving_env::MAX_BATCH_SIZE, batching.max_batch_size.to_string()));
@@ -257,13 +273,21 @@ fn probe(path: &str, period: i32, failures: i32) -> Probe {
     }
 }
 
-/// The pod: non-root, no service account token, no service links, and a grace period that
-/// covers the drain.
+/// The pod: non-root, no service account token, no service links, a grace period that
+/// covers the drain, and the user's placement (node selector, tolerations, affinity,
+/// topology spread, priority), pull secrets and ServiceAccount.
 fn pod(container: Container, volumes: Vec<Volume>, serving: &ServingSpec) -> PodSpec {
     let drain = i64::from(serving.drain_seconds());
     PodSpec {
         containers: vec![container],
         volumes: Some(volumes),
+        image_pull_secrets: non_empty(&serving.image_pull_secrets),
+        node_selector: (!serving.node_selector.is_empty()).then(|| serving.node_selector.clone()),
+        tolerations: non_empty(&serving.tolerations),
+        affinity: serving.affinity.clone(),
+        topology_spread_constraints: non_empty(&serving.topology_spread_constraints),
+        service_account_name: serving.service_account_name.clone(),
+        priority_class_name: serving.priority_class_name.clone(),
         automount_service_account_token: Some(false),
         enable_service_links: Some(false),
         termination_grace_period_seconds: Some(
@@ -281,6 +305,11 @@ fn pod(container: Container, volumes: Vec<Volume>, serving: &ServingSpec) -> Pod
         }),
         ..PodSpec::default()
     }
+}
+
+/// `None` for an empty list, so an unset field stays unset in the pod template.
+fn non_empty<T: Clone>(items: &[T]) -> Option<Vec<T>> {
+    (!items.is_empty()).then(|| items.to_vec())
 }
 
 /// The user's pod annotations, and where Prometheus finds the metrics.

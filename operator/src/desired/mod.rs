@@ -3,7 +3,7 @@
 //!
 //! - [`children`]: the whole desired set of one ModelDeployment, and what goes, given what
 //!   [`Running`];
-//! - [`deployment()`], [`service()`], [`hpa()`]: one object each;
+//! - [`deployment()`], [`service()`], [`hpa()`], [`pdb()`]: one object each;
 //! - [`pod_security`]: the Pod Security `restricted` check every pod template must pass.
 //!
 //! Every object carries a controller owner reference, so deleting the ModelDeployment
@@ -13,6 +13,7 @@
 mod children;
 mod deployment;
 mod hpa;
+mod pdb;
 pub mod pod_security;
 mod service;
 
@@ -29,7 +30,8 @@ use crate::plan::Track;
 pub use children::{Children, Kind, Removal, Running, children};
 pub use deployment::{RUN_AS_USER, deployment, parse_pvc_uri, resized};
 pub use hpa::hpa;
-pub use service::{SERVICE_PORT, service};
+pub use pdb::pdb;
+pub use service::service;
 
 /// Annotation holding the hash of what the operator last applied to a child.
 pub const APPLIED_HASH: &str = "modelship.io/applied-hash";

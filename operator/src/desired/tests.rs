@@ -4,11 +4,14 @@
 //! Snapshots live in `src/desired/snapshots/`; run with `UPDATE_SNAPSHOTS=1` to rewrite them
 //! after an intended change, then review the diff.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use k8s_openapi::api::core::v1::{LocalObjectReference, Toleration};
 use kube::core::ObjectMeta;
 use modelship_crds::{
-    AutoscalingSpec, BatchingSpec, ModelDeploymentSpec, ModelSpec, ServingSpec, StrategySpec,
+    AutoscalingSpec, BatchingSpec, DisruptionBudgetSpec, ExposureSpec, ModelDeploymentSpec,
+    ModelSpec, PredictionLogSpec, PreviewExposureSpec, ServiceType, ServingSpec, StrategySpec,
     StrategyType,
 };
 
@@ -19,8 +22,13 @@ use crate::plan::DesiredTrack;
 
 /// A canary model with every option the builders read.
 pub(super) fn model() -> ModelDeployment {
+    named("fraud")
+}
+
+/// [`model`] under another name.
+pub(super) fn named(name: &str) -> ModelDeployment {
     let mut md = ModelDeployment::new(
-        "fraud",
+        name,
         ModelDeploymentSpec {
             model: ModelSpec {
                 name: Some("fraud-detector".into()),
@@ -38,6 +46,41 @@ pub(super) fn model() -> ModelDeployment {
                     queue_capacity: 256,
                 }),
                 auth_secret_name: Some("fraud-token".into()),
+                image_pull_secrets: vec![LocalObjectReference { name: "registry".into() }],
+                node_selector: BTreeMap::from([("pool".into(), "inference".into())]),
+                tolerations: vec![Toleration {
+                    key: Some("nvidia.com/gpu".into()),
+                    operator: Some("Exists".into()),
+                    effect: Some("NoSchedule".into()),
+                    ..Toleration::default()
+                }],
+                affinity: Some(
+                    serde_json::from_value(serde_json::json!({
+                        "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                            "weight": 50,
+                            "preference": {"matchExpressions": [
+                                {"key": "zone", "operator": "In", "values": ["a"]}]}}]}
+                    }))
+                    .expect("an affinity"),
+                ),
+                topology_spread_constraints: vec![
+                    serde_json::from_value(serde_json::json!({
+                        "maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "ScheduleAnyway",
+                        "labelSelector": {"matchLabels": {"modelship.io/name": "fraud"}}
+                    }))
+                    .expect("a spread constraint"),
+                ],
+                service_account_name: Some("fraud-serving".into()),
+                pod_labels: BTreeMap::from([
+                    ("team".into(), "risk".into()),
+                    ("app.kubernetes.io/name".into(), "not-this".into()),
+                ]),
+                priority_class_name: Some("inference-high".into()),
+                prediction_log: Some(PredictionLogSpec {
+                    sample_rate: 0.25,
+                    ..PredictionLogSpec::default()
+                }),
                 ..ServingSpec::default()
             }),
             autoscaling: Some(AutoscalingSpec {
@@ -48,10 +91,13 @@ pub(super) fn model() -> ModelDeployment {
                 behavior: None,
             }),
             strategy: StrategySpec { type_: StrategyType::Canary, ..StrategySpec::default() },
+            service: None,
+            disruption_budget: None,
+            notifications: None,
         },
     );
     md.metadata = ObjectMeta {
-        name: Some("fraud".into()),
+        name: Some(name.into()),
         namespace: Some("ml".into()),
         uid: Some("6f1c1f43-0000-4000-8000-000000000001".into()),
         ..ObjectMeta::default()
@@ -94,6 +140,62 @@ fn deployment_snapshot() {
 fn services_snapshot() {
     check_snapshot("service-main.yaml", &service(&model(), None, false));
     check_snapshot("service-preview.yaml", &service(&model(), Some(Track::Green), true));
+}
+
+#[test]
+fn exposed_services_snapshot() {
+    let mut md = model();
+    md.spec.service = Some(ExposureSpec {
+        type_: ServiceType::LoadBalancer,
+        annotations: BTreeMap::from([("lb.example.com/internal".into(), "true".into())]),
+        port: Some(8000),
+        preview: Some(PreviewExposureSpec {
+            type_: Some(ServiceType::ClusterIP),
+            annotations: None,
+        }),
+    });
+    check_snapshot("service-loadbalancer.yaml", &service(&md, None, false));
+    let preview = service(&md, Some(Track::Green), true);
+    let spec = preview.spec.clone().unwrap();
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"), "the preview's own type");
+    assert_eq!(spec.ports.unwrap()[0].port, 8000, "the port follows");
+    let annotations = preview.metadata.annotations.unwrap();
+    assert_eq!(annotations.get("lb.example.com/internal").map(String::as_str), Some("true"));
+    // Without spec.service: ClusterIP on port 80, as before.
+    let plain = service(&model(), None, false).spec.unwrap();
+    assert_eq!((plain.type_.as_deref(), plain.ports.unwrap()[0].port), (Some("ClusterIP"), 80));
+}
+
+#[test]
+fn pdb_snapshot() {
+    check_snapshot("pdb.yaml", &pdb(&model()).expect("on by default"));
+    let mut off = model();
+    off.spec.disruption_budget =
+        Some(DisruptionBudgetSpec { enabled: false, ..DisruptionBudgetSpec::default() });
+    assert!(pdb(&off).is_none());
+}
+
+#[test]
+fn pod_labels_never_override_the_operators() {
+    let d = deployment(&model(), &canary_track(), &defaults());
+    let labels = d.spec.template.metadata.unwrap().labels.unwrap();
+    assert_eq!(labels["team"], "risk", "the user's label");
+    assert_eq!(labels["app.kubernetes.io/name"], "modelship-serving", "the operator's wins");
+    assert_eq!(labels[modelship_crds::labels::TRACK], "canary");
+    let pod = d.spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("fraud-serving"));
+    assert_eq!(pod.automount_service_account_token, Some(false), "never the token");
+    assert_eq!(pod.priority_class_name.as_deref(), Some("inference-high"));
+    assert_eq!(pod.node_selector.unwrap()["pool"], "inference");
+    let env = pod.containers[0].env.clone().unwrap();
+    let value = |name: &str| env.iter().find(|e| e.name == name).and_then(|e| e.value.clone());
+    assert_eq!(value("MODELSHIP_PREDICTION_LOG").as_deref(), Some("stdout"));
+    assert_eq!(value("MODELSHIP_PREDICTION_LOG_SAMPLE_RATE").as_deref(), Some("0.25"));
+    // Unset placement stays unset.
+    let mut plain = model();
+    plain.spec.serving = None;
+    let pod = deployment(&plain, &canary_track(), &defaults()).spec.template.spec.unwrap();
+    assert!(pod.tolerations.is_none() && pod.node_selector.is_none() && pod.affinity.is_none());
 }
 
 #[test]

@@ -147,6 +147,7 @@ fn a_snapshot_holds_only_what_the_model_owns() {
     let (deployments, mut deployment_writer) = reflector::store();
     let (services, mut service_writer) = reflector::store();
     let (hpas, mut hpa_writer) = reflector::store();
+    let (pdbs, mut pdb_writer) = reflector::store();
     let (slices, mut slice_writer) = reflector::store();
     let ready = DeploymentStatus {
         replicas: Some(2),
@@ -160,6 +161,7 @@ fn a_snapshot_holds_only_what_the_model_owns() {
     cached(&mut service_writer, service(&[(labels::NAME, "m")]), "m", Some(UID));
     cached(&mut service_writer, service(&[(labels::NAME, "m")]), "m-preview", None);
     cached(&mut hpa_writer, HorizontalPodAutoscaler::default(), "m", Some(UID));
+    cached(&mut pdb_writer, PodDisruptionBudget::default(), "m", Some(UID));
     let mut main = slice(vec![endpoint("m-stable-abc-1", "192.0.2.1", Some(true))]);
     main.metadata.labels = Some([(SERVICE_NAME_LABEL.to_string(), "m".to_string())].into());
     cached(&mut slice_writer, main.clone(), "m-x1", None);
@@ -168,12 +170,13 @@ fn a_snapshot_holds_only_what_the_model_owns() {
     elsewhere.metadata.name = Some("m-x2".into());
     slice_writer.apply_watcher_event(&watcher::Event::Apply(elsewhere));
 
-    let stores = Stores { deployments, services, hpas, slices };
+    let stores = Stores { deployments, services, hpas, pdbs, slices };
     let seen = snapshot(&stores, &model(), "ml");
     assert_eq!(seen.running.deployments.keys().copied().collect::<Vec<_>>(), [Track::Stable]);
     assert!(seen.running.service.is_some());
     assert!(seen.running.preview.is_none(), "a preview Service the model does not own");
     assert!(seen.running.hpa.is_some());
+    assert!(seen.running.pdb.is_some());
     assert_eq!(seen.slices.len(), 1, "only the main Service's slices in the namespace");
     assert_eq!(seen.observed.tracks[&Track::Stable].ready, 2);
     assert_eq!(seen.observed.service_track, Some(None));

@@ -7,9 +7,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use modelship_crds::BlueGreenSpec;
 
 use super::gate::{analysis_allows_promotion, apply_measurement};
-use super::rules::retire_foreign;
+use super::rules::{deadline_abort, retire_foreign};
 use super::state::format_time;
-use super::{Draft, Stage, Track};
+use super::{Abort, Draft, Stage, Track};
 use crate::vocabulary::Reason;
 
 fn options(d: &Draft<'_>) -> BlueGreenSpec {
@@ -34,11 +34,8 @@ pub fn plan(d: &mut Draft<'_>) {
         return steady(d, active, &stable, None);
     }
     if d.state.aborted_version.is_some() {
-        let message = format!(
-            "version {version} was rolled back; version {stable} serves. Set spec.model.version \
-             to another version to roll out again"
-        );
-        return steady(d, active, &stable, Some(message));
+        let rolled_back = d.aborted_message(&version, &stable);
+        return steady(d, active, &stable, Some(rolled_back));
     }
 
     if d.state.candidate_version.as_deref() != Some(version.as_str()) {
@@ -53,11 +50,21 @@ pub fn plan(d: &mut Draft<'_>) {
         d.start_candidate(&version);
     }
     let stable = d.state.stable_version.clone().unwrap_or_default();
+    let deadline = deadline_abort(d);
     match selected {
         Some(color) if d.observed(color).version == version => {
-            switched(d, color, &stable, &version)
+            switched(d, color, &stable, &version, deadline)
         }
-        _ => before_switch(d, active, &stable, &version),
+        _ => match deadline {
+            // The candidate never took traffic: it goes, the Service never moved.
+            Some(why) => {
+                d.abort_candidate(Abort::Deadline, why.clone());
+                d.state.scale_down_at = None;
+                let message = format!("version {version} aborted; version {stable} serves: {why}");
+                steady(d, active, &stable, Some((Abort::Deadline.reason(), message)))
+            }
+            None => before_switch(d, active, &stable, &version),
+        },
     }
 }
 
@@ -79,9 +86,10 @@ fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str
     if complete && let Some(wanted) = &options.pre_promotion_analysis {
         if let Some(why) = apply_measurement(d, candidate) {
             // It never served production traffic: remove it, the Service stays.
-            d.abort_candidate(why.clone());
+            d.abort_candidate(Abort::Analysis, why.clone());
             d.state.scale_down_at = None;
             d.stage = Stage::RolledBack {
+                reason: Abort::Analysis.reason(),
                 message: format!(
                     "version {candidate} failed its analysis before the switch; version {stable}                      serves: {why}"
                 ),
@@ -143,7 +151,14 @@ fn before_switch(d: &mut Draft<'_>, active: Track, stable: &str, candidate: &str
 }
 
 /// The Service selects the candidate's color: confirm, analyse, then retire the old color.
-fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
+/// `deadline` says why the rollout passed its progress deadline, if it did.
+fn switched(
+    d: &mut Draft<'_>,
+    color: Track,
+    stable: &str,
+    candidate: &str,
+    deadline: Option<String>,
+) {
     let total = d.total();
     let options = options(d);
     let old = color.other_color();
@@ -153,10 +168,13 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
     d.preview_track = options.preview_service.then_some(color);
     d.state.active_color = Some(color);
 
-    if let Some(why) = apply_measurement(d, candidate)
+    let failed = apply_measurement(d, candidate)
+        .map(|why| (Abort::Analysis, why))
+        .or(deadline.map(|why| (Abort::Deadline, why)));
+    if let Some((abort, why)) = failed
         && old_seen.ready > 0
     {
-        d.abort_candidate(why.clone());
+        d.abort_candidate(abort, why.clone());
         d.service_track = Some(old);
         d.preview_track = options.preview_service.then_some(old);
         d.state.active_color = Some(old);
@@ -164,6 +182,7 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
         d.hold(old, stable, total);
         d.want(color, candidate, total);
         d.stage = Stage::RolledBack {
+            reason: abort.reason(),
             message: format!("version {candidate} rolled back to {stable}: {why}"),
         };
         let note = format!("service {} back on {} (version {stable})", d.input.name, old.as_str());
@@ -225,7 +244,7 @@ fn switched(d: &mut Draft<'_>, color: Track, stable: &str, candidate: &str) {
 
 /// No rollout: the active color runs the stable version; the other color is kept only until
 /// its scale-down time.
-fn steady(d: &mut Draft<'_>, active: Track, stable: &str, rolled_back: Option<String>) {
+fn steady(d: &mut Draft<'_>, active: Track, stable: &str, rolled_back: Option<(Reason, String)>) {
     let total = d.total();
     let options = options(d);
     let idle = active.other_color();
@@ -253,7 +272,7 @@ fn steady(d: &mut Draft<'_>, active: Track, stable: &str, rolled_back: Option<St
     }
     let seen = d.observed(active);
     d.stage = match rolled_back {
-        Some(message) => Stage::RolledBack { message },
+        Some((reason, message)) => Stage::RolledBack { reason, message },
         None if seen.settled_at(stable, total) => Stage::Complete,
         None => Stage::Progressing {
             reason: Reason::Scaling,

@@ -9,10 +9,10 @@ use k8s_openapi::jiff::SignedDuration;
 use modelship_crds::CanaryStep;
 
 use super::gate::{analysis_allows_promotion, apply_measurement};
-use super::rules::retire_foreign;
-use super::split::{capacity_safe, split};
+use super::rules::{deadline_abort, retire_foreign};
+use super::split::{WEIGHT_TOLERANCE, approaches, capacity_safe, share, split};
 use super::state::format_time;
-use super::{Draft, Stage, Track};
+use super::{Abort, Draft, Stage, Track};
 use crate::vocabulary::Reason;
 
 /// Where the candidate should stand.
@@ -32,14 +32,16 @@ pub fn plan(d: &mut Draft<'_>) {
         return drain(d, &stable, None);
     }
     if d.state.aborted_version.is_some() {
-        let message = format!(
-            "version {version} was rolled back; version {stable} serves. Set spec.model.version \
-             to another version to roll out again"
-        );
-        return drain(d, &stable, Some(message));
+        let (reason, message) = d.aborted_message(&version, &stable);
+        return drain(d, &stable, Some((reason, message)));
     }
     if d.state.candidate_version.as_deref() != Some(version.as_str()) {
         d.start_candidate(&version);
+    }
+    if let Some(why) = deadline_abort(d) {
+        d.abort_candidate(Abort::Deadline, why.clone());
+        let message = format!("version {version} aborted; version {stable} serves: {why}");
+        return drain(d, &stable, Some((Abort::Deadline.reason(), message)));
     }
 
     let stable_seen = d.observed(Track::Stable);
@@ -49,8 +51,9 @@ pub fn plan(d: &mut Draft<'_>) {
     let promoting = stable_seen.version == version;
     let exposed = (canary_seen.ready > 0 && canary_seen.version == version) || promoting;
     if exposed && let Some(why) = apply_measurement(d, &version) {
-        d.abort_candidate(why.clone());
-        return drain(d, &stable, Some(format!("version {version} rolled back: {why}")));
+        d.abort_candidate(Abort::Analysis, why.clone());
+        let message = format!("version {version} rolled back: {why}");
+        return drain(d, &stable, Some((Abort::Analysis.reason(), message)));
     }
     if promoting {
         return promote(d, &version);
@@ -180,9 +183,14 @@ fn weight_before(steps: &[CanaryStep], index: usize) -> i32 {
     steps[..index.min(steps.len())].iter().rev().find_map(|s| s.set_weight).unwrap_or(0)
 }
 
+/// Canary pods allowed beyond the total.
+fn max_surge(d: &Draft<'_>) -> i32 {
+    d.input.spec.strategy.canary.as_ref().map_or(0, |c| c.max_surge())
+}
+
 /// The split for `weight` is in place and every pod of it is ready.
 fn split_achieved(d: &Draft<'_>, candidate: &str, weight: i32) -> bool {
-    let (stable_want, canary_want) = split(d.total(), weight);
+    let (stable_want, canary_want) = split(d.total(), weight, max_surge(d));
     let stable = d.observed(Track::Stable);
     let canary = d.observed(Track::Canary);
     let canary_ok = if canary_want == 0 {
@@ -203,9 +211,10 @@ fn run_split(
     let total = d.total();
     let stable_seen = d.observed(Track::Stable);
     let canary_seen = d.observed(Track::Canary);
+    let target = split(total, weight, max_surge(d));
     let (stable_replicas, canary_replicas) = capacity_safe(
         total,
-        split(total, weight),
+        target,
         (stable_seen.replicas, canary_seen.replicas),
         (stable_seen.ready, canary_seen.ready),
     );
@@ -213,6 +222,19 @@ fn run_split(
     d.want(Track::Canary, candidate, canary_replicas);
     if d.state.canary_weight != weight {
         d.event(Reason::WeightChanged, format!("canary {candidate} at {weight}%"));
+        if !approaches(target, weight) {
+            d.warning(
+                Reason::WeightNotReachable,
+                format!(
+                    "weight {weight}% cannot be approached within {WEIGHT_TOLERANCE} points with \
+                     {total} replicas: {} stable and {} canary pods give the candidate {}%; \
+                     raise spec.replicas or spec.strategy.canary.maxSurge",
+                    target.0,
+                    target.1,
+                    share(target.0, target.1)
+                ),
+            );
+        }
     }
     d.state.canary_weight = weight;
     match pause {
@@ -257,10 +279,16 @@ fn begin_promotion(d: &mut Draft<'_>, stable: &str, candidate: &str) {
             d.paused(Reason::WaitingForAnalysis, format!("promotion of {candidate} {why}"))
         }
     }
-    // Until promotion starts, hold the split the candidate already runs at.
+    // Until promotion starts, hold the split the candidate already runs at; with surge
+    // allowed, stable keeps its pods while the candidate proves itself.
+    let stable_target = if max_surge(d) > 0 {
+        (total - proving).max(stable_seen.replicas.min(total))
+    } else {
+        total - proving
+    };
     let (stable_replicas, canary_replicas) = capacity_safe(
         total,
-        (total - proving, proving),
+        (stable_target, proving),
         (stable_seen.replicas, canary_seen.replicas),
         (stable_seen.ready, canary_seen.ready),
     );
@@ -293,8 +321,8 @@ fn promote(d: &mut Draft<'_>, candidate: &str) {
     retire_foreign(d, stable_seen.ready + canary_seen.ready);
 }
 
-/// No candidate (or a rolled-back one): everything back on stable, capacity first.
-fn drain(d: &mut Draft<'_>, stable: &str, rolled_back: Option<String>) {
+/// No candidate (or a rolled-back one, with why): everything back on stable, capacity first.
+fn drain(d: &mut Draft<'_>, stable: &str, rolled_back: Option<(Reason, String)>) {
     let total = d.total();
     let stable_seen = d.observed(Track::Stable);
     let canary_seen = d.observed(Track::Canary);
@@ -316,7 +344,7 @@ fn drain(d: &mut Draft<'_>, stable: &str, rolled_back: Option<String>) {
     d.state.canary_weight = 0;
     let settled = stable_seen.settled_at(stable, total) && canary_replicas == 0;
     d.stage = match rolled_back {
-        Some(message) => Stage::RolledBack { message },
+        Some((reason, message)) => Stage::RolledBack { reason, message },
         None if settled => Stage::Complete,
         None => Stage::Progressing {
             reason: Reason::ScalingTracks,

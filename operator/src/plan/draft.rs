@@ -37,8 +37,42 @@ pub enum Stage {
     Progressing { reason: Reason, message: String },
     /// Waiting for time or for the user.
     Paused { reason: Reason, message: String },
-    /// The candidate was rolled back automatically.
-    RolledBack { message: String },
+    /// The candidate was rolled back automatically: `reason` says why (a failed analysis,
+    /// or no progress by the deadline).
+    RolledBack { reason: Reason, message: String },
+}
+
+/// Why a candidate was removed automatically.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Abort {
+    /// It failed more analysis measurements than allowed.
+    Analysis,
+    /// It made no progress within `progressDeadlineSeconds` (`abortOnDeadline`).
+    Deadline,
+}
+
+impl Abort {
+    /// The reason written to the Degraded condition and the warning event.
+    pub fn reason(self) -> Reason {
+        match self {
+            Abort::Analysis => Reason::RolledBack,
+            Abort::Deadline => Reason::ProgressDeadlineAborted,
+        }
+    }
+
+    fn outcome(self) -> RolloutOutcome {
+        match self {
+            Abort::Analysis => RolloutOutcome::RolledBack,
+            Abort::Deadline => RolloutOutcome::Aborted,
+        }
+    }
+
+    fn event(self) -> Reason {
+        match self {
+            Abort::Analysis => Reason::AnalysisFailed,
+            Abort::Deadline => Reason::ProgressDeadlineAborted,
+        }
+    }
 }
 
 /// An event to publish, describing a transition the plan made.
@@ -182,18 +216,64 @@ impl<'a> Draft<'a> {
 
 /// Rollout transitions: each records its outcome, publishes its event and resets the step.
 impl Draft<'_> {
-    /// Record how a rollout ended, newest first.
+    /// Record how the candidate's rollout ended, newest first, with when it started and
+    /// when its pods were first all ready; the rollout's clock stops.
     fn record(&mut self, version: &str, outcome: RolloutOutcome, reason: Option<String>) {
+        let started_at = self.state.candidate_started_at.take();
+        let ready_at = self.state.candidate_ready_at.take();
         self.state.history.insert(
             0,
             RolloutRecord {
                 version: version.to_string(),
                 outcome,
+                started_at: started_at.map(state::format_time),
+                ready_at: ready_at.map(state::format_time),
                 finished_at: state::format_time(self.input.now),
                 reason,
             },
         );
         self.state.history.truncate(HISTORY_LENGTH);
+    }
+
+    /// Every pod a track runs for the candidate is ready: the first time, that is when the
+    /// rollout's pods became ready (`readyAt` in its history record).
+    pub fn note_candidate_ready(&mut self) {
+        let Some(candidate) = self.state.candidate_version.as_deref() else {
+            return;
+        };
+        if self.state.candidate_ready_at.is_some() {
+            return;
+        }
+        let ready = self.input.observed.tracks.values().any(|t| {
+            t.version == candidate && t.rolled_out && t.replicas > 0 && t.ready >= t.replicas
+        });
+        if ready {
+            self.state.candidate_ready_at = Some(self.input.now);
+        }
+    }
+
+    /// What status says while the spec names the aborted `version`.
+    pub fn aborted_message(&self, version: &str, stable: &str) -> (Reason, String) {
+        let reason = self.abort_reason();
+        let what = match reason {
+            Reason::ProgressDeadlineAborted => "was aborted at its progress deadline",
+            _ => "was rolled back",
+        };
+        let message = format!(
+            "version {version} {what}; version {stable} serves. Set spec.model.version to another \
+             version, or spec.strategy.approvedVersion to {version}, to roll out again"
+        );
+        (reason, message)
+    }
+
+    /// Why the stored aborted version was removed, from its history record.
+    pub fn abort_reason(&self) -> Reason {
+        let aborted = self.state.aborted_version.as_deref();
+        let record = self.state.history.iter().find(|r| Some(r.version.as_str()) == aborted);
+        match record.map(|r| r.outcome) {
+            Some(RolloutOutcome::Aborted) => Abort::Deadline.reason(),
+            _ => Abort::Analysis.reason(),
+        }
     }
 
     /// Begin rolling out `version`, superseding any candidate in flight.
@@ -207,6 +287,8 @@ impl Draft<'_> {
             self.event(Reason::Superseded, format!("version {previous} superseded by {version}"));
         }
         self.state.candidate_version = Some(version.to_string());
+        self.state.candidate_started_at = Some(self.input.now);
+        self.state.candidate_ready_at = None;
         self.state.current_step = None;
         self.state.step_started_at = Some(self.input.now);
         self.state.last_progress_at = Some(self.input.now);
@@ -238,12 +320,18 @@ impl Draft<'_> {
         }
     }
 
-    /// The candidate failed its analysis: remember it so it is not retried by accident.
-    pub fn abort_candidate(&mut self, why: String) {
+    /// The candidate failed its analysis, or made no progress by the deadline: remember it
+    /// so it is not retried by accident.
+    pub fn abort_candidate(&mut self, abort: Abort, why: String) {
         if let Some(candidate) = self.state.candidate_version.take() {
-            self.record(&candidate, RolloutOutcome::RolledBack, Some(why.clone()));
-            self.warning(Reason::AnalysisFailed, format!("version {candidate} rolled back: {why}"));
+            self.record(&candidate, abort.outcome(), Some(why.clone()));
+            let verb = match abort {
+                Abort::Analysis => "rolled back",
+                Abort::Deadline => "aborted",
+            };
+            self.warning(abort.event(), format!("version {candidate} {verb}: {why}"));
             self.state.aborted_version = Some(candidate);
+            self.state.aborted_approval = self.input.spec.strategy.approved_version.clone();
             self.state.current_step = None;
             self.state.step_started_at = None;
             self.state.last_progress_at = Some(self.input.now);

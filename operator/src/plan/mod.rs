@@ -33,7 +33,7 @@ use k8s_openapi::jiff::Timestamp;
 use modelship_crds::{ModelDeploymentSpec, ModelDeploymentStatus, Phase, StrategyType};
 
 pub(crate) use draft::Draft;
-pub use draft::{DesiredTrack, PlannedEvent, Stage};
+pub use draft::{Abort, DesiredTrack, PlannedEvent, Stage};
 pub use gate::{analysis_due, analysis_starts, compares_with_stable};
 pub use observed::{Endpoint, Observed, TrackState};
 pub use state::RolloutState;
@@ -77,7 +77,12 @@ impl Plan {
 pub fn plan(input: &Input<'_>) -> Plan {
     let mut draft = Draft::new(input);
     let strategy = input.spec.strategy.type_;
-    draft.state.enter(strategy, &input.spec.model.version);
+    draft.state.enter(
+        strategy,
+        &input.spec.model.version,
+        input.spec.strategy.approved_version.as_deref(),
+    );
+    draft.note_candidate_ready();
     match strategy {
         StrategyType::RollingUpdate => rolling::plan(&mut draft),
         StrategyType::Canary => canary::plan(&mut draft),

@@ -3,7 +3,7 @@
 use k8s_openapi::jiff::SignedDuration;
 
 use super::{Draft, Stage, Track};
-use crate::vocabulary::Reason;
+use crate::vocabulary::{ConditionType, Reason, condition_status};
 
 /// Healthy means the Service answers: pods can be ready a moment before the EndpointSlice
 /// controller lists them, and until then the rollout is not complete.
@@ -16,19 +16,63 @@ pub(super) fn require_endpoints(draft: &mut Draft<'_>) {
     }
 }
 
+/// Whether the children moved since the stored status described them: more ready pods, or
+/// new targets.
+fn progressed(draft: &Draft<'_>) -> bool {
+    draft.input.observed.tracks.iter().any(|(track, seen)| {
+        let before = draft.input.status.tracks.iter().find(|t| t.name == track.as_str());
+        before.is_none_or(|b| seen.ready > b.ready_replicas || seen.replicas != b.replicas)
+    })
+}
+
+/// Stages that wait on a timer the user chose, not on the pods: time passing there is not a
+/// lack of progress.
+fn waits_on_a_timer(reason: Reason) -> bool {
+    reason == Reason::ScaleDownDelay
+}
+
+/// With `abortOnDeadline`, whether the candidate in flight has made no progress for
+/// `progressDeadlineSeconds` while the rollout was progressing (never while it is paused):
+/// then it is removed, and this says why.
+pub(super) fn deadline_abort(draft: &Draft<'_>) -> Option<String> {
+    let strategy = &draft.input.spec.strategy;
+    if !strategy.abort_on_deadline() {
+        return None;
+    }
+    let candidate = draft.state.candidate_version.as_deref()?;
+    let progressing = draft
+        .input
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == ConditionType::Progressing.as_str())?;
+    let reason = Reason::parse(&progressing.reason)?;
+    let was_progressing =
+        progressing.status == condition_status(true) || reason == Reason::ProgressDeadlineExceeded;
+    if !was_progressing || waits_on_a_timer(reason) || progressed(draft) {
+        return None;
+    }
+    let seconds = i64::from(strategy.progress_deadline_seconds);
+    let since = draft.state.last_progress_at?;
+    (draft.input.now >= since + SignedDuration::from_secs(seconds)).then(|| {
+        format!(
+            "no progress for {seconds}s rolling out version {candidate}: {}",
+            progressing.message
+        )
+    })
+}
+
 /// Records progress (more ready pods, new targets) and applies the progress deadline; warns
 /// once when the deadline passes.
 pub(super) fn track_progress(draft: &mut Draft<'_>) {
     let now = draft.input.now;
-    let progressed = draft.input.observed.tracks.iter().any(|(track, seen)| {
-        let before = draft.input.status.tracks.iter().find(|t| t.name == track.as_str());
-        before.is_none_or(|b| seen.ready > b.ready_replicas || seen.replicas != b.replicas)
-    });
-    if progressed || draft.state.last_progress_at.is_none() {
+    if progressed(draft) || draft.state.last_progress_at.is_none() {
         draft.state.last_progress_at = Some(now);
     }
     draft.state.deadline_exceeded = false;
-    if let Stage::Progressing { .. } = draft.stage {
+    if let Stage::Progressing { reason, .. } = draft.stage
+        && !waits_on_a_timer(reason)
+    {
         let deadline_seconds = i64::from(draft.input.spec.strategy.progress_deadline_seconds);
         let since = draft.state.last_progress_at.unwrap_or(now);
         let deadline = since + SignedDuration::from_secs(deadline_seconds);

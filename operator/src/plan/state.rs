@@ -15,7 +15,12 @@ pub struct RolloutState {
     /// The model file of the stable version.
     pub stable_model: Option<ModelSource>,
     pub candidate_version: Option<String>,
+    /// When the candidate started rolling out, and when all its pods were first ready.
+    pub candidate_started_at: Option<Timestamp>,
+    pub candidate_ready_at: Option<Timestamp>,
     pub aborted_version: Option<String>,
+    /// `spec.strategy.approvedVersion` when `aborted_version` was rolled back.
+    pub aborted_approval: Option<String>,
     pub active_color: Option<Track>,
     pub canary_weight: i32,
     pub current_step: Option<i32>,
@@ -93,7 +98,10 @@ impl RolloutState {
             stable_version: stable_version.or_else(|| Some(spec_model.version.clone())),
             stable_model,
             candidate_version: status.candidate_version.clone(),
+            candidate_started_at: status.candidate_started_at.as_deref().and_then(parse_time),
+            candidate_ready_at: status.candidate_ready_at.as_deref().and_then(parse_time),
             aborted_version: status.aborted_version.clone(),
+            aborted_approval: status.aborted_approval.clone(),
             active_color,
             canary_weight: status.canary_weight,
             current_step: status.current_step,
@@ -109,8 +117,10 @@ impl RolloutState {
     }
 
     /// Drop what only another strategy uses, left behind by a strategy change; the one place
-    /// that knows which fields belong to which strategy.
-    pub fn enter(&mut self, strategy: StrategyType, version: &str) {
+    /// that knows which fields belong to which strategy. `version` and `approved` are the
+    /// spec's version and approval: a rolled-back version is retried when the spec names
+    /// another version, or when the approval newly names it.
+    pub fn enter(&mut self, strategy: StrategyType, version: &str, approved: Option<&str>) {
         if strategy != StrategyType::BlueGreen {
             self.active_color = None;
             self.scale_down_at = None;
@@ -125,12 +135,20 @@ impl RolloutState {
                 self.aborted_version = None;
                 self.analysis = None;
             }
-            // A rolled-back version is refused only while the spec still names it.
+            // A rolled-back version is refused only while the spec still names it, and until
+            // an approval that did not name it when it was rolled back does.
             StrategyType::Canary | StrategyType::BlueGreen => {
-                if self.aborted_version.as_deref() != Some(version) {
+                let aborted = self.aborted_version.as_deref();
+                let retried = approved.is_some()
+                    && approved == aborted
+                    && self.aborted_approval.as_deref() != approved;
+                if aborted != Some(version) || retried {
                     self.aborted_version = None;
                 }
             }
+        }
+        if self.aborted_version.is_none() {
+            self.aborted_approval = None;
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! read the body (within the size limit and the deadline) → decode → find the model →
 //! validate against it → queue on its batcher and wait → remember the answer for feedback →
-//! respond → count the request in the model's metrics.
+//! log the prediction when sampled → respond → count the request in the model's metrics.
 //!
 //! `/predict` and the Open Inference Protocol implement [`Protocol`]: they only translate
 //! into this path and out of it.
@@ -86,8 +86,14 @@ async fn run<'s, P: Protocol>(
     P::validate(served, &request)?;
     let arriving = arriving.unwrap_or_else(|| served.batcher.arriving());
     let (rows, n) = request.take_rows();
+    // A sampled request keeps a copy of its rows for the prediction log.
+    let logged =
+        state.prediction_log.as_ref().filter(|log| log.sampled()).map(|log| (log, rows.clone()));
     let outputs = queue(served, rows, n, arriving, deadline, timeout_ms).await?;
     remember(served, request.id(), &outputs);
+    if let Some((log, rows)) = logged {
+        log.record(served, request.id(), &rows, n, &outputs);
+    }
     Ok(P::respond(served, &request, &outputs))
 }
 

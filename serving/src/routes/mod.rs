@@ -4,7 +4,7 @@ mod feedback;
 mod guard;
 mod health;
 mod infer;
-mod predict;
+pub(crate) mod predict;
 mod v2;
 
 use axum::Router;

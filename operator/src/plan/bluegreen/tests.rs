@@ -137,12 +137,12 @@ fn switched_table() {
         ("analysis fails while blue is up: switch back",
             failing,
             expect(&["blue 1 x3 held", "green 2 x3"], Track::Blue, Some(Track::Blue),
-                ("RolledBack", None),
+                ("RolledBack", Some(Reason::RolledBack)),
                 &[Reason::AnalysisMeasurementFailed, Reason::AnalysisFailed, Reason::SwitchedService]),
             "version 2 rolled back to 1", Some(30)),
     ];
     for (name, case, expected, words, wake) in table {
-        let (_, plan) = decide(&case, |d| switched(d, Track::Green, "1", "2"));
+        let (_, plan) = decide(&case, |d| switched(d, Track::Green, "1", "2", None));
         assert_eq!(outcome(&plan), expected, "{name}");
         assert!(message(&plan).contains(words), "{name}: {}", message(&plan));
         assert_eq!(plan.requeue_after, wake.map(Duration::from_secs), "{name}");
@@ -167,7 +167,7 @@ fn steady_table() {
     let complete = ("Complete", None);
     // (case, rolled back, outcome, scale-down time kept, wake-up)
     #[rustfmt::skip]
-    let table: Vec<(&str, Case, Option<String>, Outcome, bool, Option<u64>)> = vec![
+    let table: Vec<(&str, Case, Option<(Reason, String)>, Outcome, bool, Option<u64>)> = vec![
         ("nothing to do",
             only_blue(3), None,
             expect(&["blue 1 x3"], Track::Blue, Some(Track::Blue), complete, &[]), false, None),
@@ -184,8 +184,8 @@ fn steady_table() {
             expect(&["blue 1 x3", "green 2 x0 held"], Track::Blue, Some(Track::Blue), complete, &[]),
             false, None),
         ("after a rollback the active color keeps its template",
-            only_blue(3), Some("rolled back".into()),
-            expect(&["blue 1 x3 held"], Track::Blue, Some(Track::Blue), ("RolledBack", None), &[]),
+            only_blue(3), Some((Reason::RolledBack, "rolled back".into())),
+            expect(&["blue 1 x3 held"], Track::Blue, Some(Track::Blue), ("RolledBack", Some(Reason::RolledBack)), &[]),
             false, None),
     ];
     for (name, case, rolled_back, expected, kept, wake) in table {
@@ -261,6 +261,18 @@ fn plan_table() {
         case.status.aborted_version = Some("2".into());
         case
     };
+    // Green never gets ready: the Service stays on blue, green goes.
+    let stalled = auto()
+        .with(Track::Green, settled("2", 3, 1))
+        .selecting(Some(Track::Blue))
+        .stalled_for(700, Reason::WaitingForCandidate);
+    // Switched, but the endpoints never hold only green pods: back to blue.
+    let stalled_after_switch = auto()
+        .with(Track::Green, settled("2", 3, 3))
+        .selecting(None)
+        .stalled_for(700, Reason::WaitingForEndpoints);
+    let mut stalled_after_switch = stalled_after_switch;
+    stalled_after_switch.observed.service_track = Some(Some(Track::Green));
     // (case, events, Service after, stable version after, stage)
     #[rustfmt::skip]
     let table: Vec<(&str, Case, Vec<Reason>, Option<Track>, &str, (&str, Option<Reason>))> = vec![
@@ -271,7 +283,13 @@ fn plan_table() {
             next_version, vec![Reason::Promoted, Reason::RolloutStarted], Some(Track::Green), "2",
             ("Progressing", Some(Reason::WaitingForCandidate))),
         ("a rolled-back version is not retried while the spec names it",
-            aborted, vec![], Some(Track::Blue), "1", ("RolledBack", None)),
+            aborted, vec![], Some(Track::Blue), "1", ("RolledBack", Some(Reason::RolledBack))),
+        ("no progress by the deadline before the switch: aborted, the Service never moved",
+            stalled, vec![Reason::ProgressDeadlineAborted], Some(Track::Blue), "1",
+            ("RolledBack", Some(Reason::ProgressDeadlineAborted))),
+        ("no progress by the deadline after the switch: back to blue",
+            stalled_after_switch, vec![Reason::ProgressDeadlineAborted, Reason::SwitchedService],
+            Some(Track::Blue), "1", ("RolledBack", Some(Reason::ProgressDeadlineAborted))),
     ];
     for (name, case, expected_events, service, stable, expected_stage) in table {
         let (_, plan) = decide(&case, plan);

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use modelship_crds::CanarySpec;
+use modelship_crds::{CanarySpec, RolloutOutcome};
 
 use super::*;
 use crate::plan::TrackState;
@@ -262,7 +262,7 @@ fn drain_table() {
     let back = || Case::new(spec("1", TOTAL, canary(Some(50), None))).rolling_out_from("1");
     // (case, rolled back, tracks, removed, stage)
     #[rustfmt::skip]
-    let table: Vec<(&str, Case, Option<String>, Vec<&str>, Vec<Track>, (&str, Option<Reason>))> = vec![
+    let table: Vec<(&str, Case, Option<(Reason, String)>, Vec<&str>, Vec<Track>, (&str, Option<Reason>))> = vec![
         ("stable grows first; the canary shrinks as stable gets ready",
             back().with(Track::Stable, settled("1", 1, 1)).with(Track::Canary, settled("2", 3, 3)),
             None, vec!["stable 1 x4", "canary 2 x3 held"], vec![],
@@ -277,8 +277,8 @@ fn drain_table() {
             ("Complete", None)),
         ("rolled back: stable keeps its template although the spec names the candidate",
             manual(Some(50)).with(Track::Stable, settled("1", 4, 4)).with(Track::Canary, settled("2", 1, 1)),
-            Some("bad".into()), vec!["stable 1 x4 held"], vec![Track::Canary],
-            ("RolledBack", None)),
+            Some((Reason::RolledBack, "bad".into())), vec!["stable 1 x4 held"], vec![Track::Canary],
+            ("RolledBack", Some(Reason::RolledBack))),
     ];
     for (name, case, rolled_back, tracks, removed, expected_stage) in table {
         let (_, plan) = decide(&case, |d| drain(d, "1", rolled_back));
@@ -310,6 +310,26 @@ fn plan_table() {
         .with(Track::Stable, settled("1", 4, 4));
     let mut started = fresh;
     started.status.candidate_version = None;
+    let stalled = |case: Case| {
+        let mut case = case
+            .with(Track::Stable, settled("1", 3, 3))
+            .with(Track::Canary, settled("2", 1, 0))
+            .stalled_for(700, Reason::ScalingTracks);
+        case.status.canary_weight = 25;
+        case
+    };
+    let mut keep_on_deadline = stalled(manual(Some(25)));
+    keep_on_deadline.spec.strategy.abort_on_deadline = Some(false);
+    let mut paused_long = manual(Some(25))
+        .with(Track::Stable, settled("1", 3, 3))
+        .with(Track::Canary, settled("2", 1, 1))
+        .stalled_for(700, Reason::CanaryWeightReached);
+    paused_long.status.canary_weight = 25;
+    let approved = |mut case: Case, before: Option<&str>| {
+        case.spec.strategy.approved_version = Some("2".into());
+        case.status.aborted_approval = before.map(String::from);
+        case
+    };
     // (case, events, stage, candidate after)
     #[rustfmt::skip]
     let table: Vec<(&str, Case, Vec<Reason>, (&str, Option<Reason>), Option<&str>)> = vec![
@@ -320,13 +340,26 @@ fn plan_table() {
             { let mut c = Case::new(spec("1", TOTAL, canary(Some(25), None))).rolling_out_from("1"); c.status.candidate_version = Some("2".into()); c.with(Track::Stable, settled("1", 4, 4)) },
             vec![Reason::RolledBack], ("Complete", None), None),
         ("a rolled-back version is not retried while the spec names it",
-            aborted, vec![], ("RolledBack", None), None),
+            aborted.clone(), vec![], ("RolledBack", Some(Reason::RolledBack)), None),
         ("failed analysis beyond the limit rolls back",
             failing, vec![Reason::AnalysisMeasurementFailed, Reason::AnalysisFailed],
-            ("RolledBack", None), None),
+            ("RolledBack", Some(Reason::RolledBack)), None),
         ("stable already runs the candidate: promotion finishes whatever the weight",
             manual(Some(25)).with(Track::Stable, settled("2", 4, 4)),
             vec![Reason::Promoted], ("Complete", None), None),
+        ("no progress by the deadline: the candidate is aborted",
+            stalled(manual(Some(25))), vec![Reason::ProgressDeadlineAborted],
+            ("RolledBack", Some(Reason::ProgressDeadlineAborted)), None),
+        ("abortOnDeadline false: the candidate stays (Degraded, said by the rules)",
+            keep_on_deadline, vec![], ("Progressing", Some(Reason::ScalingTracks)), Some("2")),
+        ("a pause is not a lack of progress",
+            paused_long, vec![], ("Paused", Some(Reason::CanaryWeightReached)), Some("2")),
+        ("an approval naming the aborted version retries it",
+            approved(aborted.clone(), None), vec![Reason::RolloutStarted, Reason::WeightChanged],
+            ("Progressing", Some(Reason::ScalingTracks)), Some("2")),
+        ("an approval that already named it when it was aborted does not",
+            approved(aborted.clone(), Some("2")), vec![],
+            ("RolledBack", Some(Reason::RolledBack)), None),
     ];
     for (name, case, expected_events, expected_stage, candidate) in table {
         let (_, plan) = decide(&case, plan);
@@ -338,5 +371,54 @@ fn plan_table() {
 
 #[test]
 fn a_missing_canary_spec_is_a_manual_canary_at_zero() {
-    assert_eq!(CanarySpec::default(), CanarySpec { weight: Some(0), steps: None });
+    let expected = CanarySpec { weight: Some(0), steps: None, max_surge: None };
+    assert_eq!(CanarySpec::default(), expected);
+}
+
+#[test]
+fn a_deadline_abort_is_recorded_with_its_times() {
+    let mut case = manual(Some(25))
+        .with(Track::Stable, settled("1", 3, 3))
+        .with(Track::Canary, settled("2", 1, 0))
+        .stalled_for(700, Reason::ScalingTracks);
+    case.status.candidate_started_at = Some(seconds_ago(800));
+    let (_, decided) = decide(&case, plan);
+    assert_eq!(decided.state.aborted_version.as_deref(), Some("2"));
+    let record = &decided.state.history[0];
+    assert_eq!((record.version.as_str(), record.outcome), ("2", RolloutOutcome::Aborted));
+    assert_eq!(record.started_at.as_deref(), Some(seconds_ago(800).as_str()));
+    assert_eq!(record.ready_at, None, "its pods were never ready");
+    assert!(record.reason.as_deref().unwrap_or_default().contains("no progress for 600s"));
+    // The next reconcile keeps the reason.
+    let mut after = Case::new(spec("2", TOTAL, canary(Some(25), None))).rolling_out_from("1");
+    after.status.candidate_version = None;
+    after.status.aborted_version = Some("2".into());
+    after.status.history = decided.state.history.clone();
+    let (_, next) = decide(&after.with(Track::Stable, settled("1", 4, 4)), plan);
+    assert_eq!(stage(&next), ("RolledBack", Some(Reason::ProgressDeadlineAborted)));
+    assert!(message(&next).contains("aborted at its progress deadline"), "{}", message(&next));
+}
+
+#[test]
+fn an_unreachable_weight_warns_once_with_the_split() {
+    // One replica at 10 %: a surge pod, 50 %, and a warning when the weight is set.
+    let case = Case::new(spec("2", 1, canary(Some(10), None)))
+        .rolling_out_from("1")
+        .with(Track::Stable, settled("1", 1, 1));
+    let (_, decided) = decide(&case, plan);
+    assert_eq!(sizes(&decided), ["stable 1 x1 held", "canary 2 x1"]);
+    assert_eq!(events(&decided), [Reason::WeightChanged, Reason::WeightNotReachable]);
+    let warning = decided.events.iter().find(|e| e.reason == Reason::WeightNotReachable).unwrap();
+    assert!(warning.warning && warning.note.contains("give the candidate 50%"), "{}", warning.note);
+    // Stored at 10 %: no repeat.
+    let mut again = case;
+    again.status.canary_weight = 10;
+    let (_, decided) = decide(&again, plan);
+    assert!(events(&decided).is_empty(), "{:?}", events(&decided));
+    // Four replicas at 25 %: exact, no warning.
+    let fine = Case::new(spec("2", 4, canary(Some(25), None)))
+        .rolling_out_from("1")
+        .with(Track::Stable, settled("1", 4, 4));
+    let (_, decided) = decide(&fine, plan);
+    assert_eq!(events(&decided), [Reason::WeightChanged]);
 }

@@ -1,16 +1,17 @@
 //! Test fixtures shared by the simulator and the decision tables: specs, strategies, and a
 //! hand-made view of the children.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use modelship_crds::{
     AnalysisSpec, AnalysisStep, BlueGreenSpec, CanarySpec, CanaryStep, ModelDeploymentSpec,
-    ModelDeploymentStatus, ModelSpec, PauseStep, StrategySpec, StrategyType,
+    ModelDeploymentStatus, ModelSpec, PauseStep, StrategySpec, StrategyType, TrackStatus,
 };
 
 use crate::analysis::Measurement;
 use crate::plan::state::format_time;
 use crate::plan::{Draft, Endpoint, Input, Observed, Plan, Stage, Track, TrackState};
-use crate::vocabulary::Reason;
+use crate::vocabulary::{ConditionType, Reason, condition_status};
 
 pub const NAME: &str = "fraud";
 
@@ -32,13 +33,16 @@ pub fn spec(version: &str, replicas: i32, strategy: StrategySpec) -> ModelDeploy
         serving: None,
         autoscaling: None,
         strategy,
+        service: None,
+        disruption_budget: None,
+        notifications: None,
     }
 }
 
 pub fn canary(weight: Option<i32>, steps: Option<Vec<CanaryStep>>) -> StrategySpec {
     StrategySpec {
         type_: StrategyType::Canary,
-        canary: Some(CanarySpec { weight, steps }),
+        canary: Some(CanarySpec { weight, steps, max_surge: None }),
         ..StrategySpec::default()
     }
 }
@@ -99,6 +103,7 @@ pub fn settled(version: &str, replicas: i32, ready: i32) -> TrackState {
 }
 
 /// One decision to test: what the planner reads, and a clock.
+#[derive(Clone)]
 pub struct Case {
     pub spec: ModelDeploymentSpec,
     pub status: ModelDeploymentStatus,
@@ -125,6 +130,36 @@ impl Case {
         if self.spec.model.version != stable {
             self.status.candidate_version = Some(self.spec.model.version.clone());
         }
+        self
+    }
+
+    /// The stored status describes what is observed now, the rollout stood at `reason`
+    /// (progressing, or paused for a pause reason), and the last progress was `seconds` ago.
+    pub fn stalled_for(mut self, seconds: i64, reason: Reason) -> Case {
+        let paused = matches!(
+            reason,
+            Reason::CanaryWeightReached | Reason::CanaryPause | Reason::AwaitingApproval
+        );
+        self.status.last_progress_at = Some(seconds_ago(seconds));
+        self.status.tracks = self
+            .observed
+            .tracks
+            .iter()
+            .map(|(track, seen)| TrackStatus {
+                name: track.as_str().into(),
+                version: seen.version.clone(),
+                replicas: seen.replicas,
+                ready_replicas: seen.ready,
+            })
+            .collect();
+        self.status.conditions = vec![Condition {
+            type_: ConditionType::Progressing.to_string(),
+            status: condition_status(!paused).into(),
+            reason: reason.to_string(),
+            message: "where it stood".into(),
+            observed_generation: Some(1),
+            last_transition_time: Time(start()),
+        }];
         self
     }
 
@@ -170,7 +205,11 @@ impl Case {
 pub fn decide<T>(case: &Case, decide: impl FnOnce(&mut Draft<'_>) -> T) -> (T, Plan) {
     let input = case.input();
     let mut draft = Draft::new(&input);
-    draft.state.enter(case.spec.strategy.type_, &case.spec.model.version);
+    draft.state.enter(
+        case.spec.strategy.type_,
+        &case.spec.model.version,
+        case.spec.strategy.approved_version.as_deref(),
+    );
     let outcome = decide(&mut draft);
     (outcome, draft.finish())
 }
@@ -193,7 +232,7 @@ pub fn stage(plan: &Plan) -> (&'static str, Option<Reason>) {
         Stage::Complete => ("Complete", None),
         Stage::Progressing { reason, .. } => ("Progressing", Some(*reason)),
         Stage::Paused { reason, .. } => ("Paused", Some(*reason)),
-        Stage::RolledBack { .. } => ("RolledBack", None),
+        Stage::RolledBack { reason, .. } => ("RolledBack", Some(*reason)),
     }
 }
 
@@ -203,7 +242,7 @@ pub fn message(plan: &Plan) -> &str {
         Stage::Complete => "",
         Stage::Progressing { message, .. }
         | Stage::Paused { message, .. }
-        | Stage::RolledBack { message } => message,
+        | Stage::RolledBack { message, .. } => message,
     }
 }
 

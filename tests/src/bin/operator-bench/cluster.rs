@@ -31,8 +31,12 @@ pub fn model(name: &str, version: &str, replicas: Option<i32>, strategy: Value) 
     match replicas {
         Some(replicas) => spec["replicas"] = json!(replicas),
         // With autoscaling the HPA owns the replica count: one Deployment, one Service and
-        // one HPA per ModelDeployment, the 3 children the design counts.
-        None => spec["autoscaling"] = json!({"minReplicas": 1, "maxReplicas": 2}),
+        // one HPA per ModelDeployment, the 3 children the design counts (the disruption
+        // budget, a fourth, is off so both sides of the comparison write the same objects).
+        None => {
+            spec["autoscaling"] = json!({"minReplicas": 1, "maxReplicas": 2});
+            spec["disruptionBudget"] = json!({"enabled": false});
+        }
     }
     json!({
         "apiVersion": "modelship.io/v1alpha1",

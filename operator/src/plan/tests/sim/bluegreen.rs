@@ -170,3 +170,28 @@ fn lost_status_is_recovered_from_the_children() {
     assert_eq!(plan.state.stable_version.as_deref(), Some("2"));
     assert_eq!(plan.service_track, Some(Track::Green));
 }
+
+#[test]
+fn blue_green_aborts_a_color_that_never_gets_ready() {
+    let mut strategy = blue_green(true, None);
+    strategy.progress_deadline_seconds = 20;
+    let mut world = World::new(spec("1", 3, strategy));
+    world.settle();
+    world.broken.insert("2".into());
+    world.spec.model.version = "2".into();
+    world.run_until("aborted", |w| {
+        assert_eq!(w.service, Some(Some(Track::Blue)), "the Service never moves");
+        w.phase() == Phase::RolledBack
+    });
+    world.run_until("green scaled down", |w| w.replicas(Track::Green).1 == 0);
+    assert_eq!(world.replicas(Track::Blue), ("1".into(), 3, 3));
+    assert_eq!(world.degraded(), ("True".into(), Reason::ProgressDeadlineAborted.to_string()));
+    assert_eq!(outcomes(&world)[0], ("2".into(), RolloutOutcome::Aborted));
+    assert_eq!(world.status.effective_weight, 0);
+    // A new version rolls out normally.
+    world.broken.clear();
+    world.spec.model.version = "3".into();
+    world.settle();
+    assert_eq!(world.service, Some(Some(Track::Green)));
+    assert_eq!(world.status.stable_version.as_deref(), Some("3"));
+}

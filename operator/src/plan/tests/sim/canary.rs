@@ -33,12 +33,12 @@ fn manual_canary_weight_then_promotion() {
     assert_eq!(world.status.canary_weight, 10);
     assert_eq!(world.status.candidate_version.as_deref(), Some("2"));
 
-    world.spec.strategy.canary = Some(CanarySpec { weight: Some(41), steps: None });
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(41), ..CanarySpec::default() });
     world.run_until("paused at 41%", |w| w.phase() == Phase::Paused);
     assert_eq!(world.replicas(Track::Canary).1, 4);
     assert_eq!(world.replicas(Track::Stable).1, 6);
 
-    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), steps: None });
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), ..CanarySpec::default() });
     world.settle();
     assert_eq!(world.replicas(Track::Stable), ("2".into(), 10, 10));
     assert!(!world.tracks.contains_key(&Track::Canary), "the canary is removed after promotion");
@@ -143,7 +143,7 @@ fn failed_analysis_rolls_back_and_is_not_retried() {
     world.measurement = None;
     world.spec.strategy.analysis = None;
     world.spec.model.version = "3".into();
-    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), steps: None });
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), ..CanarySpec::default() });
     world.settle();
     assert_eq!(world.status.stable_version.as_deref(), Some("3"));
     assert_eq!(world.status.aborted_version, None);
@@ -219,9 +219,48 @@ fn autoscaler_changes_keep_the_split() {
 }
 
 #[test]
-fn a_broken_version_is_contained_and_rolled_forward() {
+fn a_broken_version_is_aborted_at_the_deadline_and_retried_by_approval() {
     let mut strategy = canary(Some(10), None);
     strategy.progress_deadline_seconds = 30;
+    let mut world = World::new(spec("1", 5, strategy));
+    world.settle();
+    world.broken.insert("2".into());
+    world.spec.model.version = "2".into();
+    let started = world.now;
+    world.run_until("aborted", |w| w.phase() == Phase::RolledBack);
+    let aborted_at = world.now;
+    assert!(aborted_at.duration_since(started) >= SignedDuration::from_secs(30), "not before");
+    assert!(aborted_at.duration_since(started) <= SignedDuration::from_secs(33), "at the deadline");
+    assert_eq!(world.degraded(), ("True".into(), Reason::ProgressDeadlineAborted.to_string()));
+    assert_eq!(world.status.aborted_version.as_deref(), Some("2"));
+    world.run_until("the canary removed", |w| !w.tracks.contains_key(&Track::Canary));
+    assert_eq!(world.replicas(Track::Stable), ("1".into(), 5, 5), "stable untouched");
+    assert_eq!(world.count(Reason::ProgressDeadlineAborted), 1);
+    assert_eq!(world.count(Reason::ProgressDeadlineExceeded), 0, "aborted, not just Degraded");
+    let record = &world.status.history[0];
+    assert_eq!((record.version.as_str(), record.outcome), ("2", RolloutOutcome::Aborted));
+    assert!(record.started_at.is_some() && record.ready_at.is_none());
+    for _ in 0..10 {
+        world.tick();
+    }
+    assert_eq!(world.phase(), Phase::RolledBack, "not retried by itself");
+    // Fixed and approved: the same version rolls out again.
+    world.broken.clear();
+    world.spec.strategy.approved_version = Some("2".into());
+    world.run_until("paused at 10%", |w| w.phase() == Phase::Paused);
+    assert_eq!(world.status.aborted_version, None);
+    assert_eq!(world.replicas(Track::Canary), ("2".into(), 1, 1));
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), ..CanarySpec::default() });
+    world.settle();
+    assert_eq!(world.replicas(Track::Stable), ("2".into(), 5, 5));
+    assert_eq!(outcomes(&world)[0], ("2".into(), RolloutOutcome::Promoted));
+}
+
+#[test]
+fn without_abort_a_broken_version_is_contained_and_rolled_forward() {
+    let mut strategy = canary(Some(10), None);
+    strategy.progress_deadline_seconds = 30;
+    strategy.abort_on_deadline = Some(false);
     let mut world = World::new(spec("1", 5, strategy));
     world.settle();
     world.broken.insert("2".into());
@@ -232,10 +271,64 @@ fn a_broken_version_is_contained_and_rolled_forward() {
     assert_eq!(world.degraded().1, Reason::ProgressDeadlineExceeded.to_string());
     assert!(world.events.contains(&Reason::ProgressDeadlineExceeded));
     world.spec.model.version = "3".into();
-    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), steps: None });
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), ..CanarySpec::default() });
     world.settle();
     assert_eq!(world.replicas(Track::Stable), ("3".into(), 5, 5));
     assert!(!world.tracks.contains_key(&Track::Canary));
+}
+
+#[test]
+fn history_says_how_long_each_step_took() {
+    let mut world = World::new(spec("1", 4, canary(Some(50), None)));
+    world.settle();
+    world.spec.model.version = "2".into();
+    let started = world.now;
+    world.run_until("paused at 50%", |w| w.phase() == Phase::Paused);
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), ..CanarySpec::default() });
+    world.settle();
+    let record = world.status.history[0].clone();
+    let at = |t: &Option<String>| -> k8s_openapi::jiff::Timestamp {
+        t.as_deref().expect("recorded").parse().expect("a time")
+    };
+    let (start, ready) = (at(&record.started_at), at(&record.ready_at));
+    let finished: k8s_openapi::jiff::Timestamp = record.finished_at.parse().unwrap();
+    assert_eq!(start, started);
+    assert!(start < ready && ready < finished, "{record:?}");
+    assert!(
+        world.status.candidate_started_at.is_none() && world.status.candidate_ready_at.is_none()
+    );
+}
+
+#[test]
+fn one_replica_surges_a_canary_pod_and_never_loses_its_stable_pod() {
+    for weight in [1, 10, 50, 90] {
+        let mut world = World::new(spec("1", 1, canary(Some(weight), None)));
+        world.settle();
+        world.spec.model.version = "2".into();
+        world.run_until("paused", |w| w.phase() == Phase::Paused);
+        assert_eq!(world.replicas(Track::Stable), ("1".into(), 1, 1), "weight {weight}");
+        assert_eq!(world.replicas(Track::Canary), ("2".into(), 1, 1), "weight {weight}");
+        assert_eq!(world.status.effective_weight, 50, "weight {weight}");
+        let warned = world.count(Reason::WeightNotReachable);
+        assert_eq!(warned, usize::from(weight != 50), "weight {weight}");
+        world.spec.strategy.canary =
+            Some(CanarySpec { weight: Some(100), ..CanarySpec::default() });
+        world.settle();
+        assert_eq!(world.replicas(Track::Stable), ("2".into(), 1, 1));
+        assert!(!world.tracks.contains_key(&Track::Canary));
+    }
+}
+
+#[test]
+fn effective_weight_follows_ready_pods() {
+    let mut world = World::new(spec("1", 4, canary(Some(10), None)));
+    world.settle();
+    world.spec.model.version = "2".into();
+    world.run_until("paused", |w| w.phase() == Phase::Paused);
+    // Four replicas at 10 %: one surge pod, 1 of 5 ready pods.
+    assert_eq!((world.replicas(Track::Stable).1, world.replicas(Track::Canary).1), (4, 1));
+    assert_eq!((world.status.canary_weight, world.status.effective_weight), (10, 20));
+    assert_eq!(world.count(Reason::WeightNotReachable), 0, "20 % is within the tolerance");
 }
 
 #[test]
@@ -283,7 +376,7 @@ fn setting_only_the_version_back_restores_the_stable_model_file() {
     // A promotion records the candidate's file.
     world.spec.model.version = "3".into();
     world.spec.model.uri = "file:///models/3.onnx".into();
-    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), steps: None });
+    world.spec.strategy.canary = Some(CanarySpec { weight: Some(100), ..CanarySpec::default() });
     world.settle();
     assert_eq!(world.status.stable_model.as_ref().unwrap().uri, "file:///models/3.onnx");
 }

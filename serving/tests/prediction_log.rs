@@ -1,0 +1,194 @@
+//! The prediction log with real models: one record per predicted row with the right fields
+//! and the SHA-256 of the features, sent in batches to a real HTTP collector on 127.0.0.1
+//! or written as JSON lines by the real binary; sampling, and drops counted when the sink
+//! cannot keep up, without a failed request.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+use common::*;
+use modelship_serving::predlog::{HTTP_BATCH, QUEUE_CAPACITY, Sink};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// A collector on 127.0.0.1 that keeps every record it receives.
+async fn collector() -> (SocketAddr, Arc<Mutex<Vec<Value>>>) {
+    let received: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let sink = received.clone();
+    let app = Router::new().route(
+        "/records",
+        post(move |body: String| {
+            let sink = sink.clone();
+            async move {
+                let batch: Vec<Value> = serde_json::from_str(&body).expect("a JSON array");
+                sink.lock().unwrap().extend(batch);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, received)
+}
+
+fn logging_to(url: String, rate: f64, features: bool) -> modelship_serving::config::Config {
+    let mut config = config();
+    config.prediction_log = Sink::Http;
+    config.prediction_log_url = Some(url);
+    config.prediction_log_sample_rate = rate;
+    config.prediction_log_features = features;
+    config
+}
+
+fn sha256_of(row: &[f32]) -> String {
+    let mut hasher = Sha256::new();
+    for v in row {
+        hasher.update(v.to_le_bytes());
+    }
+    hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn wait_for(received: &Arc<Mutex<Vec<Value>>>, n: usize) -> Vec<Value> {
+    for _ in 0..100 {
+        if received.lock().unwrap().len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    received.lock().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_prediction_is_recorded_with_its_hash() {
+    let (addr, received) = collector().await;
+    let config = logging_to(format!("http://{addr}/records"), 1.0, true);
+    let state = state_with(&[source("fraud", "1", "rf", false)], &config, None).await;
+    let app = modelship_serving::app(state);
+    let rs = rows("inputs_binary.json", 3);
+
+    let one = post_json(&app, "/predict", json!({"features": rs[0]}).to_string()).await;
+    assert_eq!(one.status, 200, "{}", one.text);
+    let batch =
+        post_json(&app, "/predict", json!({"instances": [rs[1], rs[2]], "id": "b-1"}).to_string())
+            .await;
+    assert_eq!(batch.status, 200, "{}", batch.text);
+
+    let records = wait_for(&received, 3).await;
+    assert_eq!(records.len(), 3, "one record per row: {records:?}");
+    let single = &records[0];
+    assert_eq!(single["kind"], "prediction");
+    assert_eq!((single["model"].as_str(), single["version"].as_str()), (Some("fraud"), Some("1")));
+    assert_eq!(single["prediction"], one.json["prediction"]);
+    assert_eq!(single["confidence"], one.json["confidence"]);
+    assert_eq!(single["features_sha256"], sha256_of(&rs[0]).as_str());
+    assert_eq!(single["features"].as_array().unwrap().len(), 20, "features were asked for");
+    assert!(single["timestamp"].as_f64().unwrap() > 1.7e9);
+    assert!(single["request_id"].is_string(), "a number when the request has no id");
+    for (i, record) in records[1..].iter().enumerate() {
+        assert_eq!(record["request_id"], "b-1");
+        assert_eq!(record["row"], i);
+        assert_eq!(record["features_sha256"], sha256_of(&rs[i + 1]).as_str());
+        assert_eq!(record["prediction"], batch.json["predictions"][i]["prediction"]);
+    }
+    let metrics = get_json(&app, "/metrics").await.text;
+    let written = metric_value(&metrics, "ml_prediction_log_records_total{outcome=\"written\"}");
+    assert_eq!(written, Some(3.0), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sampling_logs_the_share_asked_for_without_features() {
+    let (addr, received) = collector().await;
+    let config = logging_to(format!("http://{addr}/records"), 0.25, false);
+    let state = state_with(&[source("fraud", "1", "logreg", false)], &config, None).await;
+    let app = modelship_serving::app(state);
+    let rs = rows("inputs_binary.json", 40);
+    for row in &rs {
+        let r = post_json(&app, "/predict", json!({"features": row}).to_string()).await;
+        assert_eq!(r.status, 200);
+    }
+    let records = wait_for(&received, 10).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(received.lock().unwrap().len(), 10, "a quarter of 40");
+    assert!(records.iter().all(|r| r.get("features").is_none()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_that_cannot_keep_up_costs_records_not_requests() {
+    // A collector that accepts connections and never answers: the writer waits on it while
+    // the queue fills up.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let config = logging_to(format!("http://{addr}/records"), 1.0, false);
+    let state = state_with(&[source("fraud", "1", "logreg", false)], &config, None).await;
+    let app = modelship_serving::app(state);
+    let rs = rows("inputs_binary.json", 1);
+    let body = json!({"features": rs[0]}).to_string();
+    let started = std::time::Instant::now();
+    let requests = QUEUE_CAPACITY + HTTP_BATCH + 1000;
+    for _ in 0..requests {
+        let r = post_json(&app, "/predict", body.clone()).await;
+        assert_eq!(r.status, 200);
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(20), "inference did not wait for the sink: {elapsed:?}");
+    let metrics = get_json(&app, "/metrics").await.text;
+    let dropped =
+        metric_value(&metrics, "ml_prediction_log_records_total{outcome=\"dropped\"}").unwrap();
+    assert!(dropped >= 1.0, "{metrics}");
+    drop(silent);
+}
+
+#[test]
+fn the_binary_writes_json_lines_to_stdout() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_modelship-serving"))
+        .env("MODELSHIP_LISTEN", format!("127.0.0.1:{port}"))
+        .env("MODELSHIP_MODEL_URI", fixture("logreg.onnx"))
+        .env("MODELSHIP_MODEL_NAME", "churn")
+        .env("MODELSHIP_MODEL_VERSION", "7")
+        .env("MODELSHIP_PREDICTION_LOG", "stdout")
+        .env("MODELSHIP_LOG_FORMAT", "json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let body = json!({"features": rows("inputs_binary.json", 1)[0]}).to_string();
+    let mut answered = None;
+    for _ in 0..100 {
+        if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let request = format!(
+                "POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(request.as_bytes()).unwrap();
+            let mut reply = String::new();
+            let _ = stream.read_to_string(&mut reply);
+            if reply.starts_with("HTTP/1.1 200") {
+                answered = Some(reply);
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(answered.is_some(), "the server answered");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let record = lines
+        .by_ref()
+        .take(50)
+        .map_while(Result::ok)
+        .find(|line| line.contains("\"kind\":\"prediction\""));
+    let _ = child.kill();
+    let _ = child.wait();
+    let record: Value =
+        serde_json::from_str(&record.expect("a prediction record on stdout")).unwrap();
+    assert_eq!((record["model"].as_str(), record["version"].as_str()), (Some("churn"), Some("7")));
+    assert_eq!(record["features_sha256"].as_str().unwrap().len(), 64);
+}
