@@ -18,7 +18,7 @@ use serde_json::json;
 use crate::harness::{cluster, create};
 
 /// The Role every test operator account of a namespace gets: the rules of the chart's Roles
-/// for an operator confined to that namespace with its Lease there (`tests/tests/chart.rs`
+/// for an operator confined to that namespace with its Lease there (`tests/tests/chart/rbac.rs`
 /// checks the chart's rules against the audit log of a real run, in both directions).
 pub const OPERATOR_ROLE: &str = "modelship-test-operator";
 

@@ -7,7 +7,7 @@
 //!   (for the confined variant), is refused.
 //! - At runtime: the operator binary, authenticated as the confined variant's ServiceAccount,
 //!   rolls a model out in the watched namespace, and the audit log shows no refused request.
-//!   (`chart.rs` runs the same check for the cluster-wide variant, through two blue-green
+//!   (`chart/rbac.rs` runs the same check for the cluster-wide variant, through two blue-green
 //!   rollouts, comparing the accesses used with the rules in both directions.)
 
 use std::collections::BTreeSet;
