@@ -13,7 +13,10 @@
 #   WARMUP          seconds of warm-up per server and model (3)
 #   CONNECTIONS     comma-separated wrk concurrencies (1,8,64)
 #   COLD_STARTS     starts per server for the cold-start median (5)
-#   SERVERS         comma-separated subset of modelship,bare-axum,fastapi,mlserver (all)
+#   SERVERS         comma-separated subset of modelship,bare-axum,fastapi,mlserver (all);
+#                   also modelship-predlog (the prediction log on) and modelship-baseline
+#   BASELINE_BINARY a modelship-serving binary from another build, served as
+#                   modelship-baseline to compare two revisions in one run
 #   SERVER_CPU      CPU the servers are pinned to (0); LOAD_CPU: wrk's (1)
 #   NICE            niceness of the servers and wrk, e.g. -10 to run ahead of other work
 #                   on a shared machine (0; negative needs root; recorded)
@@ -26,7 +29,7 @@ cd "$(dirname "$0")/.."
 log() { echo "[serving-bench $(date +%H:%M:%S)] $*" >&2; }
 
 command_line="bash bench/serving.sh"
-for var in NICE SERVER_CPU LOAD_CPU SERVERS COLD_STARTS CONNECTIONS WARMUP DURATION RUNS; do
+for var in BASELINE_BINARY NICE SERVER_CPU LOAD_CPU SERVERS COLD_STARTS CONNECTIONS WARMUP DURATION RUNS; do
   if [[ -n ${!var:-} ]]; then
     command_line="$var=$(printf '%q' "${!var}") $command_line"
   fi
@@ -51,11 +54,19 @@ if [[ $RECORD == auto ]]; then
   [[ ${command_line#NICE=* } == "bash bench/serving.sh" ]] && RECORD=1
 fi
 
-for tool in wrk curl python3 cargo flock; do
-  command -v "$tool" >/dev/null || {
-    log "$tool is missing (wrk: apt-get install -y wrk)"
-    exit 1
-  }
+# wrk, curl and flock come from Debian's packages, installed here when missing.
+packages=()
+command -v wrk >/dev/null || packages+=(wrk)
+command -v curl >/dev/null || packages+=(curl)
+command -v flock >/dev/null || packages+=(util-linux)
+if ((${#packages[@]})); then
+  [[ $(id -u) == 0 ]] || { log "missing ${packages[*]}: install them (apt-get, as root)"; exit 1; }
+  log "Installing ${packages[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null
+fi
+for tool in python3 cargo; do
+  command -v "$tool" >/dev/null || { log "$tool is missing"; exit 1; }
 done
 if (($(nproc) < 2)); then
   log "needs 2 CPUs (server on one, wrk on the other); this machine has $(nproc)"

@@ -16,6 +16,10 @@ thread) pinned to CPU LOAD_CPU, everything on 127.0.0.1:
               rate 1.0, a record per prediction); its stdout is a pipe the driver drains, as a
               container runtime drains a pod's. Not in the default set: SERVERS=modelship,
               modelship-predlog measures the log's cost side by side.
+  modelship-baseline
+              Modelship as above from another build, the binary BASELINE_BINARY names (an
+              earlier revision, say). Not in the default set: SERVERS=modelship,
+              modelship-baseline BASELINE_BINARY=... compares two revisions in one run.
 
 Per server: cold start (spawn to the first 200 on its readiness route, COLD_STARTS times,
 median), then one process: a real prediction is checked with curl, then per model a warm-up
@@ -163,6 +167,19 @@ def make_servers(args, work):
         {"http": port},
     )
     servers["modelship-predlog"].drain_stdout = True
+
+    baseline = os.environ.get("BASELINE_BINARY")
+    if baseline:
+        port = free_port()
+        servers["modelship-baseline"] = Server(
+            "modelship-baseline", f"Modelship serving, the build at {baseline}",
+            [baseline],
+            dict(os.environ, MODELSHIP_LISTEN=f"127.0.0.1:{port}", MODELSHIP_MODEL_DIR=str(mdir),
+                 MODELSHIP_WORKER_THREADS="1", MODELSHIP_DRAIN_SECONDS="0"),
+            str(work), ("GET", "/ready", None),
+            {f: (f"/predict", source_body(v), check_source(v)) for f, v in MODELS},
+            {"http": port},
+        )
 
     port = free_port()
     body = source_body("v1")
