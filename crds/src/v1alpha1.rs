@@ -950,10 +950,20 @@ pub struct AnalysisSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PrometheusSource {
-    /// Base URL of the Prometheus HTTP API, such as `http://prometheus.monitoring.svc:9090`.
-    #[x_kube(validation = Rule::new("self.startsWith('http://') && size(self) > 7")
-        .message("spec.strategy.analysis.prometheus.address must be an http:// URL with a host"))]
+    /// Base URL of the Prometheus HTTP API, such as `http://prometheus.monitoring.svc:9090`
+    /// or `https://prometheus.example:9090`.
+    #[x_kube(validation = Rule::new(
+        "(self.startsWith('http://') && size(self) > 7) || (self.startsWith('https://') && size(self) > 8)"
+    ).message("spec.strategy.analysis.prometheus.address must be an http:// or https:// URL with a host"))]
     pub address: String,
+
+    /// A Secret in the ModelDeployment's namespace holding what the connection needs, each
+    /// key optional: `token`, sent as `Authorization: Bearer`, and `ca.crt`, PEM certificates
+    /// trusted for an https address instead of the public roots. The operator must be allowed
+    /// to read it (the chart's `rbac.prometheusSecretNames`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: Option<String>,
 
     /// PromQL replacing the built-in query of a metric. `{{namespace}}`, `{{name}}` (the
     /// ModelDeployment), `{{version}}`, `{{track}}` and `{{window}}` (the analysis interval,

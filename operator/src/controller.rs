@@ -101,7 +101,7 @@ pub async fn run(
         report: Report::new(client.clone(), settings.identity.clone(), metrics.clone()),
         notifier: Notifier::new(client.clone(), metrics.clone())?,
         scraper: Scraper::new(settings.pod_metrics_url.clone()),
-        prometheus: Prometheus::default(),
+        prometheus: Prometheus::new(client.clone())?,
         client: client.clone(),
         stores: stores.clone(),
         metrics: metrics.clone(),
@@ -305,11 +305,15 @@ async fn analyse(
         };
         let (candidate_scope, stable_scope) =
             (scope(candidate, track), scope(stable, Track::Stable));
+        let http = match ctx.prometheus.connect(&namespace, source).await {
+            Ok(http) => http,
+            Err(error) => return Some(Prometheus::unreachable(source, &error.to_string())),
+        };
         let (mut measurement, comparison) =
-            futures::join!(ctx.prometheus.measure(source, &candidate_scope), async {
+            futures::join!(Prometheus::measure(&http, source, &candidate_scope), async {
                 match compare {
                     true => Comparison::Stable(Box::new(
-                        ctx.prometheus.measure(source, &stable_scope).await,
+                        Prometheus::measure(&http, source, &stable_scope).await,
                     )),
                     false => Comparison::NotMeasured,
                 }

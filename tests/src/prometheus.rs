@@ -12,10 +12,11 @@ use kube::api::ListParams;
 use kube::{Api, Client};
 use modelship_crds::labels;
 use modelship_operator::analysis::prometheus::read_answer;
+use modelship_operator::http::ApiClient;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
-use crate::harness::{TestHttp, wait_until};
+use crate::harness::wait_until;
 use crate::operator::free_port;
 
 pub struct PrometheusServer {
@@ -23,6 +24,53 @@ pub struct PrometheusServer {
     addr: SocketAddr,
     dir: PathBuf,
     follower: JoinHandle<()>,
+    /// Set when it serves https; the client trusts its certificate.
+    tls: Option<Vec<u8>>,
+    http: ApiClient,
+}
+
+/// A server certificate for 127.0.0.1 issued by a CA of its own (openssl): the server
+/// serves `cert` and `key`, a client trusts `pem`, the CA.
+pub struct Certificate {
+    pub pem: Vec<u8>,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Certificate {
+    /// Made in `dir` under `name`, valid for a day.
+    pub fn issued(dir: &Path, name: &str) -> Certificate {
+        std::fs::create_dir_all(dir).expect("a directory for the certificate");
+        let file = |ext: &str| dir.join(format!("{name}.{ext}"));
+        let (ca, ca_key) = (file("ca.crt"), file("ca.key"));
+        let (cert, key, request, extensions) = (file("crt"), file("key"), file("csr"), file("ext"));
+        std::fs::write(&extensions, "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n")
+            .expect("write the extensions");
+        let new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        openssl(|c| {
+            c.args(["req", "-x509"]).args(new_key).args(["-days", "1"]);
+            c.args(["-subj", &format!("/CN={name} CA")]).arg("-keyout").arg(&ca_key);
+            c.arg("-out").arg(&ca);
+        });
+        openssl(|c| {
+            c.arg("req").args(new_key).args(["-subj", &format!("/CN={name}")]);
+            c.arg("-keyout").arg(&key).arg("-out").arg(&request);
+        });
+        openssl(|c| {
+            c.args(["x509", "-req", "-days", "1", "-set_serial", "1"]).arg("-in").arg(&request);
+            c.arg("-CA").arg(&ca).arg("-CAkey").arg(&ca_key);
+            c.arg("-extfile").arg(&extensions).arg("-out").arg(&cert);
+        });
+        Certificate { pem: std::fs::read(&ca).expect("read the CA"), cert, key }
+    }
+}
+
+/// Run openssl with the arguments `args` adds; it must succeed.
+fn openssl(args: impl FnOnce(&mut Command)) {
+    let mut command = Command::new("openssl");
+    args(&mut command);
+    let output = command.output().expect("run openssl");
+    assert!(output.status.success(), "openssl: {}", String::from_utf8_lossy(&output.stderr));
 }
 
 /// The scrape configuration. Debian's Prometheus is built without Kubernetes service
@@ -93,6 +141,23 @@ impl PrometheusServer {
     /// Start Prometheus on a free 127.0.0.1 port, scraping the serving pods of `namespace`,
     /// and wait until it is ready.
     pub async fn start(client: &Client, namespace: &str) -> PrometheusServer {
+        Self::start_with(client, namespace, None).await
+    }
+
+    /// The same, serving https with `certificate` only.
+    pub async fn start_tls(
+        client: &Client,
+        namespace: &str,
+        certificate: &Certificate,
+    ) -> PrometheusServer {
+        Self::start_with(client, namespace, Some(certificate)).await
+    }
+
+    async fn start_with(
+        client: &Client,
+        namespace: &str,
+        tls: Option<&Certificate>,
+    ) -> PrometheusServer {
         let dir = std::env::temp_dir().join(format!("modelship-prometheus-{namespace}"));
         std::fs::create_dir_all(&dir).expect("a directory for Prometheus");
         let file = dir.join("targets.json");
@@ -103,21 +168,32 @@ impl PrometheusServer {
         std::fs::write(&config, scrape_config(&file)).expect("write the config");
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let log = std::fs::File::create(dir.join("prometheus.log")).expect("a log file");
-        let child = Command::new(prometheus_bin())
+        let mut command = Command::new(prometheus_bin());
+        command
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
+            .arg(format!("--web.listen-address={addr}"));
+        if let Some(certificate) = tls {
+            let web = dir.join("web.yml");
+            let settings = format!(
+                "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+                certificate.cert.display(),
+                certificate.key.display()
+            );
+            std::fs::write(&web, settings).expect("write the web config");
+            command.arg(format!("--web.config.file={}", web.display()));
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("start prometheus (tests/node/packages.sh installs it)");
-        let server = PrometheusServer { child, addr, dir, follower };
+        let tls = tls.map(|c| c.pem.clone());
+        let http = ApiClient::new(tls.as_deref(), None).expect("a client for Prometheus");
+        let server = PrometheusServer { child, addr, dir, follower, tls, http };
+        let ready = format!("{}/-/ready", server.address());
         wait_until(Duration::from_secs(30), "Prometheus ready", async || {
-            match TestHttp::new().get(addr, "/-/ready").await {
-                Ok(r) if r.status.is_success() => Ok(()),
-                Ok(r) => Err(format!("answered {}", r.status)),
-                Err(e) => Err(e.to_string()),
-            }
+            server.http.get_text(&ready).await.map(|_| ()).map_err(|e| e.to_string())
         })
         .await;
         server
@@ -125,15 +201,16 @@ impl PrometheusServer {
 
     /// Base URL of its HTTP API, as a ModelDeployment names it.
     pub fn address(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// The number a PromQL query answers now, if any.
     pub async fn query(&self, promql: &str) -> Option<f64> {
         let encoded: String = form_urlencoded::byte_serialize(promql.as_bytes()).collect();
-        let response =
-            TestHttp::new().get(self.addr, &format!("/api/v1/query?query={encoded}")).await.ok()?;
-        read_answer(&response.text()).ok().flatten()
+        let url = format!("{}/api/v1/query?query={encoded}", self.address());
+        let text = self.http.get_text(&url).await.ok()?;
+        read_answer(&text).ok().flatten()
     }
 }
 

@@ -1,11 +1,13 @@
 //! Analysis on real metrics, under load through the Service's ClusterIP: windows judged on
 //! the serving pods' own counters, the candidate compared with stable on the same window, and
-//! the same verdicts through a real Prometheus that scrapes the pods. Every rollout here must
-//! also lose no request.
+//! the same verdicts through a real Prometheus that scrapes the pods, over http and over https
+//! with a CA and token from a Secret. Every rollout here must also lose no request.
 
 use std::time::Duration;
 
-use kube::Client;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
+use kube::{Api, Client};
 use modelship_crds::{ModelDeployment, Phase, RolloutOutcome};
 use modelship_tests::harness::{routed_service_addr, wait_until, with_namespace};
 use modelship_tests::load::Load;
@@ -14,7 +16,7 @@ use modelship_tests::models::{
     wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
-use modelship_tests::prometheus::PrometheusServer;
+use modelship_tests::prometheus::{Certificate, PrometheusServer};
 use serde_json::{Value, json};
 
 const T: Duration = Duration::from_secs(90);
@@ -393,6 +395,77 @@ async fn prometheus_reaches_the_verdicts_of_direct_scraping() {
             assert!(report.failures().is_empty(), "{name}: {}", report.describe_failures());
         }
         println!("verdicts: direct {:?}, prometheus {:?}", reasons[0], reasons[1]);
+    })
+    .await;
+}
+
+/// Put `ca.crt` and `token` in the Secret a Prometheus source names.
+async fn prometheus_secret(client: &Client, namespace: &str, ca_pem: &[u8], token: &str) {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": PROMETHEUS_SECRET},
+        "stringData": {"ca.crt": String::from_utf8_lossy(ca_pem), "token": token},
+    });
+    let params = PatchParams::apply("modelship-tests").force();
+    secrets.patch(PROMETHEUS_SECRET, &params, &Patch::Apply(&secret)).await.expect("the Secret");
+}
+
+const PROMETHEUS_SECRET: &str = "modelship-prometheus";
+
+/// A Prometheus that serves https only, with a certificate of its own CA: the operator reaches
+/// it with the CA and a token from the Secret the ModelDeployment names, measures every window
+/// and promotes a healthy version after its analysis step. With a CA that did not sign the
+/// server's certificate, every window is inconclusive, says why, and nothing is promoted.
+#[tokio::test(flavor = "multi_thread")]
+async fn prometheus_over_https_with_the_ca_and_token_of_a_secret() {
+    with_namespace(async |client, ns| {
+        let dir = std::env::temp_dir().join(format!("modelship-certificates-{ns}"));
+        let served = Certificate::issued(&dir, "prometheus");
+        let stranger = Certificate::issued(&dir, "stranger");
+        let prometheus = PrometheusServer::start_tls(&client, &ns, &served).await;
+        assert!(prometheus.address().starts_with("https://127.0.0.1:"));
+        let _operator = OperatorProcess::start(&ns);
+        prometheus_secret(&client, &ns, &served.pem, "t0ken").await;
+        let strategy = json!({
+            "type": "Canary",
+            "canary": {"steps": [{"setWeight": 50}, {"analysis": {"successfulWindows": 2}}]},
+            "analysis": {"intervalSeconds": 4, "failureLimit": 0, "minRequests": 20,
+                         "maxErrorRate": 0.01,
+                         "prometheus": {"address": prometheus.address(),
+                                        "secretName": PROMETHEUS_SECRET}}
+        });
+        apply(&client, &ns, served_model("m", "1", "logreg.onnx", 2, strategy)).await;
+        wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        let running = load(&client, "m", &ns).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+
+        patch_spec(&client, &ns, "m", version("2", "logreg.onnx")).await;
+        let md = wait_for(&client, &ns, "m", "version 2 promoted", T, |md| {
+            md.status.as_ref().is_some_and(|s| {
+                s.stable_version.as_deref() == Some("2") && s.candidate_version.is_none()
+            })
+        })
+        .await;
+        let analysis = md.status.clone().unwrap().analysis.unwrap();
+        assert_eq!(analysis.version, "2");
+        assert!(analysis.measurements - analysis.inconclusive >= 2, "{analysis:?}");
+        assert_eq!(analysis.failures, 0, "{analysis:?}");
+
+        prometheus_secret(&client, &ns, &stranger.pem, "t0ken").await;
+        patch_spec(&client, &ns, "m", version("3", "logreg.onnx")).await;
+        let refused = format!("no measurement: Prometheus at {}", prometheus.address());
+        let md = wait_for(&client, &ns, "m", "a window refused by TLS", T, |md| {
+            analysis_message(md).contains(&refused)
+        })
+        .await;
+        let message = analysis_message(&md);
+        assert!(message.contains("certificate"), "{message}");
+        assert_eq!(md.status.unwrap().stable_version.as_deref(), Some("2"));
+
+        let report = running.stop().await;
+        assert!(report.failures().is_empty(), "{}", report.describe_failures());
+        let _ = std::fs::remove_dir_all(dir);
     })
     .await;
 }

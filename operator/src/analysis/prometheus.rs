@@ -1,5 +1,6 @@
 //! Measuring through a Prometheus server: one PromQL query per metric over the analysis
-//! window. Building and reading the queries is pure; [`Prometheus::measure`] is the I/O.
+//! window. Building and reading the queries is pure; [`Prometheus::connect`] (the source's
+//! Secret) and [`Prometheus::measure`] are the I/O.
 
 use futures::future::join_all;
 use modelship_contract::metrics::{
@@ -11,7 +12,14 @@ use serde::Deserialize;
 use tracing::{debug, info};
 
 use super::Measurement;
-use crate::http::HttpClient;
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client};
+
+use crate::error::Result;
+use crate::http::ApiClient;
 
 /// Labels the scrape configuration adds to every serving pod's series (the chart's PodMonitor
 /// does): the namespace, the ModelDeployment and the track.
@@ -176,21 +184,78 @@ fn measurement(answers: Vec<Option<f64>>) -> Measurement {
     }
 }
 
-/// Queries one Prometheus server per measurement.
-#[derive(Clone, Default)]
+/// Keys of a Prometheus source's Secret.
+pub const TOKEN_KEY: &str = "token";
+pub const CA_KEY: &str = "ca.crt";
+
+/// What a source's Secret holds: the bearer token and the CA certificates, each optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    pub token: Option<String>,
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Access {
+    /// Read from a Secret's data; empty values count as absent.
+    pub fn from_data(data: &BTreeMap<String, ByteString>) -> Self {
+        let value = |key: &str| data.get(key).map(|v| v.0.clone()).filter(|v| !v.is_empty());
+        Access {
+            token: value(TOKEN_KEY).map(|t| String::from_utf8_lossy(&t).trim().to_string()),
+            ca_pem: value(CA_KEY),
+        }
+    }
+}
+
+/// Queries Prometheus servers: a shared client for sources without a Secret, a client of
+/// their own for the others.
+#[derive(Clone)]
 pub struct Prometheus {
-    http: HttpClient,
+    client: Client,
+    public: ApiClient,
 }
 
 impl Prometheus {
+    pub fn new(client: Client) -> Result<Self> {
+        Ok(Prometheus { client, public: ApiClient::new(None, None)? })
+    }
+
+    /// The client for `source`. Its Secret is read each time, so a rotated token or CA is
+    /// used from the next window on.
+    pub async fn connect(&self, namespace: &str, source: &PrometheusSource) -> Result<ApiClient> {
+        let Some(name) = &source.secret_name else {
+            return Ok(self.public.clone());
+        };
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = api.get(name).await?;
+        let access = Access::from_data(&secret.data.unwrap_or_default());
+        ApiClient::new(access.ca_pem.as_deref(), access.token.as_deref())
+    }
+
+    /// The measurement when no client could be made for the source (its Secret cannot be
+    /// read, or holds no usable CA): inconclusive, saying why.
+    pub fn unreachable(source: &PrometheusSource, why: &str) -> Measurement {
+        let secret = source.secret_name.as_deref().unwrap_or_default();
+        Measurement {
+            unavailable: Some(format!(
+                "Prometheus at {}: Secret {secret}: {why}",
+                source.address.trim_end_matches('/')
+            )),
+            ..Measurement::default()
+        }
+    }
+
     /// One version's window. A query Prometheus cannot answer makes the measurement
     /// unavailable, so the window is inconclusive rather than judged on partial numbers.
-    pub async fn measure(&self, source: &PrometheusSource, scope: &QueryScope<'_>) -> Measurement {
+    pub async fn measure(
+        http: &ApiClient,
+        source: &PrometheusSource,
+        scope: &QueryScope<'_>,
+    ) -> Measurement {
         let base = source.address.trim_end_matches('/');
         let answers = join_all(queries(source, scope).into_iter().map(|query| async move {
             let encoded: String = form_urlencoded::byte_serialize(query.as_bytes()).collect();
             let url = format!("{base}/api/v1/query?query={encoded}");
-            let body = self.http.get_text(&url).await.map_err(|e| e.to_string())?;
+            let body = http.get_text(&url).await.map_err(|e| e.to_string())?;
             read_answer(&body).map_err(|e| format!("{query}: {e}"))
         }))
         .await;
@@ -215,6 +280,30 @@ impl Prometheus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_gives_the_token_and_the_ca() {
+        let data = |pairs: &[(&str, &str)]| -> BTreeMap<String, ByteString> {
+            pairs.iter().map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec()))).collect()
+        };
+        let both = Access::from_data(&data(&[("token", " abc\n"), ("ca.crt", "PEM")]));
+        assert_eq!(both, Access { token: Some("abc".into()), ca_pem: Some(b"PEM".to_vec()) });
+        assert_eq!(Access::from_data(&data(&[("token", ""), ("other", "x")])), Access::default());
+    }
+
+    #[test]
+    fn an_unreachable_source_names_its_secret() {
+        let source = PrometheusSource {
+            address: "https://p:9090/".into(),
+            secret_name: Some("prom".into()),
+            queries: PrometheusQueries::default(),
+        };
+        let m = Prometheus::unreachable(&source, "not found");
+        assert_eq!(
+            m.unavailable.as_deref(),
+            Some("Prometheus at https://p:9090: Secret prom: not found")
+        );
+    }
 
     fn scope() -> QueryScope<'static> {
         QueryScope {
@@ -260,6 +349,7 @@ mod tests {
                 ),
                 ..Default::default()
             },
+            secret_name: None,
         };
         let q = queries(&source, &scope());
         assert_eq!(q[1], r#"my_errors{ns="ml",app="fraud",v="2",t="canary"}[30s]"#);

@@ -89,10 +89,13 @@ pub(crate) fn rbac_is_least_privilege_without_wildcards() {
             } else if resource == "secrets" {
                 assert_eq!(
                     (verb.as_str(), names.as_slice()),
-                    ("get", &["modelship-webhook".to_string()][..])
+                    (
+                        "get",
+                        &["modelship-webhook".to_string(), "modelship-prometheus".to_string()][..]
+                    )
                 );
                 assert!(readme.contains(
-                    "| `\"\"` | `secrets`, only `resourceNames: rbac.webhookSecretNames` | get |"
+                    "| `\"\"` | `secrets`, only `resourceNames: rbac.webhookSecretNames` and `rbac.prometheusSecretNames` | get |"
                 ));
             } else {
                 assert!(names.is_empty(), "{verb} {resource} limited by name");
