@@ -64,12 +64,12 @@ pub(crate) fn rbac_is_least_privilege_without_wildcards() {
                         "{variant}/{}: grants {resource}",
                         name(role)
                     );
-                    // Secrets: only get, only the webhook Secrets, by name.
+                    // Secrets: only get, only the webhook and Prometheus Secrets, by name.
                     if resource == "secrets" {
                         assert_eq!(strings(&rule["verbs"]), ["get"], "{variant}: secrets verbs");
                         assert_eq!(
                             strings(&rule["resourceNames"]),
-                            ["modelship-webhook"],
+                            ["modelship-webhook", "modelship-prometheus"],
                             "{variant}: secrets by name"
                         );
                     }
