@@ -3,6 +3,7 @@
 
 mod forest;
 mod general;
+mod index;
 mod leq;
 
 use forest::Forest;

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 
 use super::super::attrs;
 use super::general::GeneralTrees;
+use super::index::NodeIndex;
 use super::leq::{LeqTrees, Shape};
 use crate::error::Result;
 use crate::runtime::proto::NodeProto;
@@ -25,20 +26,21 @@ pub(super) enum Mode {
 }
 
 impl Mode {
-    fn parse(node: &NodeProto, s: &str) -> Result<Self> {
+    /// From the attribute's raw bytes: a big forest has a mode per node, not worth a String each.
+    fn parse(node: &NodeProto, s: &[u8]) -> Result<Self> {
         Ok(match s {
-            "BRANCH_LEQ" => Self::Leq,
-            "BRANCH_LT" => Self::Lt,
-            "BRANCH_GTE" => Self::Gte,
-            "BRANCH_GT" => Self::Gt,
-            "BRANCH_EQ" => Self::Eq,
-            "BRANCH_NEQ" => Self::Neq,
-            "LEAF" => Self::Leaf,
+            b"BRANCH_LEQ" => Self::Leq,
+            b"BRANCH_LT" => Self::Lt,
+            b"BRANCH_GTE" => Self::Gte,
+            b"BRANCH_GT" => Self::Gt,
+            b"BRANCH_EQ" => Self::Eq,
+            b"BRANCH_NEQ" => Self::Neq,
+            b"LEAF" => Self::Leaf,
             other => {
                 return Err(attrs::bad(
                     node,
                     "nodes_modes",
-                    &format!("holds unknown mode {other}"),
+                    &format!("holds unknown mode {}", String::from_utf8_lossy(other)),
                 ));
             }
         })
@@ -89,7 +91,7 @@ impl Forest {
         let tree_ids = attrs::required_ints(node, "nodes_treeids")?;
         let node_ids = attrs::required_ints(node, "nodes_nodeids")?;
         let feature_ids = attrs::required_ints(node, "nodes_featureids")?;
-        let modes = attrs::strings(node, "nodes_modes");
+        let modes = node.attr("nodes_modes").map_or(&[][..], |a| a.strings.as_slice());
         let values = attrs::required_floats(node, "nodes_values")?;
         let true_ids = attrs::required_ints(node, "nodes_truenodeids")?;
         let false_ids = attrs::required_ints(node, "nodes_falsenodeids")?;
@@ -124,18 +126,11 @@ impl Forest {
             return Err(attrs::bad(node, "nodes_treeids", "must hold between 1 and 2^32 nodes"));
         }
 
-        let mut index = HashMap::with_capacity(n);
-        for (i, key) in tree_ids.iter().zip(&node_ids).enumerate() {
-            if index.insert((*key.0, *key.1), i as u32).is_some() {
-                return Err(attrs::bad(
-                    node,
-                    "nodes_nodeids",
-                    &format!("repeats node {} of tree {}", key.1, key.0),
-                ));
-            }
-        }
+        let index = NodeIndex::new(&tree_ids, &node_ids).map_err(|(tree, id)| {
+            attrs::bad(node, "nodes_nodeids", &format!("repeats node {id} of tree {tree}"))
+        })?;
         let resolve = |tree: i64, id: i64, name: &str| {
-            index.get(&(tree, id)).copied().ok_or_else(|| {
+            index.get(tree, id).ok_or_else(|| {
                 attrs::bad(
                     node,
                     name,
@@ -240,6 +235,7 @@ fn reached_by_every_row(
 ) -> Option<Vec<bool>> {
     let mut on_some_leaf = vec![false; outputs];
     let mut on_every_leaf_of_a_tree = vec![false; outputs];
+    let mut on_this_leaf = vec![false; outputs];
     let mut stack = Vec::new();
     for &root in roots {
         let mut on_every_leaf = vec![true; outputs];
@@ -250,13 +246,16 @@ fn reached_by_every_row(
                 stack.extend([n.if_true, n.if_false]);
                 continue;
             }
-            let mut on_this_leaf = vec![false; outputs];
-            for &id in &leaf_ids[n.leaf_start as usize..n.leaf_end as usize] {
+            let ids = &leaf_ids[n.leaf_start as usize..n.leaf_end as usize];
+            for &id in ids {
                 on_this_leaf[id as usize] = true;
                 on_some_leaf[id as usize] = true;
             }
-            for (every, this) in on_every_leaf.iter_mut().zip(on_this_leaf) {
+            for (every, this) in on_every_leaf.iter_mut().zip(&on_this_leaf) {
                 *every &= this;
+            }
+            for &id in ids {
+                on_this_leaf[id as usize] = false;
             }
         }
         for (any_tree, every) in on_every_leaf_of_a_tree.iter_mut().zip(on_every_leaf) {
