@@ -1,7 +1,7 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   the local cluster (control plane and a real node), the chart, models rolled out
 #   make test   every test
-.PHONY: demo test lint crds fixtures controlplane node images bench-serving bench-operator bench-node clean
+.PHONY: demo test lint crds fixtures controlplane node images bench-serving bench-models bench-operator bench-node clean
 
 demo:
 	bash tests/demo.sh
@@ -30,6 +30,9 @@ images:
 
 bench-serving:
 	bash bench/serving.sh
+
+bench-models:
+	bash bench/models.sh
 
 bench-operator:
 	bash bench/operator.sh

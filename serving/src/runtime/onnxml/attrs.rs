@@ -36,12 +36,6 @@ pub fn string(node: &NodeProto, name: &str) -> Option<String> {
     node.attr(name).map(|a| String::from_utf8_lossy(&a.s).into_owned())
 }
 
-pub fn strings(node: &NodeProto, name: &str) -> Vec<String> {
-    node.attr(name)
-        .map(|a| a.strings.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect())
-        .unwrap_or_default()
-}
-
 pub fn missing(node: &NodeProto, name: &str) -> Error {
     bad(node, name, "is required")
 }

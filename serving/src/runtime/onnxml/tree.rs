@@ -2,6 +2,9 @@
 //! class labels and probabilities, or regression targets.
 
 mod forest;
+mod general;
+mod index;
+mod leq;
 
 use forest::Forest;
 
@@ -67,19 +70,29 @@ impl TreeEnsembleClassifier {
         labels.clear();
         scores.clear();
         scores.resize(rows * classes, 0.0);
+        let forest = &self.forest;
+        if let Some(reached) = forest.reached() {
+            // Which classes get a score is the same for every row: no need to track it.
+            forest.for_each_weight(x, rows, self.features, |row, id, w| {
+                scores[row * classes + id] += w;
+            });
+            for out in scores.chunks_exact_mut(classes) {
+                labels.push(self.finish(out, reached));
+            }
+            return;
+        }
         let mut has = vec![false; rows * classes];
-        self.forest.for_each_weight(x, rows, self.features, |row, id, w| {
+        forest.for_each_weight(x, rows, self.features, |row, id, w| {
             scores[row * classes + id] += w;
             has[row * classes + id] = true;
         });
-        for (out, has) in scores.chunks_exact_mut(classes).zip(has.chunks_exact_mut(classes)) {
-            let label = if classes == 2 {
-                self.finish_binary(out, has)
-            } else {
-                self.finish_multi(out, has)
-            };
-            labels.push(label);
+        for (out, has) in scores.chunks_exact_mut(classes).zip(has.chunks_exact(classes)) {
+            labels.push(self.finish(out, has));
         }
+    }
+
+    fn finish(&self, out: &mut [f32], has: &[bool]) -> i64 {
+        if out.len() == 2 { self.finish_binary(out, has) } else { self.finish_multi(out, has) }
     }
 
     /// onnxruntime's binary conventions; see feasibility notes in the README.
@@ -118,15 +131,15 @@ impl TreeEnsembleClassifier {
         }
     }
 
-    fn finish_multi(&self, out: &mut [f32], has: &mut [bool]) -> i64 {
+    fn finish_multi(&self, out: &mut [f32], has: &[bool]) -> i64 {
         for (k, b) in self.base.iter().enumerate() {
             out[k] += b;
-            has[k] = true;
         }
-        // Only classes that received a score compete, first maximum wins.
+        // Only classes that received a score (or a base value) compete, first maximum wins.
+        let competes = |k: usize| has[k] || k < self.base.len();
         let mut best: Option<usize> = None;
         for k in 0..out.len() {
-            if has[k] && best.is_none_or(|b| out[k] > out[b]) {
+            if competes(k) && best.is_none_or(|b| out[k] > out[b]) {
                 best = Some(k);
             }
         }
@@ -200,20 +213,25 @@ impl TreeEnsembleRegressor {
         let t = self.targets;
         out.clear();
         out.resize(rows * t, 0.0);
-        let mut has = vec![false; rows * t];
         let agg = self.aggregate;
-        self.forest.for_each_weight(x, rows, self.features, |row, id, w| {
-            let k = row * t + id;
-            let s = &mut out[k];
-            *s = match agg {
-                Aggregate::Sum | Aggregate::Average => *s + w,
-                Aggregate::Min if has[k] => s.min(w),
-                Aggregate::Max if has[k] => s.max(w),
-                Aggregate::Min | Aggregate::Max => w,
-            };
-            has[k] = true;
-        });
-        let trees = self.forest.roots.len() as f32;
+        if matches!(agg, Aggregate::Sum | Aggregate::Average) {
+            self.forest.for_each_weight(x, rows, self.features, |row, id, w| {
+                out[row * t + id] += w;
+            });
+        } else {
+            let mut has = vec![false; rows * t];
+            self.forest.for_each_weight(x, rows, self.features, |row, id, w| {
+                let k = row * t + id;
+                let s = &mut out[k];
+                *s = match agg {
+                    Aggregate::Min if has[k] => s.min(w),
+                    Aggregate::Max if has[k] => s.max(w),
+                    _ => w,
+                };
+                has[k] = true;
+            });
+        }
+        let trees = self.forest.trees() as f32;
         for o in out.chunks_exact_mut(t) {
             for (k, v) in o.iter_mut().enumerate() {
                 if agg == Aggregate::Average {

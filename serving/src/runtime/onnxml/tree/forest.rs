@@ -8,11 +8,14 @@
 use std::collections::HashMap;
 
 use super::super::attrs;
+use super::general::GeneralTrees;
+use super::index::NodeIndex;
+use super::leq::{LeqTrees, Shape};
 use crate::error::Result;
 use crate::runtime::proto::NodeProto;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Mode {
+pub(super) enum Mode {
     Leq,
     Lt,
     Gte,
@@ -23,20 +26,21 @@ enum Mode {
 }
 
 impl Mode {
-    fn parse(node: &NodeProto, s: &str) -> Result<Self> {
+    /// From the attribute's raw bytes: a big forest has a mode per node, not worth a String each.
+    fn parse(node: &NodeProto, s: &[u8]) -> Result<Self> {
         Ok(match s {
-            "BRANCH_LEQ" => Self::Leq,
-            "BRANCH_LT" => Self::Lt,
-            "BRANCH_GTE" => Self::Gte,
-            "BRANCH_GT" => Self::Gt,
-            "BRANCH_EQ" => Self::Eq,
-            "BRANCH_NEQ" => Self::Neq,
-            "LEAF" => Self::Leaf,
+            b"BRANCH_LEQ" => Self::Leq,
+            b"BRANCH_LT" => Self::Lt,
+            b"BRANCH_GTE" => Self::Gte,
+            b"BRANCH_GT" => Self::Gt,
+            b"BRANCH_EQ" => Self::Eq,
+            b"BRANCH_NEQ" => Self::Neq,
+            b"LEAF" => Self::Leaf,
             other => {
                 return Err(attrs::bad(
                     node,
                     "nodes_modes",
-                    &format!("holds unknown mode {other}"),
+                    &format!("holds unknown mode {}", String::from_utf8_lossy(other)),
                 ));
             }
         })
@@ -44,42 +48,30 @@ impl Mode {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Node {
-    threshold: f32,
-    feature: u32,
-    if_true: u32,
-    if_false: u32,
-    leaf_start: u32,
-    leaf_end: u32,
-    mode: Mode,
-    nan_true: bool,
+pub(super) struct Node {
+    pub(super) threshold: f32,
+    pub(super) feature: u32,
+    pub(super) if_true: u32,
+    pub(super) if_false: u32,
+    pub(super) leaf_start: u32,
+    pub(super) leaf_end: u32,
+    pub(super) mode: Mode,
+    pub(super) nan_true: bool,
 }
-
-/// A node as evaluated: 16 bytes, four to a cache line. Branches keep their children in `a`
-/// and `b`; leaves (`feature == LEAF`) keep their range of leaf weights there.
-#[derive(Clone, Copy, Debug)]
-struct Packed {
-    threshold: f32,
-    feature: u32,
-    a: u32,
-    b: u32,
-}
-
-const LEAF: u32 = u32::MAX;
 
 /// The flattened trees shared by both operators.
 #[derive(Clone, Debug)]
 pub(super) struct Forest {
-    nodes: Vec<Packed>,
-    /// Per node, only read when some branch is not a plain BRANCH_LEQ.
-    modes: Vec<Mode>,
-    nan_true: Vec<bool>,
-    pub(super) roots: Vec<u32>,
-    /// Class or target index of each leaf weight.
-    leaf_ids: Vec<u32>,
-    leaf_weights: Vec<f32>,
-    /// Every branch is BRANCH_LEQ without missing-value routing (all scikit-learn trees).
-    all_leq: bool,
+    layout: Layout,
+    /// Per output id, whether every row gets a weight for it, when that is the same for every
+    /// row (an id on every leaf of some tree, or on no leaf): then callers need not track it.
+    reached: Option<Vec<bool>>,
+}
+
+#[derive(Clone, Debug)]
+enum Layout {
+    Leq(LeqTrees),
+    General(GeneralTrees),
 }
 
 /// What the leaf-weight attributes told us beyond the forest itself.
@@ -99,7 +91,7 @@ impl Forest {
         let tree_ids = attrs::required_ints(node, "nodes_treeids")?;
         let node_ids = attrs::required_ints(node, "nodes_nodeids")?;
         let feature_ids = attrs::required_ints(node, "nodes_featureids")?;
-        let modes = attrs::strings(node, "nodes_modes");
+        let modes = node.attr("nodes_modes").map_or(&[][..], |a| a.strings.as_slice());
         let values = attrs::required_floats(node, "nodes_values")?;
         let true_ids = attrs::required_ints(node, "nodes_truenodeids")?;
         let false_ids = attrs::required_ints(node, "nodes_falsenodeids")?;
@@ -134,18 +126,11 @@ impl Forest {
             return Err(attrs::bad(node, "nodes_treeids", "must hold between 1 and 2^32 nodes"));
         }
 
-        let mut index = HashMap::with_capacity(n);
-        for (i, key) in tree_ids.iter().zip(&node_ids).enumerate() {
-            if index.insert((*key.0, *key.1), i as u32).is_some() {
-                return Err(attrs::bad(
-                    node,
-                    "nodes_nodeids",
-                    &format!("repeats node {} of tree {}", key.1, key.0),
-                ));
-            }
-        }
+        let index = NodeIndex::new(&tree_ids, &node_ids).map_err(|(tree, id)| {
+            attrs::bad(node, "nodes_nodeids", &format!("repeats node {id} of tree {tree}"))
+        })?;
         let resolve = |tree: i64, id: i64, name: &str| {
-            index.get(&(tree, id)).copied().ok_or_else(|| {
+            index.get(tree, id).ok_or_else(|| {
                 attrs::bad(
                     node,
                     name,
@@ -183,109 +168,103 @@ impl Forest {
         let roots = find_roots(node, &tree_ids, &nodes)?;
         check_trees(node, &nodes, &roots)?;
         let all_leq = nodes.iter().all(|n| matches!(n.mode, Mode::Leq | Mode::Leaf) && !n.nan_true);
-        let packed = nodes.iter().map(pack).collect();
-        let (modes, nan_true) = if all_leq {
-            (Vec::new(), Vec::new())
+        let reached = reached_by_every_row(&nodes, &roots, &leaf_ids, outputs);
+        // The branch-free walk reads feature 0 at leaves, so it needs one.
+        let layout = if all_leq && features > 0 {
+            Layout::Leq(LeqTrees::new(
+                &roots,
+                |i| shape(&nodes[i as usize]),
+                &leaf_ids,
+                &leaf_weights,
+            ))
         } else {
-            (nodes.iter().map(|n| n.mode).collect(), nodes.iter().map(|n| n.nan_true).collect())
+            Layout::General(GeneralTrees::new(&nodes, roots, leaf_ids, leaf_weights))
         };
-        let forest =
-            Self { nodes: packed, modes, nan_true, roots, leaf_ids, leaf_weights, all_leq };
+        let forest = Self { layout, reached };
         Ok((forest, stats))
     }
 
-    /// Walk one tree to its leaf.
-    #[inline]
-    fn leaf(&self, root: u32, x: &[f32]) -> &Packed {
-        let mut i = root as usize;
-        let mut n = &self.nodes[i];
-        if self.all_leq {
-            while n.feature != LEAF {
-                i = if x[n.feature as usize] <= n.threshold { n.a } else { n.b } as usize;
-                n = &self.nodes[i];
-            }
-        } else {
-            while n.feature != LEAF {
-                let v = x[n.feature as usize];
-                let t = n.threshold;
-                let go = match self.modes[i] {
-                    Mode::Leq => v <= t,
-                    Mode::Lt => v < t,
-                    Mode::Gte => v >= t,
-                    Mode::Gt => v > t,
-                    Mode::Eq => v == t,
-                    Mode::Neq => v != t,
-                    Mode::Leaf => unreachable!("leaves have feature LEAF"),
-                } || (self.nan_true[i] && v.is_nan());
-                i = if go { n.a } else { n.b } as usize;
-                n = &self.nodes[i];
-            }
+    pub(super) fn trees(&self) -> usize {
+        match &self.layout {
+            Layout::Leq(t) => t.trees(),
+            Layout::General(t) => t.trees(),
         }
-        n
     }
 
-    /// Calls `f(row, id, weight)` for every leaf weight each row reaches. Trees go in order, so
-    /// each row sums its weights exactly as a row-at-a-time walk would; walking one tree for
-    /// several rows keeps that tree in cache and lets the rows' independent loads overlap.
+    /// See [`Self::reached`].
+    pub(super) fn reached(&self) -> Option<&[bool]> {
+        self.reached.as_deref()
+    }
+
+    /// Calls `f(row, id, weight)` for every leaf weight each row reaches; for each row, trees
+    /// go in order and a leaf's weights in attribute order, as onnxruntime sums them.
+    #[inline]
     pub(super) fn for_each_weight(
         &self,
         x: &[f32],
         rows: usize,
         features: usize,
-        mut f: impl FnMut(usize, usize, f32),
+        f: impl FnMut(usize, usize, f32),
     ) {
-        let mut emit = |row: usize, leaf: &Packed| {
-            let range = leaf.a as usize..leaf.b as usize;
-            for (&id, &w) in self.leaf_ids[range.clone()].iter().zip(&self.leaf_weights[range]) {
-                f(row, id as usize, w);
-            }
-        };
-        for &root in &self.roots {
-            let mut row = 0;
-            if self.all_leq {
-                while row + LANES <= rows {
-                    for (k, leaf) in self.leaves_leq(root, x, row, features).iter().enumerate() {
-                        emit(row + k, &self.nodes[*leaf]);
-                    }
-                    row += LANES;
-                }
-            }
-            for r in row..rows {
-                emit(r, self.leaf(root, &x[r * features..(r + 1) * features]));
-            }
-        }
-    }
-
-    /// [`Self::leaf`] for `LANES` consecutive rows in lockstep (BRANCH_LEQ forests only).
-    #[inline]
-    fn leaves_leq(&self, root: u32, x: &[f32], first: usize, features: usize) -> [usize; LANES] {
-        let mut at = [root as usize; LANES];
-        loop {
-            let mut moved = false;
-            for (lane, i) in at.iter_mut().enumerate() {
-                let n = &self.nodes[*i];
-                if n.feature != LEAF {
-                    moved = true;
-                    let v = x[(first + lane) * features + n.feature as usize];
-                    *i = if v <= n.threshold { n.a } else { n.b } as usize;
-                }
-            }
-            if !moved {
-                return at;
-            }
+        match &self.layout {
+            Layout::Leq(t) => t.for_each_weight(x, rows, features, f),
+            Layout::General(t) => t.for_each_weight(x, rows, features, f),
         }
     }
 }
 
-/// Rows walked together through one tree.
-const LANES: usize = 4;
-
-fn pack(n: &Node) -> Packed {
+fn shape(n: &Node) -> Shape {
     if n.mode == Mode::Leaf {
-        Packed { threshold: 0.0, feature: LEAF, a: n.leaf_start, b: n.leaf_end }
+        Shape::Leaf { weights: n.leaf_start as usize..n.leaf_end as usize }
     } else {
-        Packed { threshold: n.threshold, feature: n.feature, a: n.if_true, b: n.if_false }
+        Shape::Branch {
+            threshold: n.threshold,
+            feature: n.feature,
+            if_true: n.if_true,
+            if_false: n.if_false,
+        }
     }
+}
+
+/// See [`Forest::reached`]: `None` when it depends on the row.
+fn reached_by_every_row(
+    nodes: &[Node],
+    roots: &[u32],
+    leaf_ids: &[u32],
+    outputs: usize,
+) -> Option<Vec<bool>> {
+    let mut on_some_leaf = vec![false; outputs];
+    let mut on_every_leaf_of_a_tree = vec![false; outputs];
+    let mut on_this_leaf = vec![false; outputs];
+    let mut stack = Vec::new();
+    for &root in roots {
+        let mut on_every_leaf = vec![true; outputs];
+        stack.push(root);
+        while let Some(i) = stack.pop() {
+            let n = &nodes[i as usize];
+            if n.mode != Mode::Leaf {
+                stack.extend([n.if_true, n.if_false]);
+                continue;
+            }
+            let ids = &leaf_ids[n.leaf_start as usize..n.leaf_end as usize];
+            for &id in ids {
+                on_this_leaf[id as usize] = true;
+                on_some_leaf[id as usize] = true;
+            }
+            for (every, this) in on_every_leaf.iter_mut().zip(&on_this_leaf) {
+                *every &= this;
+            }
+            for &id in ids {
+                on_this_leaf[id as usize] = false;
+            }
+        }
+        for (any_tree, every) in on_every_leaf_of_a_tree.iter_mut().zip(on_every_leaf) {
+            *any_tree |= every;
+        }
+    }
+    let settled =
+        on_some_leaf.iter().zip(&on_every_leaf_of_a_tree).all(|(some, every)| every == some);
+    settled.then_some(on_every_leaf_of_a_tree)
 }
 
 type Resolve<'a> = dyn Fn(i64, i64, &str) -> Result<u32> + 'a;
