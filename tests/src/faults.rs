@@ -128,23 +128,40 @@ pub struct ChaosApi {
 }
 
 /// Which write [`ChaosApi::hold_after`] holds back: the first write to a path ending in
-/// `hold_suffix` after a write to a path ending in `after_suffix` whose body contains
-/// `body_contains`.
+/// `hold_suffix` after a write to a path ending in `after_suffix` whose body contains every
+/// one of `body_contains`.
 #[derive(Clone, Debug)]
 pub struct HoldRule {
     pub after_suffix: String,
-    pub body_contains: Option<String>,
+    pub body_contains: Vec<String>,
     pub hold_suffix: String,
 }
 
 impl HoldRule {
     /// The status write of a ModelDeployment after a write to the child at `after_suffix`.
-    pub fn status_after(after_suffix: &str, body_contains: Option<&str>) -> HoldRule {
+    pub fn status_after(after_suffix: &str, body_contains: &[&str]) -> HoldRule {
         HoldRule {
             after_suffix: after_suffix.to_string(),
-            body_contains: body_contains.map(str::to_string),
+            body_contains: body_contains.iter().map(|s| s.to_string()).collect(),
             hold_suffix: "/status".to_string(),
         }
+    }
+
+    /// Whatever the client writes next (to any path) after a status write whose body contains
+    /// every one of `body_contains`: the client is stopped right after that status write.
+    pub fn any_after_status(body_contains: &[&str]) -> HoldRule {
+        HoldRule {
+            after_suffix: "/status".to_string(),
+            body_contains: body_contains.iter().map(|s| s.to_string()).collect(),
+            hold_suffix: String::new(),
+        }
+    }
+
+    /// Whether a write starts the rule.
+    fn triggered_by(&self, path: &str, body: &[u8]) -> bool {
+        let contains =
+            |needle: &String| body.windows(needle.len().max(1)).any(|w| w == needle.as_bytes());
+        path.ends_with(&self.after_suffix) && self.body_contains.iter().all(contains)
     }
 }
 
@@ -161,6 +178,9 @@ struct Hold {
     rule: Option<HoldRule>,
     /// The rule's first write went through; the next matching write is held.
     armed: bool,
+    /// A write was held: every later one is held too until they are decided, so nothing
+    /// the client does after the held write reaches the API server.
+    stopped: bool,
     notify: Option<tokio::sync::oneshot::Sender<String>>,
     /// Held writes, each waiting for `true` (forward it) or `false` (drop it).
     held: Vec<tokio::sync::oneshot::Sender<bool>>,
@@ -170,14 +190,14 @@ impl Control {
     /// What to do with a write: `Some(receiver)` when it must wait for a decision.
     fn on_write(&self, path: &str, body: &[u8]) -> Option<tokio::sync::oneshot::Receiver<bool>> {
         let mut hold = self.hold.lock().expect("lock");
+        if hold.stopped {
+            let (decide, decision) = tokio::sync::oneshot::channel();
+            hold.held.push(decide);
+            return Some(decision);
+        }
         let rule = hold.rule.clone()?;
         if !hold.armed {
-            let contains = rule.body_contains.as_deref().is_none_or(|needle| {
-                body.windows(needle.len().max(1)).any(|w| w == needle.as_bytes())
-            });
-            if path.ends_with(&rule.after_suffix) && contains {
-                hold.armed = true;
-            }
+            hold.armed = rule.triggered_by(path, body);
             return None;
         }
         if !path.ends_with(&rule.hold_suffix) {
@@ -187,6 +207,7 @@ impl Control {
         hold.held.push(decide);
         hold.rule = None;
         hold.armed = false;
+        hold.stopped = true;
         if let Some(notify) = hold.notify.take() {
             let _ = notify.send(path.to_string());
         }
@@ -250,7 +271,11 @@ impl ChaosApi {
     }
 
     fn decide_held(&self, forward: bool) {
-        let held = std::mem::take(&mut self.control.hold.lock().expect("lock").held);
+        let held = {
+            let mut hold = self.control.hold.lock().expect("lock");
+            hold.stopped = false;
+            std::mem::take(&mut hold.held)
+        };
         for decide in held {
             let _ = decide.send(forward);
         }

@@ -1,10 +1,13 @@
 //! The operator killed at each phase boundary of a rollout (S15): a [`Killer`] runs the
-//! operator binary behind a [`ChaosApi`] and walks a list of [`KillPoint`]s. At each one it
-//! SIGKILLs the operator either while the status write that follows a given child write is
-//! held back (so the kill falls between the child write and the status write: the status
-//! write never reaches the API server), or a seeded random few milliseconds after a watch
-//! shows the boundary. Then it starts a new instance (a new identity, as a new pod would
-//! have) that must take the lease over and reconcile again, and measures how long that took.
+//! operator binary behind a [`ChaosApi`] and walks a list of [`KillPoint`]s. At each one the
+//! proxy stops the operator's writes at the boundary and the killer SIGKILLs it a seeded
+//! random few milliseconds later, either between a given child write and the status write
+//! that follows it (the status write never reaches the API server), or right after the
+//! status write that shows the boundary (the operator's next write never does). Nothing the
+//! operator writes after the boundary gets through before the kill, so no boundary can be
+//! crossed without one. Then the killer starts a new instance (a new identity, as a new pod
+//! would have) that must take the lease over and reconcile again, and measures how long that
+//! took.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,17 +28,17 @@ pub const LEASE_GRACE_SECONDS: u64 = 1;
 /// A boundary of a rollout at which the operator dies.
 pub struct KillPoint {
     pub name: &'static str,
-    /// Hold the status write after this child write and kill while it is held; `None`: kill
-    /// a random few milliseconds after the watch shows `reached`.
-    pub hold: Option<HoldRule>,
-    /// The boundary as the watches show it.
+    /// The write after which the operator's writes are held; the kill lands while they are.
+    pub hold: HoldRule,
+    /// The boundary as the watches show it: when the operator writes nothing more for a while
+    /// after it, the kill lands then.
     pub reached: Box<dyn Fn(&Snapshot) -> bool + Send + Sync>,
 }
 
 impl KillPoint {
     /// Kill between the write to the child whose path ends with `child` (and whose body
     /// contains `body_contains`) and the status write after it.
-    pub fn held(
+    pub fn between_child_and_status(
         name: &'static str,
         child: &str,
         body_contains: &str,
@@ -43,17 +46,23 @@ impl KillPoint {
     ) -> KillPoint {
         KillPoint {
             name,
-            hold: Some(HoldRule::status_after(child, Some(body_contains))),
+            hold: HoldRule::status_after(child, &[body_contains]),
             reached: Box::new(reached),
         }
     }
 
-    /// Kill a random few milliseconds after the watches show `reached`.
-    pub fn seen(
+    /// Kill after the status write whose body contains every one of `status_contains`,
+    /// before the operator's next write.
+    pub fn after_status(
         name: &'static str,
+        status_contains: &[&str],
         reached: impl Fn(&Snapshot) -> bool + Send + Sync + 'static,
     ) -> KillPoint {
-        KillPoint { name, hold: None, reached: Box::new(reached) }
+        KillPoint {
+            name,
+            hold: HoldRule::any_after_status(status_contains),
+            reached: Box::new(reached),
+        }
     }
 }
 
@@ -61,9 +70,8 @@ impl KillPoint {
 #[derive(Clone, Debug)]
 pub struct Kill {
     pub point: &'static str,
-    /// Whether the operator was killed there: a boundary that an instance crossed while the
-    /// killer still waited for an earlier one (a new instance may cross several in one
-    /// reconcile) is passed without a kill, once the scenario has ended.
+    /// Whether the operator was killed there: a boundary not reached before the scenario
+    /// ended is passed without a kill.
     pub killed: bool,
     /// How the kill met its boundary.
     pub how: String,
@@ -181,21 +189,20 @@ impl Killer {
     }
 
     /// Walks `points` in order, killing the operator at each; returns the kills and the
-    /// instance running at the end, with its proxy. A point's hold is armed before the instance that could
-    /// make its child write starts, so the write cannot slip past it.
+    /// instance running at the end, with its proxy. A point's hold is armed before the
+    /// instance that could make its write starts, so the write cannot slip past it.
     pub async fn run(mut self, world: Arc<World>, points: Vec<KillPoint>) -> (Vec<Kill>, Survivor) {
         let mut kills = Vec::new();
-        let mut held =
-            points.first().and_then(|p| p.hold.clone()).map(|rule| self.api.hold_after(rule));
+        let mut held = points.first().map(|p| self.api.hold_after(p.hold.clone()));
         for (i, point) in points.iter().enumerate() {
-            let how = match self.reach(&world, point, points.get(i + 1), held.take()).await {
+            let arm_next =
+                |api: &ChaosApi| points.get(i + 1).map(|p| api.hold_after(p.hold.clone()));
+            let Some(armed) = held.take() else { unreachable!("every point's hold is armed") };
+            let how = match self.reach(&world, point, armed).await {
                 Ok(how) => how,
                 Err(passed) => {
                     self.api.clear_hold();
-                    held = points
-                        .get(i + 1)
-                        .and_then(|p| p.hold.clone())
-                        .map(|rule| self.api.hold_after(rule));
+                    held = arm_next(&self.api);
                     kills.push(Kill {
                         point: point.name,
                         killed: false,
@@ -210,10 +217,7 @@ impl Killer {
             self.operator.kill();
             self.api.drop_held();
             let killed = Instant::now();
-            held = points
-                .get(i + 1)
-                .and_then(|p| p.hold.clone())
-                .map(|rule| self.api.hold_after(rule));
+            held = arm_next(&self.api);
             let identity = format!("k{}", self.instances);
             self.instances += 1;
             self.operator = start_leader(
@@ -239,58 +243,46 @@ impl Killer {
         (kills, Survivor { operator: self.operator, _api: Some(self.api) })
     }
 
-    /// Waits for `point` (whose hold, if any, is armed: `held` tells when its write is held)
-    /// and returns how the kill meets it; the kill follows at once. `Err`: the boundary was
-    /// crossed without the killer seeing it (a transient state a new instance went through in
-    /// one reconcile, shown by `next` being reached), or the scenario ended first.
+    /// Waits for `point`, whose hold is armed (`held` tells when a write is held), and
+    /// returns how the kill meets it; the kill follows at once, while the operator's writes
+    /// are still held. When the watches show the boundary and the operator has written
+    /// nothing for [`QUIET`] since, the kill lands then (its next write would be held anyway).
+    /// `Err`: the scenario ended before the boundary.
     async fn reach(
         &mut self,
         world: &World,
         point: &KillPoint,
-        next: Option<&KillPoint>,
-        held: Option<tokio::sync::oneshot::Receiver<String>>,
+        mut held: tokio::sync::oneshot::Receiver<String>,
     ) -> Result<String, String> {
         const LONG: Duration = Duration::from_secs(180);
-        if let Some(mut held) = held {
-            let deadline = tokio::time::Instant::now() + LONG;
-            let mut reached_since: Option<tokio::time::Instant> = None;
-            loop {
-                match tokio::time::timeout(Duration::from_millis(20), &mut held).await {
-                    Ok(Ok(path)) => {
-                        let offset = self.draws.below(20);
-                        tokio::time::sleep(Duration::from_millis(offset)).await;
-                        return Ok(format!("status write held ({path}), killed {offset} ms later"));
-                    }
-                    Ok(Err(_)) => panic!("the hold for {} was dropped", point.name),
-                    Err(_) => {}
-                }
-                // No status write followed the child write: kill after the boundary.
-                if world.holds(&point.reached) {
-                    let since = *reached_since.get_or_insert_with(tokio::time::Instant::now);
-                    if since.elapsed() > Duration::from_secs(3) {
-                        self.api.clear_hold();
-                        return Ok("no status write held within 3 s of the boundary: killed then"
-                            .to_string());
-                    }
-                } else if self.ended.load(Ordering::SeqCst) {
-                    return Err("not reached before the scenario ended: no kill".into());
-                }
-                assert!(tokio::time::Instant::now() < deadline, "{} never came", point.name);
-            }
-        }
+        const QUIET: Duration = Duration::from_secs(3);
         let deadline = tokio::time::Instant::now() + LONG;
-        while !world.holds(&point.reached) {
-            if next.is_some_and(|next| world.holds(&next.reached)) {
-                return Err("crossed unseen (the next boundary was reached first): no kill".into());
+        let mut reached_since: Option<tokio::time::Instant> = None;
+        loop {
+            match tokio::time::timeout(Duration::from_millis(20), &mut held).await {
+                Ok(Ok(path)) => {
+                    let offset = self.draws.below(20);
+                    tokio::time::sleep(Duration::from_millis(offset)).await;
+                    return Ok(format!("write to {path} held, killed {offset} ms later"));
+                }
+                Ok(Err(_)) => panic!("the hold for {} was dropped", point.name),
+                Err(_) => {}
             }
-            if self.ended.load(Ordering::SeqCst) {
-                return Err("not reached before the scenario ended: no kill".into());
+            if world.holds(&point.reached) {
+                let since = *reached_since.get_or_insert_with(tokio::time::Instant::now);
+                if since.elapsed() > QUIET {
+                    return Ok(format!(
+                        "nothing written within {QUIET:?} of the boundary: killed then"
+                    ));
+                }
+            } else if self.ended.load(Ordering::SeqCst) {
+                return Err(match reached_since {
+                    Some(_) => "seen by the watches, but no write after it was held: no kill",
+                    None => "not reached before the scenario ended: no kill",
+                }
+                .into());
             }
             assert!(tokio::time::Instant::now() < deadline, "{} never came", point.name);
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let offset = self.draws.below(40);
-        tokio::time::sleep(Duration::from_millis(offset)).await;
-        Ok(format!("{offset} ms after the watch showed it"))
     }
 }

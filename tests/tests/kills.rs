@@ -1,9 +1,10 @@
 //! The operator SIGKILLed at every phase boundary of a canary and a blue-green rollout (S15),
 //! under load through the Service's ClusterIP. Each scenario runs twice side by side, in two
-//! namespaces: once undisturbed, once with the operator killed at each boundary, sometimes
+//! namespaces: once undisturbed, once with the operator killed at every boundary, either
 //! between a child write and the status write that follows it (the status write held back and
-//! never delivered), sometimes a seeded random few milliseconds after a watch shows the
-//! boundary; each time a new instance (a new identity, as a new pod) takes the lease over.
+//! never delivered) or right after the status write that shows the boundary (its next write
+//! held back), a seeded random few milliseconds after the hold; each time a new instance (a
+//! new identity, as a new pod) takes the lease over.
 //!
 //! Both runs must end in the same state (status without times, Deployments, Services), no
 //! request may fail in either, no step may be skipped or repeated (the step index never goes
@@ -119,33 +120,50 @@ const V2: &str = r#""modelship.io/version":"2""#;
 const V3: &str = r#""modelship.io/version":"3""#;
 /// Only a delete carries DeleteOptions.
 const DELETE: &str = "propagationPolicy";
+/// Parts of the status a boundary's status write shows (each one key and its value: the
+/// operator's status body has its keys in no fixed order).
+const C2: &str = r#""candidateVersion":"2""#;
+const C3: &str = r#""candidateVersion":"3""#;
+const PAUSED: &str = r#""phase":"Paused""#;
+const SCALE_DOWN: &str = r#""scaleDownAt":"#;
 
 fn canary_points() -> Vec<KillPoint> {
     vec![
-        KillPoint::held("canary created", "/deployments/m-canary", V2, |w| {
+        KillPoint::between_child_and_status("canary created", "/deployments/m-canary", V2, |w| {
             w.track("m", "canary").is_some_and(|t| t.0 == "2")
         }),
-        KillPoint::seen("step advanced to the timed pause", |w| {
-            status_is(w, |s| candidate(s) == Some("2") && s.current_step == Some(1))
-        }),
-        KillPoint::seen("analysis running", |w| {
+        KillPoint::after_status(
+            "step advanced to the timed pause",
+            &[C2, r#""currentStep":1"#],
+            |w| status_is(w, |s| candidate(s) == Some("2") && s.current_step == Some(1)),
+        ),
+        KillPoint::after_status("analysis running", &[C2, r#""measurements":1,"#], |w| {
             status_is(w, |s| {
                 s.analysis.as_ref().is_some_and(|a| a.version == "2" && a.measurements >= 1)
             })
         }),
-        KillPoint::held("promotion started", "/deployments/m-stable", V2, |w| {
-            w.track("m", "stable").is_some_and(|t| t.0 == "2")
-        }),
-        KillPoint::held("promoted canary removed", "/deployments/m-canary", DELETE, |w| {
-            w.track("m", "stable").is_some_and(|t| t.0 == "2") && w.track("m", "canary").is_none()
-        }),
-        KillPoint::held("canary 3 created", "/deployments/m-canary", V3, |w| {
+        KillPoint::between_child_and_status(
+            "promotion started",
+            "/deployments/m-stable",
+            V2,
+            |w| w.track("m", "stable").is_some_and(|t| t.0 == "2"),
+        ),
+        KillPoint::between_child_and_status(
+            "promoted canary removed",
+            "/deployments/m-canary",
+            DELETE,
+            |w| {
+                w.track("m", "stable").is_some_and(|t| t.0 == "2")
+                    && w.track("m", "canary").is_none()
+            },
+        ),
+        KillPoint::between_child_and_status("canary 3 created", "/deployments/m-canary", V3, |w| {
             w.track("m", "canary").is_some_and(|t| t.0 == "3")
         }),
-        KillPoint::seen("paused at 50%", |w| {
+        KillPoint::after_status("paused at 50%", &[PAUSED, C3], |w| {
             status_is(w, |s| s.phase == Some(Phase::Paused) && candidate(s) == Some("3"))
         }),
-        KillPoint::held(
+        KillPoint::between_child_and_status(
             "abort: stable grown back first",
             "/deployments/m-stable",
             r#""replicas":2"#,
@@ -155,9 +173,12 @@ fn canary_points() -> Vec<KillPoint> {
                     && w.track("m", "stable").is_some_and(|t| t.1 == 2)
             },
         ),
-        KillPoint::held("abort: canary removed", "/deployments/m-canary", DELETE, |w| {
-            w.spec_version() == Some("2") && w.track("m", "canary").is_none()
-        }),
+        KillPoint::between_child_and_status(
+            "abort: canary removed",
+            "/deployments/m-canary",
+            DELETE,
+            |w| w.spec_version() == Some("2") && w.track("m", "canary").is_none(),
+        ),
     ]
 }
 
@@ -251,16 +272,22 @@ async fn canary_run(client: Client, ns: String, seed: Option<u64>) -> Outcome {
 
 fn blue_green_points() -> Vec<KillPoint> {
     vec![
-        KillPoint::held("green created for the preview", "/deployments/m-green", V2, |w| {
-            w.track("m", "green").is_some_and(|t| t.0 == "2")
-        }),
-        KillPoint::seen("paused for approval", |w| {
+        KillPoint::between_child_and_status(
+            "green created for the preview",
+            "/deployments/m-green",
+            V2,
+            |w| w.track("m", "green").is_some_and(|t| t.0 == "2"),
+        ),
+        KillPoint::after_status("paused for approval", &[PAUSED, C2], |w| {
             status_is(w, |s| s.phase == Some(Phase::Paused) && candidate(s) == Some("2"))
         }),
-        KillPoint::held("green scaled to full", "/deployments/m-green", r#""replicas":2"#, |w| {
-            w.track("m", "green").is_some_and(|t| t.1 == 2)
-        }),
-        KillPoint::held(
+        KillPoint::between_child_and_status(
+            "green scaled to full",
+            "/deployments/m-green",
+            r#""replicas":2"#,
+            |w| w.track("m", "green").is_some_and(|t| t.1 == 2),
+        ),
+        KillPoint::between_child_and_status(
             "selector switched",
             "/services/m",
             r#""modelship.io/track":"green""#,
@@ -270,29 +297,41 @@ fn blue_green_points() -> Vec<KillPoint> {
                 })
             },
         ),
-        KillPoint::seen("switch confirmed, old color kept until its deadline", |w| {
-            status_is(w, |s| candidate(s) == Some("2") && s.scale_down_at.is_some())
-        }),
-        KillPoint::held("old color scaled down", "/deployments/m-blue", r#""replicas":0"#, |w| {
-            w.track("m", "blue").is_some_and(|t| t.1 == 0)
-        }),
-        KillPoint::held("blue recreated for the preview of 3", "/deployments/m-blue", V3, |w| {
-            w.track("m", "blue").is_some_and(|t| t.0 == "3")
-        }),
-        KillPoint::seen("paused for approval of 3", |w| {
+        KillPoint::after_status(
+            "switch confirmed, old color kept until its deadline",
+            &[C2, SCALE_DOWN],
+            |w| status_is(w, |s| candidate(s) == Some("2") && s.scale_down_at.is_some()),
+        ),
+        KillPoint::between_child_and_status(
+            "old color scaled down",
+            "/deployments/m-blue",
+            r#""replicas":0"#,
+            |w| w.track("m", "blue").is_some_and(|t| t.1 == 0),
+        ),
+        KillPoint::between_child_and_status(
+            "blue recreated for the preview of 3",
+            "/deployments/m-blue",
+            V3,
+            |w| w.track("m", "blue").is_some_and(|t| t.0 == "3"),
+        ),
+        KillPoint::after_status("paused for approval of 3", &[PAUSED, C3], |w| {
             status_is(w, |s| s.phase == Some(Phase::Paused) && candidate(s) == Some("3"))
         }),
-        KillPoint::seen("abort in progress", |w| {
-            w.spec_version() == Some("2")
-                && status_is(w, |s| {
-                    s.history
-                        .iter()
-                        .any(|r| r.version == "3" && r.outcome == RolloutOutcome::Abandoned)
-                        && s.scale_down_at.is_some()
-                })
-                && w.track("m", "blue").is_some_and(|t| t.1 > 0)
-        }),
-        KillPoint::held(
+        KillPoint::after_status(
+            "abort in progress",
+            &[r#""outcome":"Abandoned""#, SCALE_DOWN],
+            |w| {
+                w.spec_version() == Some("2")
+                    && status_is(w, |s| {
+                        s.history
+                            .iter()
+                            .any(|r| r.version == "3" && r.outcome == RolloutOutcome::Abandoned)
+                            && s.scale_down_at.is_some()
+                    })
+                    && w.track("m", "blue").is_some_and(|t| t.1 > 0)
+            },
+        ),
+        KillPoint::between_child_and_status(
             "aborted color scaled down",
             "/deployments/m-blue",
             r#""replicas":0"#,
@@ -394,8 +433,8 @@ async fn blue_green_run(client: Client, ns: String, seed: Option<u64>) -> Outcom
     Outcome { end: settled.end_state(), world: settled, report, kills }
 }
 
-/// Checks shared by both scenarios: the killed run met every point with a held status write
-/// at least once, every new instance resumed within the lease plus 10 s, both runs lost no
+/// Checks shared by both scenarios: the killed run killed the operator at every point, at
+/// least once between a child write and its status write, every new instance resumed within the lease plus 10 s, both runs lost no
 /// request and ended in the same state.
 fn assert_same_end(strategy: &str, calm: &Outcome, killed: &Outcome, points: &[&str]) {
     for (run, outcome) in [("undisturbed", calm), ("killed", killed)] {
@@ -421,16 +460,13 @@ fn assert_same_end(strategy: &str, calm: &Outcome, killed: &Outcome, points: &[&
     }
     let met: Vec<&str> = killed.kills.iter().map(|k| k.point).collect();
     assert_eq!(met, points, "{strategy}: the boundaries the killer went through");
-    // A boundary that a new instance crosses in one reconcile cannot always be caught; most
-    // must be.
+    let missed: Vec<&str> = killed.kills.iter().filter(|k| !k.killed).map(|k| k.point).collect();
+    assert!(missed.is_empty(), "{strategy}: boundaries passed without a kill: {missed:?}");
     assert!(
-        made.len() * 3 >= points.len() * 2,
-        "{strategy}: only {} of {} boundaries had a kill",
-        made.len(),
-        points.len()
-    );
-    assert!(
-        killed.kills.iter().any(|k| k.how.starts_with("status write held")),
+        killed
+            .kills
+            .iter()
+            .any(|k| k.how.starts_with("write to") && k.how.contains("/status held")),
         "{strategy}: no kill fell between a child write and its status write"
     );
     let limit = Duration::from_secs(LEASE_SECONDS + 10);
