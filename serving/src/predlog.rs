@@ -2,19 +2,26 @@
 //!
 //! A record holds the time, the request id, the model and version, the prediction and its
 //! confidence, and the SHA-256 of the row's features (the features themselves only when
-//! asked). The request path only decides whether to log (a counter, so a sample rate of 0.1
-//! logs exactly every tenth request), copies the row and hands it to a bounded queue; a
-//! thread of its own hashes, formats and writes. When the queue is full the record is
-//! dropped and counted (`ml_prediction_log_records_total{outcome="dropped"}`): a slow log
-//! sink never slows inference.
+//! asked). The request path decides whether to log (a counter, so a sample rate of 0.1 logs
+//! exactly every tenth request), formats the request's records into a buffer of its thread
+//! and appends them, as JSON lines, to the log's pending bytes; a thread of its own takes
+//! what is pending every [`POLL`] and writes it. When the pending bytes pass
+//! [`PENDING_LIMIT_BYTES`] a request's records are dropped and counted
+//! (`ml_prediction_log_records_total{outcome="dropped"}`): a slow log sink never slows
+//! inference.
+//!
+//! Formatting where the record is made costs no more than formatting it on the writer, and
+//! saves what a queue of records costs: copying each one in and out, and a queue's memory
+//! that the requests walk through cold. The pending buffer and the writer's are swapped, so
+//! both stay small and warm.
 //!
 //! Sinks: JSON lines on standard output (for the node's log collector), or an HTTP collector
 //! that receives batches as a JSON array per POST (failed batches are counted, not retried).
 
+use std::cell::RefCell;
 use std::io::Write as _;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -25,18 +32,20 @@ use hyper_util::rt::TokioExecutor;
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 
-use crate::batching::Rows;
 use crate::runtime::RowOutputs;
 use crate::state::ServedModel;
 
-/// Records waiting for the writer; beyond this they are dropped.
-pub const QUEUE_CAPACITY: usize = 8192;
+/// Formatted records waiting for the writer, at most; a request whose records would pass it
+/// has them dropped. About 10,000 records: a hundred times what arrives between two polls
+/// at 250,000 requests a second.
+pub const PENDING_LIMIT_BYTES: usize = 2 << 20;
 /// Records per POST to a collector, at most.
 pub const HTTP_BATCH: usize = 500;
 /// A partial batch is sent after this long.
 pub const HTTP_FLUSH: Duration = Duration::from_secs(1);
-/// How often the writer takes what is queued.
-const POLL: Duration = Duration::from_millis(10);
+/// How often the writer takes what is pending. It polls rather than waits, so a request
+/// never has to wake it.
+const POLL: Duration = Duration::from_millis(4);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Confidence reported for a regression, as `/predict` does.
 const REGRESSION_CONFIDENCE: f32 = crate::routes::predict::REGRESSION_CONFIDENCE;
@@ -70,24 +79,64 @@ pub struct Counters {
     pub failed: Counter,
 }
 
-/// One row to log, as the request path hands it over.
-struct Entry {
+/// One predicted row, as a record says it.
+struct Record<'a> {
     at: SystemTime,
-    request_id: RequestId,
-    model: String,
-    version: String,
+    request_id: RequestId<'a>,
+    model: &'a str,
+    version: &'a str,
     classifier: bool,
     /// The row's index within its request, for batch requests.
     row: Option<usize>,
-    features: Rows,
+    features: &'a [f32],
     label: Option<i64>,
-    scores: smallvec::SmallVec<[f32; 8]>,
+    scores: &'a [f32],
 }
 
-enum RequestId {
-    Given(String),
+#[derive(Clone, Copy)]
+enum RequestId<'a> {
+    Given(&'a str),
     /// No id in the request: the log's own sequence number.
     Numbered(u64),
+}
+
+/// JSON lines waiting for the writer.
+#[derive(Debug, Default)]
+struct Pending {
+    lines: Vec<u8>,
+    records: u64,
+}
+
+/// What the request path and the writer share.
+#[derive(Debug, Default)]
+struct Shared {
+    pending: Mutex<Pending>,
+    /// Every handle is gone: the writer writes what is left and stops.
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        // A panic while appending bytes cannot leave them worse than a torn line; keep going.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Append a request's records, or drop them when the writer is too far behind.
+    fn push(&self, lines: &[u8], records: u64, counters: &Counters) {
+        let mut pending = self.pending();
+        if pending.lines.len() + lines.len() > PENDING_LIMIT_BYTES {
+            drop(pending);
+            counters.dropped.inc_by(records);
+            return;
+        }
+        pending.lines.extend_from_slice(lines);
+        pending.records += records;
+    }
+
+    /// Swap what is pending with `spare` (empty, its capacity kept for the next records).
+    fn take(&self, spare: &mut Pending) {
+        std::mem::swap(&mut *self.pending(), spare);
+    }
 }
 
 /// The log's handle, cheap to clone.
@@ -96,37 +145,42 @@ pub struct PredictionLog(Arc<Inner>);
 
 #[derive(Debug)]
 struct Inner {
-    queue: SyncSender<Entry>,
+    shared: Arc<Shared>,
     /// Requests seen, for sampling.
     seen: AtomicU64,
     /// Requests logged without an id, for their numbers.
     numbered: AtomicU64,
     sample_rate: f64,
+    include_features: bool,
     counters: Counters,
 }
 
-impl std::fmt::Debug for Entry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Entry").field("model", &self.model).finish_non_exhaustive()
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::SeqCst);
     }
+}
+
+thread_local! {
+    /// Each request thread formats its records here before appending them in one go.
+    static LINES: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(4096));
 }
 
 impl PredictionLog {
     /// Start the writer thread; `None` when logging is off.
     pub fn start(options: &Options, counters: Counters) -> Option<PredictionLog> {
-        let (queue, records) = std::sync::mpsc::sync_channel(QUEUE_CAPACITY);
-        let writer_counters = counters.clone();
-        let include = options.include_features;
+        let shared = Arc::new(Shared::default());
+        let (writer_shared, writer_counters) = (shared.clone(), counters.clone());
         let spawned = match (options.sink, options.url.clone()) {
             (Sink::Off, _) => return None,
             (Sink::Stdout, _) => std::thread::Builder::new()
                 .name("prediction-log".into())
-                .spawn(move || write_stdout(&records, include, &writer_counters)),
+                .spawn(move || write_stdout(&writer_shared, &writer_counters)),
             (Sink::Http, url) => {
                 let url = url.unwrap_or_default();
                 std::thread::Builder::new()
                     .name("prediction-log".into())
-                    .spawn(move || post_batches(&records, &url, include, &writer_counters))
+                    .spawn(move || post_batches(&writer_shared, &url, &writer_counters))
             }
         };
         if let Err(error) = spawned {
@@ -135,10 +189,11 @@ impl PredictionLog {
         }
         tracing::info!(sink = ?options.sink, sample_rate = options.sample_rate, "prediction log on");
         Some(PredictionLog(Arc::new(Inner {
-            queue,
+            shared,
             seen: AtomicU64::new(0),
             numbered: AtomicU64::new(0),
             sample_rate: options.sample_rate.clamp(0.0, 1.0),
+            include_features: options.include_features,
             counters,
         })))
     }
@@ -153,73 +208,71 @@ impl PredictionLog {
         ((n + 1.0) * rate).floor() > (n * rate).floor()
     }
 
-    /// Queue one record per row of a request; rows that do not fit are dropped and counted.
+    /// Log one record per row of a request; a request whose records do not fit is dropped
+    /// and counted.
     pub fn record(
         &self,
         model: &ServedModel,
         request_id: Option<&str>,
-        features: &Rows,
+        features: &[f32],
         rows: usize,
         outputs: &RowOutputs,
     ) {
         let at = SystemTime::now();
         let signature = model.backend.signature();
         let (width, per_row) = (signature.width(), signature.features);
-        let classifier = signature.is_classifier();
-        let request_id = || match request_id {
-            Some(id) => RequestId::Given(id.to_owned()),
-            None => RequestId::Numbered(self.0.numbered.fetch_add(1, Ordering::Relaxed)),
+        let numbered = || RequestId::Numbered(self.0.numbered.fetch_add(1, Ordering::Relaxed));
+        // The rows of a batch share the request's id, or one number when it has none.
+        let shared_id = match request_id {
+            Some(id) => Some(RequestId::Given(id)),
+            None => (rows > 1).then(numbered),
         };
-        let shared_id = (rows > 1).then(request_id);
-        for row in 0..rows {
-            let id = match &shared_id {
-                Some(RequestId::Given(id)) => RequestId::Given(id.clone()),
-                Some(RequestId::Numbered(n)) => RequestId::Numbered(*n),
-                None => request_id(),
-            };
-            let entry = Entry {
-                at,
-                request_id: id,
-                model: model.name.clone(),
-                version: model.version.clone(),
-                classifier,
-                row: (rows > 1).then_some(row),
-                features: Rows::from_slice(&features[row * per_row..(row + 1) * per_row]),
-                label: outputs.labels.get(row).copied(),
-                scores: smallvec::SmallVec::from_slice(
-                    &outputs.scores[row * width..(row + 1) * width],
-                ),
-            };
-            match self.0.queue.try_send(entry) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    self.0.counters.dropped.inc();
-                }
+        LINES.with_borrow_mut(|lines| {
+            lines.clear();
+            for row in 0..rows {
+                let record = Record {
+                    at,
+                    request_id: shared_id.unwrap_or_else(numbered),
+                    model: &model.name,
+                    version: &model.version,
+                    classifier: signature.is_classifier(),
+                    row: (rows > 1).then_some(row),
+                    features: &features[row * per_row..(row + 1) * per_row],
+                    label: outputs.labels.get(row).copied(),
+                    scores: &outputs.scores[row * width..(row + 1) * width],
+                };
+                format_record(lines, &record, self.0.include_features);
+                lines.push(b'\n');
             }
-        }
+            self.0.shared.push(lines, rows as u64, &self.0.counters);
+        });
     }
 }
 
 /// Append one record as a JSON object (no newline). Numbers and strings are written by
 /// serde_json's writers, straight into the buffer.
-fn format_record(out: &mut Vec<u8>, entry: &Entry, include_features: bool) {
-    let timestamp = entry.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let (prediction, confidence) = match (entry.classifier, entry.label) {
-        (true, Some(label)) => (label as f64, entry.scores.iter().copied().fold(0.0, f32::max)),
-        _ => (f64::from(entry.scores.first().copied().unwrap_or_default()), REGRESSION_CONFIDENCE),
+fn format_record(out: &mut Vec<u8>, record: &Record<'_>, include_features: bool) {
+    let timestamp = record.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
+    let (prediction, confidence) = match (record.classifier, record.label) {
+        (true, Some(label)) => (label as f64, record.scores.iter().copied().fold(0.0, f32::max)),
+        _ => (f64::from(record.scores.first().copied().unwrap_or_default()), REGRESSION_CONFIDENCE),
     };
     out.extend_from_slice(b"{\"kind\":\"prediction\",\"timestamp\":");
     json(out, &timestamp);
     out.extend_from_slice(b",\"request_id\":");
-    match &entry.request_id {
+    match record.request_id {
         RequestId::Given(id) => json(out, id),
-        RequestId::Numbered(n) => json(out, &n.to_string()),
+        RequestId::Numbered(n) => {
+            out.push(b'"');
+            json(out, &n);
+            out.push(b'"');
+        }
     }
     out.extend_from_slice(b",\"model\":");
-    json(out, &entry.model);
+    json(out, record.model);
     out.extend_from_slice(b",\"version\":");
-    json(out, &entry.version);
-    if let Some(row) = entry.row {
+    json(out, record.version);
+    if let Some(row) = record.row {
         out.extend_from_slice(b",\"row\":");
         json(out, &row);
     }
@@ -228,21 +281,34 @@ fn format_record(out: &mut Vec<u8>, entry: &Entry, include_features: bool) {
     out.extend_from_slice(b",\"confidence\":");
     json(out, &confidence);
     out.extend_from_slice(b",\"features_sha256\":\"");
-    let mut hasher = Sha256::new();
-    for value in &entry.features {
-        hasher.update(value.to_le_bytes());
-    }
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for byte in hasher.finalize() {
-        out.push(HEX[usize::from(byte >> 4)]);
-        out.push(HEX[usize::from(byte & 0xf)]);
+    let mut hex = [0u8; 64];
+    for (byte, pair) in features_sha256(record.features).iter().zip(hex.chunks_exact_mut(2)) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
+    out.extend_from_slice(&hex);
     out.push(b'"');
     if include_features {
         out.extend_from_slice(b",\"features\":");
-        json(out, entry.features.as_slice());
+        json(out, record.features);
     }
     out.push(b'}');
+}
+
+/// SHA-256 of the features' little-endian bytes, fed to the hasher a block of values at a
+/// time: one `update` per value costs more than the hashing itself.
+fn features_sha256(features: &[f32]) -> [u8; 32] {
+    const CHUNK: usize = 64;
+    let mut hasher = Sha256::new();
+    let mut bytes = [0u8; CHUNK * 4];
+    for values in features.chunks(CHUNK) {
+        for (value, out) in values.iter().zip(bytes.chunks_exact_mut(4)) {
+            out.copy_from_slice(&value.to_le_bytes());
+        }
+        hasher.update(&bytes[..values.len() * 4]);
+    }
+    hasher.finalize().into()
 }
 
 /// Write `value` as JSON (non-finite numbers, which a loaded model never produces, as null).
@@ -251,52 +317,52 @@ fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// Take what is queued, at most `limit` records, formatting each with `each`; whether the
-/// queue is closed.
-fn drain(records: &Receiver<Entry>, limit: usize, mut each: impl FnMut(Entry)) -> (usize, bool) {
-    let mut taken = 0;
-    while taken < limit {
-        match records.try_recv() {
-            Ok(entry) => {
-                each(entry);
-                taken += 1;
-            }
-            Err(TryRecvError::Empty) => return (taken, false),
-            Err(TryRecvError::Disconnected) => return (taken, true),
-        }
-    }
-    (taken, false)
-}
-
-/// The stdout writer: every [`POLL`] it takes what is queued and writes it in one go. It
-/// polls rather than waits, so a request never has to wake it.
-fn write_stdout(records: &Receiver<Entry>, include_features: bool, counters: &Counters) {
-    let mut buffer = Vec::with_capacity(256 * 1024);
+/// The stdout writer: every [`POLL`] it takes what is pending and writes it in one go.
+fn write_stdout(shared: &Shared, counters: &Counters) {
+    let mut taken = Pending::default();
     loop {
-        buffer.clear();
-        let (count, closed) = drain(records, QUEUE_CAPACITY, |entry| {
-            format_record(&mut buffer, &entry, include_features);
-            buffer.push(b'\n');
-        });
-        if count > 0 {
+        std::thread::sleep(POLL);
+        // Read before taking: records appended before the last handle went are in this take.
+        let closed = shared.closed.load(Ordering::SeqCst);
+        shared.take(&mut taken);
+        if taken.records > 0 {
             let mut stdout = std::io::stdout().lock();
-            match stdout.write_all(&buffer).and_then(|()| stdout.flush()) {
-                Ok(()) => counters.written.inc_by(count as u64),
-                Err(_) => counters.failed.inc_by(count as u64),
+            match stdout.write_all(&taken.lines).and_then(|()| stdout.flush()) {
+                Ok(()) => counters.written.inc_by(taken.records),
+                Err(_) => counters.failed.inc_by(taken.records),
             };
         }
+        taken.lines.clear();
+        taken.records = 0;
         if closed {
             return;
         }
-        if count < QUEUE_CAPACITY {
-            std::thread::sleep(POLL);
-        }
     }
 }
 
+/// The first `max` lines of `lines` as one JSON array, how many bytes of `lines` they took
+/// and how many records it holds.
+fn json_array(lines: &[u8], max: usize) -> (Vec<u8>, usize, usize) {
+    let mut body = Vec::with_capacity(lines.len().min(max * 256) + 2);
+    body.push(b'[');
+    let (mut used, mut count) = (0, 0);
+    for line in lines.split_inclusive(|&b| b == b'\n').take(max) {
+        if count > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(line.strip_suffix(b"\n").unwrap_or(line));
+        used += line.len();
+        count += 1;
+    }
+    body.push(b']');
+    (body, used, count)
+}
+
 /// The HTTP writer: batches of up to [`HTTP_BATCH`] records, sent when full or
-/// [`HTTP_FLUSH`] after their first record; a failed batch is counted and dropped.
-fn post_batches(records: &Receiver<Entry>, url: &str, include_features: bool, counters: &Counters) {
+/// [`HTTP_FLUSH`] after their first record; a failed batch is counted and dropped. While a
+/// batch is on its way, new records wait in the pending bytes (and are dropped past their
+/// limit).
+fn post_batches(shared: &Shared, url: &str, counters: &Counters) {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -314,24 +380,30 @@ fn post_batches(records: &Receiver<Entry>, url: &str, include_features: bool, co
         }
     };
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let mut body = Vec::with_capacity(HTTP_BATCH * 256);
-    let mut count = 0;
+    let mut taken = Pending::default();
+    // Records taken but not yet sent, and when the oldest of them was taken.
+    let mut waiting = Pending::default();
     let mut first_at = Instant::now();
     loop {
-        let (taken, closed) = drain(records, HTTP_BATCH - count, |entry| {
-            body.push(if count == 0 { b'[' } else { b',' });
-            format_record(&mut body, &entry, include_features);
-            count += 1;
-            if count == 1 {
+        std::thread::sleep(POLL);
+        let closed = shared.closed.load(Ordering::SeqCst);
+        shared.take(&mut taken);
+        if taken.records > 0 {
+            if waiting.records == 0 {
                 first_at = Instant::now();
             }
-        });
-        let due =
-            count >= HTTP_BATCH || (count > 0 && (closed || first_at.elapsed() >= HTTP_FLUSH));
-        if due {
-            body.push(b']');
-            let sent = std::mem::replace(&mut body, Vec::with_capacity(HTTP_BATCH * 256));
-            match runtime.block_on(post(&client, url, sent)) {
+            waiting.lines.extend_from_slice(&taken.lines);
+            waiting.records += taken.records;
+            taken.lines.clear();
+            taken.records = 0;
+        }
+        while waiting.records >= HTTP_BATCH as u64
+            || (waiting.records > 0 && (closed || first_at.elapsed() >= HTTP_FLUSH))
+        {
+            let (body, used, count) = json_array(&waiting.lines, HTTP_BATCH);
+            waiting.lines.drain(..used);
+            waiting.records -= count as u64;
+            match runtime.block_on(post(&client, url, body)) {
                 Ok(()) => {
                     counters.written.inc_by(count as u64);
                 }
@@ -344,13 +416,10 @@ fn post_batches(records: &Receiver<Entry>, url: &str, include_features: bool, co
                     counters.failed.inc_by(count as u64);
                 }
             };
-            count = 0;
+            first_at = Instant::now();
         }
         if closed {
             return;
-        }
-        if taken == 0 || !due {
-            std::thread::sleep(POLL);
         }
     }
 }
@@ -376,24 +445,24 @@ where
 mod tests {
     use super::*;
 
-    fn entry(id: RequestId, classifier: bool) -> Entry {
-        Entry {
+    fn row_record(id: RequestId<'_>, classifier: bool) -> Record<'_> {
+        Record {
             at: UNIX_EPOCH + Duration::from_millis(1_500),
             request_id: id,
-            model: "fraud".into(),
-            version: "2".into(),
+            model: "fraud",
+            version: "2",
             classifier,
             row: None,
-            features: Rows::from_slice(&[1.0, -0.5]),
+            features: &[1.0, -0.5],
             label: classifier.then_some(1),
-            scores: smallvec::SmallVec::from_slice(&[0.25, 0.75]),
+            scores: &[0.25, 0.75],
         }
     }
 
     #[test]
     fn a_record_says_what_was_predicted_and_hashes_the_features() {
         let mut line = Vec::new();
-        format_record(&mut line, &entry(RequestId::Given("r\"1".into()), true), false);
+        format_record(&mut line, &row_record(RequestId::Given("r\"1"), true), false);
         let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(record["kind"], "prediction");
         assert_eq!(record["timestamp"], 1.5);
@@ -412,7 +481,7 @@ mod tests {
         assert!(record.get("features").is_none(), "features only when asked");
 
         let mut line = Vec::new();
-        format_record(&mut line, &entry(RequestId::Numbered(7), false), true);
+        format_record(&mut line, &row_record(RequestId::Numbered(7), false), true);
         let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
         assert_eq!(record["request_id"], "7");
         assert_eq!(record["prediction"], 0.25, "a regression's value");
@@ -423,14 +492,41 @@ mod tests {
     fn sampling_logs_exactly_the_rate() {
         for (rate, expected) in [(0.0, 0), (0.1, 100), (0.25, 250), (1.0, 1000)] {
             let log = PredictionLog(Arc::new(Inner {
-                queue: std::sync::mpsc::sync_channel(1).0,
+                shared: Arc::default(),
                 seen: AtomicU64::new(0),
                 numbered: AtomicU64::new(0),
                 sample_rate: rate,
+                include_features: false,
                 counters: Counters::default(),
             }));
             let logged = (0..1000).filter(|_| log.sampled()).count();
             assert_eq!(logged, expected, "rate {rate}");
         }
+    }
+
+    #[test]
+    fn a_request_that_does_not_fit_is_dropped_whole_and_counted() {
+        let (shared, counters) = (Shared::default(), Counters::default());
+        let lines = vec![b'x'; PENDING_LIMIT_BYTES / 2];
+        shared.push(&lines, 3, &counters);
+        shared.push(&lines, 3, &counters);
+        shared.push(b"y\n", 2, &counters);
+        assert_eq!((counters.dropped.get(), shared.pending().records), (2, 6));
+        let mut taken = Pending::default();
+        shared.take(&mut taken);
+        assert_eq!((taken.records, taken.lines.len()), (6, PENDING_LIMIT_BYTES));
+        shared.push(b"y\n", 1, &counters);
+        assert_eq!(shared.pending().records, 1, "room again once the writer took the rest");
+    }
+
+    #[test]
+    fn json_lines_become_json_arrays_of_at_most_a_batch() {
+        let lines = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+        let (body, used, count) = json_array(lines, 2);
+        assert_eq!((body.as_slice(), used, count), (&b"[{\"a\":1},{\"b\":2}]"[..], 16, 2));
+        let (body, used, count) = json_array(&lines[used..], 2);
+        assert_eq!((body.as_slice(), used, count), (&b"[{\"c\":3}]"[..], 8, 1));
+        let parsed: serde_json::Value = serde_json::from_slice(&json_array(lines, 500).0).unwrap();
+        assert_eq!(parsed.as_array().map(Vec::len), Some(3));
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::post;
 use common::*;
-use modelship_serving::predlog::{HTTP_BATCH, QUEUE_CAPACITY, Sink};
+use modelship_serving::predlog::{HTTP_BATCH, PENDING_LIMIT_BYTES, Sink};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -121,7 +121,7 @@ async fn sampling_logs_the_share_asked_for_without_features() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sink_that_cannot_keep_up_costs_records_not_requests() {
     // A collector that accepts connections and never answers: the writer waits on it while
-    // the queue fills up.
+    // the pending records pile up to their limit.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = silent.local_addr().unwrap();
     let config = logging_to(format!("http://{addr}/records"), 1.0, false);
@@ -130,17 +130,28 @@ async fn a_sink_that_cannot_keep_up_costs_records_not_requests() {
     let rs = rows("inputs_binary.json", 1);
     let body = json!({"features": rs[0]}).to_string();
     let started = std::time::Instant::now();
-    let requests = QUEUE_CAPACITY + HTTP_BATCH + 1000;
-    for _ in 0..requests {
-        let r = post_json(&app, "/predict", body.clone()).await;
-        assert_eq!(r.status, 200);
+    // A record takes well over 100 bytes: this many requests pass the limit, with a batch
+    // the writer took before it got stuck.
+    let enough = PENDING_LIMIT_BYTES / 100 + HTTP_BATCH;
+    let dropped = || async {
+        let metrics = get_json(&app, "/metrics").await.text;
+        metric_value(&metrics, "ml_prediction_log_records_total{outcome=\"dropped\"}")
+            .unwrap_or_default()
+    };
+    let mut sent = 0;
+    while sent < enough {
+        for _ in 0..1000 {
+            let r = post_json(&app, "/predict", body.clone()).await;
+            assert_eq!(r.status, 200);
+        }
+        sent += 1000;
+        if dropped().await >= 1.0 {
+            break;
+        }
     }
     let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(20), "inference did not wait for the sink: {elapsed:?}");
-    let metrics = get_json(&app, "/metrics").await.text;
-    let dropped =
-        metric_value(&metrics, "ml_prediction_log_records_total{outcome=\"dropped\"}").unwrap();
-    assert!(dropped >= 1.0, "{metrics}");
+    assert!(elapsed < Duration::from_secs(30), "inference did not wait for the sink: {elapsed:?}");
+    assert!(dropped().await >= 1.0, "no record dropped after {sent} requests");
     drop(silent);
 }
 
