@@ -1,0 +1,85 @@
+//! The prediction log's records, sampling, limit and HTTP batches.
+
+use super::*;
+
+fn row_record(id: RequestId<'_>, classifier: bool) -> Record<'_> {
+    Record {
+        at: UNIX_EPOCH + Duration::from_millis(1_500),
+        request_id: id,
+        model: "fraud",
+        version: "2",
+        classifier,
+        row: None,
+        features: &[1.0, -0.5],
+        label: classifier.then_some(1),
+        scores: &[0.25, 0.75],
+    }
+}
+
+#[test]
+fn a_record_says_what_was_predicted_and_hashes_the_features() {
+    let mut line = Vec::new();
+    format_record(&mut line, &row_record(RequestId::Given("r\"1"), true), false);
+    let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(record["kind"], "prediction");
+    assert_eq!(record["timestamp"], 1.5);
+    assert_eq!(record["request_id"], "r\"1");
+    assert_eq!((record["model"].as_str(), record["version"].as_str()), (Some("fraud"), Some("2")));
+    assert_eq!(record["prediction"], 1.0);
+    assert_eq!(record["confidence"], 0.75);
+    let mut bytes = Vec::new();
+    bytes.extend(1.0f32.to_le_bytes());
+    bytes.extend((-0.5f32).to_le_bytes());
+    let want: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(record["features_sha256"], want.as_str());
+    assert!(record.get("features").is_none(), "features only when asked");
+
+    let mut line = Vec::new();
+    format_record(&mut line, &row_record(RequestId::Numbered(7), false), true);
+    let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    assert_eq!(record["request_id"], "7");
+    assert_eq!(record["prediction"], 0.25, "a regression's value");
+    assert_eq!(record["features"], serde_json::json!([1.0, -0.5]));
+}
+
+#[test]
+fn sampling_logs_exactly_the_rate() {
+    for (rate, expected) in [(0.0, 0), (0.1, 100), (0.25, 250), (1.0, 1000)] {
+        let log = PredictionLog(Arc::new(Inner {
+            shared: Arc::default(),
+            seen: AtomicU64::new(0),
+            numbered: AtomicU64::new(0),
+            sample_rate: rate,
+            include_features: false,
+            counters: Counters::default(),
+        }));
+        let logged = (0..1000).filter(|_| log.sampled()).count();
+        assert_eq!(logged, expected, "rate {rate}");
+    }
+}
+
+#[test]
+fn a_request_that_does_not_fit_is_dropped_whole_and_counted() {
+    let (shared, counters) = (Shared::default(), Counters::default());
+    let lines = vec![b'x'; PENDING_LIMIT_BYTES / 2];
+    shared.push(&lines, 3, &counters);
+    shared.push(&lines, 3, &counters);
+    shared.push(b"y\n", 2, &counters);
+    assert_eq!((counters.dropped.get(), shared.pending().records), (2, 6));
+    let mut taken = Pending::default();
+    shared.take(&mut taken);
+    assert_eq!((taken.records, taken.lines.len()), (6, PENDING_LIMIT_BYTES));
+    shared.push(b"y\n", 1, &counters);
+    assert_eq!(shared.pending().records, 1, "room again once the writer took the rest");
+}
+
+#[test]
+fn json_lines_become_json_arrays_of_at_most_a_batch() {
+    let lines = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+    let (body, used, count) = json_array(lines, 2);
+    assert_eq!((body.as_slice(), used, count), (&b"[{\"a\":1},{\"b\":2}]"[..], 16, 2));
+    let (body, used, count) = json_array(&lines[used..], 2);
+    assert_eq!((body.as_slice(), used, count), (&b"[{\"c\":3}]"[..], 8, 1));
+    let parsed: serde_json::Value = serde_json::from_slice(&json_array(lines, 500).0).unwrap();
+    assert_eq!(parsed.as_array().map(Vec::len), Some(3));
+}
