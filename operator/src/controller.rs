@@ -52,6 +52,8 @@ pub struct Settings {
     pub concurrency: u16,
     /// Every ModelDeployment is reconciled at least this often.
     pub resync: Duration,
+    /// How long a new ModelDeployment's first status may wait for its pods (zero: no wait).
+    pub first_status_grace: Duration,
     /// Name and instance reported on events.
     pub identity: String,
 }
@@ -221,7 +223,9 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
 
     // Observe: what the model owns, from the watch caches.
     let seen = observe::snapshot(&ctx.stores, md, &namespace);
-    let previous = md.status.clone().unwrap_or_default();
+    let stored = md.status.clone().unwrap_or_default();
+    // A new model's first status may be held back in memory for a moment: plan from it.
+    let previous = ctx.report.held_status(md).unwrap_or_else(|| stored.clone());
     let now = Timestamp::now();
 
     // Measure the candidate when an analysis window closes: the only read beyond the caches.
@@ -262,16 +266,26 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     let due = notify::due(md, &previous, &next, &plan.events);
     let (sent, claimed) = notify::claim(md, &next, due, now);
     next.last_notification = claimed;
+    let resync = ctx.settings.resync;
+    let urgent = problem.is_some() || !sent.is_empty();
+    let grace = ctx.settings.first_status_grace;
+    if let Some(wait) = ctx.report.hold_first(md, &next, &plan.events, grace, urgent) {
+        let requeue =
+            [plan.requeue_after, Some(wait)].into_iter().flatten().fold(resync, Duration::min);
+        return Ok(Action::requeue(requeue));
+    }
     let announce = !plan.events.is_empty() || !sent.is_empty();
-    let wait = ctx.report.status(md, &previous, &next, announce).await?;
-    ctx.report.events(md, &plan.events).await;
+    // Compared with the stored status: a held one is not stored yet.
+    let wait = ctx.report.status(md, &stored, &next, announce).await?;
+    let mut events = ctx.report.take_held_events(md);
+    events.extend(plan.events.iter().cloned());
+    ctx.report.events(md, &events).await;
     if let Some(notifications) = &md.spec.notifications {
         ctx.notifier.send(&namespace, &notifications.webhook.secret_name, sent);
     }
     if let Some(problem) = problem {
         return Err(Error::Refused(problem.message));
     }
-    let resync = ctx.settings.resync;
     let requeue = [plan.requeue_after, wait].into_iter().flatten().fold(resync, Duration::min);
     Ok(Action::requeue(requeue))
 }

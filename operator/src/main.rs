@@ -50,6 +50,12 @@ struct Args {
     #[arg(long, env = "MODELSHIP_RESYNC_SECONDS", default_value_t = 600)]
     resync_seconds: u64,
 
+    /// A new ModelDeployment's first status waits this long, in seconds, for its pods to come
+    /// up while it would only say `Progressing`: a model ready by then gets one status write,
+    /// `Healthy`. 0 writes `Progressing` at once.
+    #[arg(long, env = "MODELSHIP_FIRST_STATUS_GRACE_SECONDS", default_value_t = 5)]
+    first_status_grace_seconds: u64,
+
     /// Run the controller only while holding the leader lease.
     #[arg(long, env = "MODELSHIP_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
     leader_elect: bool,
@@ -151,6 +157,7 @@ async fn run(args: Args) -> Result<ExitCode> {
         pod_metrics_url: args.pod_metrics_url.clone(),
         concurrency: args.concurrency,
         resync: Duration::from_secs(args.resync_seconds),
+        first_status_grace: Duration::from_secs(args.first_status_grace_seconds),
         identity: identity.clone(),
     };
     ready.store(true, Ordering::Release);

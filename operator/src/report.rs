@@ -1,6 +1,7 @@
 //! Report: write the computed status when it changed, paced when it only describes pods, and
 //! publish the plan's events. Remembers its own writes, so a reconcile never plans from a
-//! cached object that predates them.
+//! cached object that predates them, and holds a new model's first status back for a moment
+//! (with its events), so a model whose pods come up at once costs one status write.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -46,11 +47,22 @@ impl StatusWrite {
     }
 }
 
+/// A new model's first status, computed but not written yet, and the events that go with it.
+struct Held {
+    /// The object it was computed for: a model deleted and created again under the same name
+    /// starts afresh.
+    uid: Option<String>,
+    status: ModelDeploymentStatus,
+    events: Vec<PlannedEvent>,
+    since: Instant,
+}
+
 pub struct Report {
     client: Client,
     recorder: Recorder,
     metrics: std::sync::Arc<Metrics>,
     written: Mutex<HashMap<ObjectRef<ModelDeployment>, StatusWrite>>,
+    held: Mutex<HashMap<ObjectRef<ModelDeployment>, Held>>,
 }
 
 impl Report {
@@ -61,7 +73,60 @@ impl Report {
             client,
             metrics,
             written: Mutex::default(),
+            held: Mutex::default(),
         }
+    }
+
+    /// The first status held back for `md`, while none is stored: what a reconcile plans
+    /// from, so that the held rollout state (its start time, its events) is not made anew.
+    pub fn held_status(&self, md: &ModelDeployment) -> Option<ModelDeploymentStatus> {
+        if md.status.is_some() {
+            return None;
+        }
+        let held = self.held.lock().expect("lock");
+        let entry = held.get(&ObjectRef::from_obj(md))?;
+        (entry.uid == md.metadata.uid).then(|| entry.status.clone())
+    }
+
+    /// Hold `next` back as `md`'s first status, with `events`, while
+    /// [`status::first_status_wait`] allows and nothing `urgent` (a refusal to report, a
+    /// notification claimed in it) needs it stored: returns how long it may still wait.
+    /// `None`: write it now, with [`Report::take_held_events`].
+    pub fn hold_first(
+        &self,
+        md: &ModelDeployment,
+        next: &ModelDeploymentStatus,
+        events: &[PlannedEvent],
+        grace: Duration,
+        urgent: bool,
+    ) -> Option<Duration> {
+        if md.status.is_some() || urgent {
+            return None;
+        }
+        let key = ObjectRef::from_obj(md);
+        let mut held = self.held.lock().expect("lock");
+        // A model deleted while its status was held leaves an entry nobody asks for again.
+        held.retain(|_, entry| entry.since.elapsed() < grace * 4);
+        let same = held.get(&key).is_some_and(|entry| entry.uid == md.metadata.uid);
+        let since = if same { held[&key].since } else { Instant::now() };
+        let wait = status::first_status_wait(next, since.elapsed(), grace)?;
+        let mut entry = match same {
+            true => held.remove(&key).expect("present"),
+            false => {
+                Held { uid: md.metadata.uid.clone(), status: next.clone(), events: vec![], since }
+            }
+        };
+        entry.status = next.clone();
+        entry.events.extend(events.iter().cloned());
+        held.insert(key, entry);
+        debug!(?wait, "first status held back");
+        Some(wait)
+    }
+
+    /// The events held back with `md`'s first status, to publish now that it is written.
+    pub fn take_held_events(&self, md: &ModelDeployment) -> Vec<PlannedEvent> {
+        let entry = self.held.lock().expect("lock").remove(&ObjectRef::from_obj(md));
+        entry.filter(|e| e.uid == md.metadata.uid).map(|e| e.events).unwrap_or_default()
     }
 
     /// Whether the cached `md` predates our last status write of it.

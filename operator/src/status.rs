@@ -239,6 +239,20 @@ pub fn hold_back(
     (since < COUNTS_INTERVAL && counts_only(previous, next)).then(|| COUNTS_INTERVAL - since)
 }
 
+/// How long a new model's first status may still wait, `since` it was first computed: while it
+/// only says that the first rollout is under way (phase `Progressing`), for up to `grace`. A
+/// model whose pods come up within that time gets a single status write, `Healthy`, instead of
+/// `Progressing` then `Healthy`; that halves the status writes of a cold start. `None`: write
+/// it now.
+pub fn first_status_wait(
+    next: &ModelDeploymentStatus,
+    since: Duration,
+    grace: Duration,
+) -> Option<Duration> {
+    let under_way = next.phase == Some(modelship_crds::Phase::Progressing);
+    (under_way && since < grace).then(|| grace - since)
+}
+
 fn counts_only(previous: &ModelDeploymentStatus, next: &ModelDeploymentStatus) -> bool {
     fn without_counts(status: &ModelDeploymentStatus) -> ModelDeploymentStatus {
         let mut status = status.clone();
@@ -313,6 +327,27 @@ mod tests {
         assert_eq!(hold_back(&previous, &next, just_written), Some(Duration::from_millis(700)));
         assert_eq!(hold_back(&previous, &next, Some(COUNTS_INTERVAL)), None);
         assert_eq!(hold_back(&previous, &next, None), None, "never written by this process");
+    }
+
+    #[test]
+    fn a_first_status_under_way_waits_for_the_grace_and_no_longer() {
+        let grace = Duration::from_secs(5);
+        let under_way = healthy();
+        assert_eq!(
+            first_status_wait(&under_way, Duration::from_secs(2), grace),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(first_status_wait(&under_way, grace, grace), None, "the grace is over");
+        assert_eq!(first_status_wait(&under_way, Duration::ZERO, Duration::ZERO), None, "off");
+        for phase in [
+            modelship_crds::Phase::Healthy,
+            modelship_crds::Phase::Degraded,
+            modelship_crds::Phase::Paused,
+            modelship_crds::Phase::RolledBack,
+        ] {
+            let next = ModelDeploymentStatus { phase: Some(phase), ..under_way.clone() };
+            assert_eq!(first_status_wait(&next, Duration::ZERO, grace), None, "{phase:?}");
+        }
     }
 
     #[test]

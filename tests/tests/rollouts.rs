@@ -436,6 +436,72 @@ async fn steady_state_sends_no_writes() {
     .await;
 }
 
+/// Status writes of `operator`'s own counter.
+async fn status_writes(operator: &OperatorProcess) -> f64 {
+    let page = operator.metrics().await;
+    let lines = page.lines().filter(|line| line.contains(r#"kind="status""#));
+    modelship_tests::operator::sum_metric(
+        &lines.collect::<Vec<_>>().join("\n"),
+        "modelship_operator_writes_total",
+    )
+}
+
+/// A new model whose pods come up within the first-status grace costs one status write,
+/// `Healthy`, complete.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_ready_within_the_grace_costs_one_status_write() {
+    with_namespace(async |client, ns| {
+        let grace = ["--leader-elect=false", "--first-status-grace-seconds", "60"];
+        let operator = OperatorProcess::start_with(&ns, "solo", &grace);
+        apply(&client, &ns, model("m", "1", 2, json!({"type": "RollingUpdate"}))).await;
+        let md = wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
+        assert_eq!(status_writes(&operator).await, 1.0, "Healthy is the only status written");
+        let status = md.status.as_ref().unwrap();
+        assert_eq!(status.observed_generation, md.metadata.generation);
+        assert_eq!((status.stable_version.as_deref(), status.ready_replicas), (Some("1"), 2));
+        assert_eq!(condition(&md, "Available").unwrap().0, "True");
+    })
+    .await;
+}
+
+/// A new model whose pods do not come up within the grace is reported `Progressing` when the
+/// grace ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_model_not_ready_within_the_grace_is_reported_progressing() {
+    with_namespace(async |client, ns| {
+        let grace = ["--leader-elect=false", "--first-status-grace-seconds", "1"];
+        let operator = OperatorProcess::start_with(&ns, "solo", &grace);
+        let mut never_ready = model("m", "1", 1, json!({"type": "RollingUpdate"}));
+        never_ready["spec"]["model"]["uri"] = json!(models::fixture_uri("missing.onnx"));
+        apply(&client, &ns, never_ready).await;
+        let md = wait_phase(&client, &ns, "m", Phase::Progressing, T).await;
+        assert_eq!(condition(&md, "Available").unwrap().0, "False");
+        assert_eq!(status_writes(&operator).await, 1.0);
+    })
+    .await;
+}
+
+/// While a first status is held, the rollout's clock keeps running from the first reconcile:
+/// the progress deadline passes inside a long grace, and `Degraded` is written at once, with
+/// its warning published once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_first_status_keeps_the_progress_clock() {
+    with_namespace(async |client, ns| {
+        let grace = ["--leader-elect=false", "--first-status-grace-seconds", "120"];
+        let operator = OperatorProcess::start_with(&ns, "solo", &grace);
+        let strategy = json!({"type": "RollingUpdate", "progressDeadlineSeconds": 10});
+        let mut never_ready = model("m", "1", 1, strategy);
+        never_ready["spec"]["model"]["uri"] = json!(models::fixture_uri("missing.onnx"));
+        apply(&client, &ns, never_ready).await;
+        let md = wait_phase(&client, &ns, "m", Phase::Degraded, Duration::from_secs(60)).await;
+        assert_eq!(condition(&md, "Degraded").unwrap().0, "True");
+        assert_eq!(status_writes(&operator).await, 1.0, "Degraded is the first status written");
+        let counts = models::event_counts(&client, &ns, "m").await;
+        assert_eq!(counts.get("ProgressDeadlineExceeded").copied(), Some(1), "{counts:?}");
+    })
+    .await;
+}
+
 /// S22: children carry a controller owner reference, so deleting a ModelDeployment removes
 /// them, also while the operator is down.
 #[tokio::test(flavor = "multi_thread")]
