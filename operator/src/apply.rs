@@ -14,6 +14,7 @@ use tracing::{debug, info};
 
 use crate::desired::{Children, Kind, Removal, Running, applied_hash};
 use crate::error::{Error, Result};
+use crate::expect::ChildWrite;
 use crate::metrics::Metrics;
 
 /// The one field manager every write of the operator uses.
@@ -44,28 +45,34 @@ impl<'a> Writer<'a> {
         }
     }
 
-    /// Make the children what `children` says, given what `running` holds.
-    pub async fn apply(&self, children: &Children, running: &Running) -> Result<()> {
+    /// Make the children what `children` says, given what `running` holds; returns the
+    /// writes that changed a child, for the caches to catch up with.
+    pub async fn apply(&self, children: &Children, running: &Running) -> Result<Vec<ChildWrite>> {
         // Destructured without `..`: a new kind of child fails to compile here instead of
         // silently never being applied.
         let Children { deployments, services, hpa, pdb, removals } = children;
+        let mut written = Vec::new();
         for deployment in deployments {
             let existing = running.deployments.values().find(|d| same_name(&***d, deployment));
-            self.write(&self.deployments, deployment, existing.map(|d| &**d), Kind::Deployment)
-                .await?;
+            written.extend(
+                self.write(&self.deployments, deployment, existing.map(|d| &**d), Kind::Deployment)
+                    .await?,
+            );
         }
         for service in services {
             let existing = [&running.service, &running.preview]
                 .into_iter()
                 .flatten()
                 .find(|s| same_name(&***s, service));
-            self.write(&self.services, service, existing.map(|s| &**s), Kind::Service).await?;
+            written.extend(
+                self.write(&self.services, service, existing.map(|s| &**s), Kind::Service).await?,
+            );
         }
         if let Some(hpa) = hpa {
-            self.write(&self.hpas, hpa, running.hpa.as_deref(), Kind::Hpa).await?;
+            written.extend(self.write(&self.hpas, hpa, running.hpa.as_deref(), Kind::Hpa).await?);
         }
         if let Some(pdb) = pdb {
-            self.write(&self.pdbs, pdb, running.pdb.as_deref(), Kind::Pdb).await?;
+            written.extend(self.write(&self.pdbs, pdb, running.pdb.as_deref(), Kind::Pdb).await?);
         }
         for Removal { kind, name } in removals {
             match kind {
@@ -75,7 +82,7 @@ impl<'a> Writer<'a> {
                 Kind::Pdb => self.delete(&self.pdbs, name, *kind).await?,
             }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Server-side apply `object`, unless the cached copy was applied from the same content.
@@ -85,19 +92,20 @@ impl<'a> Writer<'a> {
         object: &K,
         existing: Option<&K>,
         kind: Kind,
-    ) -> Result<()>
+    ) -> Result<Option<ChildWrite>>
     where
         K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
     {
         let wanted = applied_hash(object);
         if existing.is_some_and(|e| applied_hash(e) == wanted) {
-            return Ok(());
+            return Ok(None);
         }
         let name = object.meta().name.clone().ok_or(Error::MissingField(".metadata.name"))?;
         self.metrics.count_write(kind.as_str(), "apply");
-        api.patch(&name, &apply_params(), &Patch::Apply(object)).await?;
+        let written = api.patch(&name, &apply_params(), &Patch::Apply(object)).await?;
         debug!(kind = kind.as_str(), child = %name, "applied");
-        Ok(())
+        let before = existing.and_then(|e| e.meta().resource_version.clone());
+        Ok(ChildWrite::new(kind, &name, before, written.meta().resource_version.clone()))
     }
 
     /// Delete in the background; a child already gone is not an error.

@@ -33,9 +33,10 @@ pub use crate::apply::FIELD_MANAGER;
 use crate::apply::Writer;
 use crate::desired::{self, Defaults};
 use crate::error::{Error, Result};
+use crate::expect::Expectations;
 use crate::metrics::{CategoryLabels, Metrics};
 use crate::notify::{self, send::Notifier};
-use crate::observe::{self, Stores};
+use crate::observe::{self, SliceIndex, Stores};
 use crate::plan::{self, Input, Track};
 use crate::report::Report;
 use crate::status::{self, Problem, StatusInput};
@@ -68,6 +69,8 @@ pub struct Context {
     pub prometheus: Prometheus,
     pub report: Report,
     pub notifier: Notifier,
+    /// Our child writes the caches have not shown yet.
+    expected: Expectations,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<ObjectRef<ModelDeployment>, u32>>,
     /// Every child cache has completed its initial list.
@@ -91,13 +94,17 @@ pub async fn run(
     let sliced = watcher::Config::default().labels(labels::NAME).any_semantic();
 
     let (deployments, deployment_events) =
-        cached::<Deployment>(&client, ns, managed.clone(), &metrics);
-    let (services, service_events) = cached::<Service>(&client, ns, managed.clone(), &metrics);
+        cached::<Deployment>(&client, ns, managed.clone(), &metrics, |_| {});
+    let (services, service_events) =
+        cached::<Service>(&client, ns, managed.clone(), &metrics, |_| {});
     let (hpas, hpa_events) =
-        cached::<HorizontalPodAutoscaler>(&client, ns, managed.clone(), &metrics);
-    let (pdbs, pdb_events) = cached::<PodDisruptionBudget>(&client, ns, managed, &metrics);
-    let (slices, slice_events) = cached::<EndpointSlice>(&client, ns, sliced, &metrics);
-    let stores = Stores { deployments, services, hpas, pdbs, slices };
+        cached::<HorizontalPodAutoscaler>(&client, ns, managed.clone(), &metrics, |_| {});
+    let (pdbs, pdb_events) = cached::<PodDisruptionBudget>(&client, ns, managed, &metrics, |_| {});
+    let slice_index = SliceIndex::default();
+    let indexer = slice_index.clone();
+    let (slices, slice_events) =
+        cached::<EndpointSlice>(&client, ns, sliced, &metrics, move |e| indexer.observe(e));
+    let stores = Stores { deployments, services, hpas, pdbs, slices, slice_index };
 
     let context = Arc::new(Context {
         report: Report::new(client.clone(), settings.identity.clone(), metrics.clone()),
@@ -107,6 +114,7 @@ pub async fn run(
         client: client.clone(),
         stores: stores.clone(),
         metrics: metrics.clone(),
+        expected: Expectations::default(),
         failures: Mutex::default(),
         synced: synced_flag.clone(),
         settings: settings.clone(),
@@ -220,6 +228,12 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
         debug!("cache older than our last status write; waiting for it to catch up");
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
+    let cached = |kind, child: &str| observe::cached_version(&ctx.stores, kind, &namespace, child);
+    if let Some(wait) = ctx.expected.unseen(md, cached) {
+        // Their watch events trigger the next reconcile; the wait is only a bound.
+        debug!(?wait, "caches have not shown our last child writes yet; waiting for them");
+        return Ok(Action::requeue(wait));
+    }
 
     // Observe: what the model owns, from the watch caches.
     let seen = observe::snapshot(&ctx.stores, md, &namespace);
@@ -245,7 +259,10 @@ async fn reconcile(md: &ModelDeployment, ctx: &Context) -> Result<Action> {
     // Apply. A refusal is reported in status (and retried); anything else is retried at once.
     let writer = Writer::new(&ctx.client, &namespace, &ctx.metrics);
     let problem = match writer.apply(&children, &seen.running).await {
-        Ok(()) => None,
+        Ok(written) => {
+            ctx.expected.record(md, written);
+            None
+        }
         Err(error) if error.is_refusal() => Some(Problem::refused(&error)),
         Err(error) => return Err(error),
     };

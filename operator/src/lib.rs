@@ -19,6 +19,7 @@ pub mod apply;
 pub mod controller;
 pub mod desired;
 pub mod error;
+pub mod expect;
 pub mod http;
 pub mod leader;
 pub mod metrics;

@@ -14,8 +14,11 @@ use kube::{Resource, ResourceExt};
 use modelship_crds::{ModelDeployment, labels};
 
 use crate::analysis::scrape::ScrapeTarget;
-use crate::desired::{HTTP_PORT_NAME, Running, deployment_name, preview_service_name};
+use crate::desired::{HTTP_PORT_NAME, Kind, Running, deployment_name, preview_service_name};
 use crate::plan::{Endpoint, Observed, Track, TrackState};
+
+pub mod slices;
+pub use slices::SliceIndex;
 
 /// The label EndpointSlices carry with their Service's name.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -28,6 +31,8 @@ pub struct Stores {
     pub hpas: Store<HorizontalPodAutoscaler>,
     pub pdbs: Store<PodDisruptionBudget>,
     pub slices: Store<EndpointSlice>,
+    /// The slices of each Service, fed by the same watch as `slices`.
+    pub slice_index: SliceIndex,
 }
 
 /// What the rest of a reconcile works from.
@@ -73,13 +78,30 @@ pub fn snapshot(stores: &Stores, md: &ModelDeployment, namespace: &str) -> Snaps
         pdb: owned_in(&stores.pdbs, &name, namespace, md),
     };
     let preview = preview_service_name(&name);
-    let slices = stores.slices.state_filter(|slice| {
-        slice.namespace().as_deref() == Some(namespace)
-            && slice.labels().get(SERVICE_NAME_LABEL).is_some_and(|s| *s == name || *s == preview)
-    });
+    let slices: Vec<Arc<EndpointSlice>> = [&name, &preview]
+        .into_iter()
+        .flat_map(|service| stores.slice_index.of_service(namespace, service))
+        .filter_map(|slice| stores.slices.get(&ObjectRef::new(&slice).within(namespace)))
+        .collect();
     let main = slices.iter().filter(|s| s.labels().get(SERVICE_NAME_LABEL) == Some(&name));
     let observed = observed(&running, main.map(|s| &**s));
     Snapshot { running, observed, slices }
+}
+
+/// The resourceVersion of the cached child of `kind` named `name`; `None` when not cached.
+pub fn cached_version(stores: &Stores, kind: Kind, namespace: &str, name: &str) -> Option<String> {
+    fn version<K: Resource<DynamicType = ()> + Clone>(
+        store: &Store<K>,
+        key: &ObjectRef<K>,
+    ) -> Option<String> {
+        store.get(key).and_then(|object| object.meta().resource_version.clone())
+    }
+    match kind {
+        Kind::Deployment => version(&stores.deployments, &ObjectRef::new(name).within(namespace)),
+        Kind::Service => version(&stores.services, &ObjectRef::new(name).within(namespace)),
+        Kind::Hpa => version(&stores.hpas, &ObjectRef::new(name).within(namespace)),
+        Kind::Pdb => version(&stores.pdbs, &ObjectRef::new(name).within(namespace)),
+    }
 }
 
 /// The cached object of that name, if `md` owns it.

@@ -29,11 +29,13 @@ where
 }
 
 /// A reflector over `K`: the store to read, and the stream of changed objects to trigger on.
+/// `follow` sees every event the store applies, to keep an index beside it.
 pub fn cached<K>(
     client: &Client,
     namespace: Option<&str>,
     config: watcher::Config,
     metrics: &Arc<Metrics>,
+    follow: impl Fn(&watcher::Event<K>) + Send + 'static,
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
@@ -55,6 +57,11 @@ where
             }
         })
         .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                follow(event);
+            }
+        })
         .inspect(watch_health::<K>(metrics))
         .touched_objects();
     (reader, stream)

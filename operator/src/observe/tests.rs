@@ -169,8 +169,12 @@ fn a_snapshot_holds_only_what_the_model_owns() {
     elsewhere.metadata.namespace = Some("other".into());
     elsewhere.metadata.name = Some("m-x2".into());
     slice_writer.apply_watcher_event(&watcher::Event::Apply(elsewhere));
+    let slice_index = SliceIndex::default();
+    for slice in slices.state() {
+        slice_index.observe(&watcher::Event::Apply((*slice).clone()));
+    }
 
-    let stores = Stores { deployments, services, hpas, pdbs, slices };
+    let stores = Stores { deployments, services, hpas, pdbs, slices, slice_index };
     let seen = snapshot(&stores, &model(), "ml");
     assert_eq!(seen.running.deployments.keys().copied().collect::<Vec<_>>(), [Track::Stable]);
     assert!(seen.running.service.is_some());
