@@ -130,7 +130,7 @@ pub async fn run(
     let model_events =
         watcher(watch::api::<Guarded>(&client, ns), watcher::Config::default().any_semantic())
             .backoff(WatchBackoff::default())
-            .modify(|guarded: &mut Guarded| guarded.meta_mut().managed_fields = None)
+            .modify(|guarded: &mut Guarded| watch::trim_metadata(guarded.meta_mut()))
             .reflect(model_writer)
             .inspect(watch_health::<Guarded>(&metrics))
             .applied_objects();

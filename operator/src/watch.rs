@@ -5,6 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -28,6 +34,61 @@ where
     }
 }
 
+/// Drop what no cached object's metadata is read for: managed fields (most of a small
+/// object's size) and the full copy `kubectl apply` leaves in an annotation.
+pub fn trim_metadata(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// What the operator never reads of a cached child, dropped before it is stored: the caches
+/// hold a copy of every child of every model, and their size is most of the operator's
+/// memory.
+pub trait Trim {
+    fn trim(&mut self) {}
+}
+
+/// Deployments: the spec is applied again when a track is resized, and the status counts
+/// are read; the status conditions are not.
+impl Trim for Deployment {
+    fn trim(&mut self) {
+        if let Some(status) = self.status.as_mut() {
+            status.conditions = None;
+        }
+    }
+}
+
+/// Autoscalers: only our applied content is read, never the status the autoscaler writes.
+impl Trim for HorizontalPodAutoscaler {
+    fn trim(&mut self) {
+        self.status = None;
+    }
+}
+
+/// Disruption budgets: as autoscalers.
+impl Trim for PodDisruptionBudget {
+    fn trim(&mut self) {
+        self.status = None;
+    }
+}
+
+impl Trim for Service {}
+
+/// EndpointSlices: each endpoint's addresses, readiness and pod are read; its node, zone
+/// and hints are not.
+impl Trim for EndpointSlice {
+    fn trim(&mut self) {
+        for endpoint in self.endpoints.iter_mut().flatten() {
+            endpoint.node_name = None;
+            endpoint.zone = None;
+            endpoint.hints = None;
+            endpoint.deprecated_topology = None;
+        }
+    }
+}
+
 /// A reflector over `K`: the store to read, and the stream of changed objects to trigger on.
 /// `follow` sees every event the store applies, to keep an index beside it.
 pub fn cached<K>(
@@ -39,6 +100,7 @@ pub fn cached<K>(
 ) -> (Store<K>, impl Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Trim
         + Clone
         + DeserializeOwned
         + std::fmt::Debug
@@ -49,12 +111,9 @@ where
     let (reader, writer) = reflector::store();
     let stream = watcher(api::<K>(client, namespace), config)
         .backoff(WatchBackoff::default())
-        // Managed fields are most of an object's size and never read here.
         .modify(|object: &mut K| {
-            object.meta_mut().managed_fields = None;
-            if let Some(annotations) = object.meta_mut().annotations.as_mut() {
-                annotations.remove(LAST_APPLIED);
-            }
+            trim_metadata(object.meta_mut());
+            object.trim();
         })
         .reflect(writer)
         .inspect(move |event| {
@@ -119,6 +178,42 @@ pub fn watch_health<K: Resource<DynamicType = ()>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trimming_keeps_what_is_read_and_drops_the_rest() {
+        let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "m-stable", "annotations": {LAST_APPLIED: "{}", "keep": "me"},
+                         "managedFields": [{"manager": "x"}]},
+            "spec": {"replicas": 2, "selector": {}, "template": {"spec": {"containers": []}}},
+            "status": {"readyReplicas": 2, "conditions": [{"type": "Available", "status": "True"}]},
+        }))
+        .unwrap();
+        trim_metadata(&mut deployment.metadata);
+        deployment.trim();
+        assert_eq!(deployment.metadata.managed_fields, None);
+        assert_eq!(deployment.metadata.annotations.as_ref().unwrap().len(), 1, "only ours stay");
+        assert_eq!(deployment.spec.replicas, Some(2), "the spec stays");
+        let status = deployment.status.as_ref().unwrap();
+        assert_eq!((status.ready_replicas, status.conditions.as_ref()), (Some(2), None));
+
+        let mut hpa: HorizontalPodAutoscaler =
+            serde_json::from_value(serde_json::json!({"status": {"desiredReplicas": 3}})).unwrap();
+        hpa.trim();
+        assert_eq!(hpa.status, None);
+
+        let mut slice: EndpointSlice = serde_json::from_value(serde_json::json!({
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["198.18.0.9"], "conditions": {"ready": true},
+                           "nodeName": "n", "zone": "z", "targetRef": {"name": "m-stable-x"}}],
+        }))
+        .unwrap();
+        slice.trim();
+        let endpoint = &slice.endpoints.as_ref().unwrap()[0];
+        assert_eq!((endpoint.node_name.as_ref(), endpoint.zone.as_ref()), (None, None));
+        assert_eq!(endpoint.addresses, ["198.18.0.9"]);
+        assert_eq!(endpoint.conditions.as_ref().unwrap().ready, Some(true));
+        assert_eq!(endpoint.target_ref.as_ref().unwrap().name.as_deref(), Some("m-stable-x"));
+    }
 
     #[test]
     fn watch_retries_double_up_to_five_seconds_and_start_over() {
