@@ -1,7 +1,7 @@
 # Two commands set up everything on a fresh machine:
 #   make demo   the local cluster (control plane and a real node), the chart, models rolled out
 #   make test   every test
-.PHONY: demo test lint crds fixtures controlplane node images bench-serving bench-models bench-operator bench-node clean
+.PHONY: demo test lint crds fixtures controlplane node images bench-serving bench-models bench-operator bench-operator-scale bench-node clean
 
 demo:
 	bash tests/demo.sh
@@ -36,6 +36,9 @@ bench-models:
 
 bench-operator:
 	bash bench/operator.sh
+
+bench-operator-scale:
+	bash bench/operator-scale.sh
 
 bench-node:
 	bash bench/node.sh

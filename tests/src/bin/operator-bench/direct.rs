@@ -16,6 +16,7 @@ use modelship_operator::desired::{self, Defaults};
 use modelship_operator::plan::{DesiredTrack, Track};
 use tokio::time::Instant;
 
+use crate::apiserver;
 use crate::cluster::{
     create_models, delete_namespace, ensure_namespace, progress, scale_model, since, wait,
 };
@@ -132,6 +133,7 @@ pub async fn direct_phase(
         args.direct_concurrency
     );
     let cpu_before = cpu_snapshot(procs);
+    let api_before = apiserver::counters(client).await?;
     let started = Instant::now();
     let results: Vec<Res<Written>> = stream::iter(children.iter())
         .map(|child| write_child(client, DIRECT_NS, child))
@@ -140,6 +142,7 @@ pub async fn direct_phase(
         .await;
     let accepted = started.elapsed().as_secs_f64();
     let cpu_after = cpu_snapshot(procs);
+    let api_until_accepted = apiserver::cost(&api_before, &apiserver::counters(client).await?);
     let mut latencies = Vec::with_capacity(results.len());
     let mut by_kind: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut done = Vec::with_capacity(results.len());
@@ -179,6 +182,7 @@ pub async fn direct_phase(
         pods_ready_seconds: round(pods_ready, 3),
         pods_ready_progress: progress(started, timeline.times(&ready_group, SCALE_PREFIX)),
         cpu_until_accepted: cpu_shares(&cpu_before, &cpu_after, accepted),
+        api_until_accepted,
         cleanup_seconds: round(cleanup_seconds, 1),
     })
 }

@@ -30,6 +30,7 @@
 //! process and its metrics), `direct` and `phases` (the measurements), `summary` (what a run
 //! produces) and `record` (targets, results.md and BENCHMARKS.md).
 
+mod apiserver;
 mod cluster;
 mod direct;
 mod operator;

@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::time::Instant;
 
+use crate::apiserver;
 use crate::cluster::{
     apply_model, create_models, ensure_namespace, model, progress, scale_model, signed_ms, since,
     wait,
@@ -65,6 +66,7 @@ pub async fn operator_phases(
     let load = load_avg();
     eprintln!("cold start: starting the operator (load {load})");
     let cpu_before = cpu_snapshot(procs);
+    let api_before = apiserver::counters(client).await?;
     let started = Instant::now();
     let mut operator = Operator::start(args)?;
     let mut procs = procs.to_vec();
@@ -92,6 +94,7 @@ pub async fn operator_phases(
     let healthy_at = timeline.latest("md-healthy", SCALE_PREFIX).ok_or("none healthy")?;
     let cpu_after = cpu_snapshot(&procs);
     let cpu_wall = started.elapsed().as_secs_f64();
+    let api_until_healthy = apiserver::cost(&api_before, &apiserver::counters(client).await?);
     eprintln!("cold start: every ModelDeployment Healthy after {:.2}s", since(started, healthy_at));
     let at_healthy = operator.metrics().await?;
     let rss_at_healthy = operator.rss_mib();
@@ -113,6 +116,7 @@ pub async fn operator_phases(
             3,
         ),
         cpu_until_healthy: cpu_shares(&cpu_before, &cpu_after, cpu_wall),
+        api_until_healthy,
     };
 
     // --- steady state ---

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::apiserver;
 use crate::summary::{Check, CpuShare, Summary};
 use crate::{RecordArgs, Res};
 
@@ -213,6 +214,10 @@ fn details(summary: &Summary) -> String {
             d.retries,
             fmt_cpu(&d.cpu_until_accepted),
         ));
+        text.push_str(&format!(
+            "\n  API server until the direct writes were accepted: {}.",
+            apiserver::describe(&d.api_until_accepted)
+        ));
     }
     text.push_str(&format!(
         "\n  Cold start: first child after {:.2} s; writes {}; {} reconciles (mean {:.2} ms), errors {}; CPU seconds until all Healthy: {}.",
@@ -222,6 +227,10 @@ fn details(summary: &Summary) -> String {
         cold.reconcile_mean_ms,
         fmt_map(&cold.reconcile_errors),
         fmt_cpu(&cold.cpu_until_healthy),
+    ));
+    text.push_str(&format!(
+        "\n  API server until all Healthy: {}.",
+        apiserver::describe(&cold.api_until_healthy)
     ));
     let l = &summary.apply_latency;
     let bg = &summary.blue_green;

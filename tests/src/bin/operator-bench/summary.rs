@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::apiserver::ApiCost;
+
 #[derive(Serialize, Deserialize, Debug, Default, Clone)]
 pub struct Stats {
     pub n: usize,
@@ -70,6 +72,9 @@ pub struct DirectResult {
     pub pods_ready_seconds: f64,
     pub pods_ready_progress: BTreeMap<String, f64>,
     pub cpu_until_accepted: Vec<CpuShare>,
+    /// The API server's requests and watch events until the last write was accepted.
+    #[serde(default)]
+    pub api_until_accepted: ApiCost,
     pub cleanup_seconds: f64,
 }
 
@@ -89,6 +94,9 @@ pub struct ColdStartResult {
     pub reconcile_errors: BTreeMap<String, f64>,
     pub reconcile_mean_ms: f64,
     pub cpu_until_healthy: Vec<CpuShare>,
+    /// The API server's requests and watch events until every ModelDeployment was Healthy.
+    #[serde(default)]
+    pub api_until_healthy: ApiCost,
 }
 
 #[derive(Serialize, Deserialize, Debug, Default, Clone)]
