@@ -103,7 +103,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-tests/controlplane/up.sh "$state" >/dev/null
+# CPU profiles of the API server are taken during both timed phases (see below).
+APISERVER_PROFILING=true tests/controlplane/up.sh "$state" >/dev/null
 # shellcheck disable=SC1091
 source "$state/env"
 
@@ -166,6 +167,21 @@ target/release/operator-bench run \
   --kwok-version "$KWOK_VERSION" \
   --kwok-stages "$(IFS=,; echo "${KWOK_STAGES[*]}")" \
   --kwok-ready-delay "${ready_delay:-none}"
+
+# The API server's CPU profiles of the first 30 s of each timed phase, as text: by function
+# and by call tree, and what the cold start spent beyond the direct phase.
+for profile in "$out"/apiserver-*.pprof; do
+  [[ -s $profile ]] || continue
+  go tool pprof -top -nodecount=40 "$profile" >"${profile%.pprof}.top.txt" 2>&1 ||
+    log "could not read $profile"
+  go tool pprof -top -cum -nodecount=60 "$profile" >"${profile%.pprof}.cum.txt" 2>&1 ||
+    log "could not read $profile"
+done
+if [[ -s $out/apiserver-direct.pprof && -s $out/apiserver-cold-start.pprof ]]; then
+  go tool pprof -top -cum -nodecount=60 -diff_base "$out/apiserver-direct.pprof" \
+    "$out/apiserver-cold-start.pprof" >"$out/apiserver-cold-start-minus-direct.txt" 2>&1 ||
+    log "could not compare the API server profiles"
+fi
 
 if [[ $RECORD == 1 || ( $RECORD == auto && $N -ge 1000 ) ]]; then
   target/release/operator-bench record --summary "$out/summary.json" --file BENCHMARKS.md

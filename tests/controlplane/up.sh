@@ -5,6 +5,8 @@
 # The API server listens on 127.0.0.1, or on MODELSHIP_APISERVER_ADDRESS: the test node sets
 # its host address there, so that pods reach the API server through the `kubernetes`
 # Service, whose endpoint the API server then keeps itself (lease endpoint reconciler).
+# APISERVER_PROFILING=true serves the API server's CPU profiles (/debug/pprof), for the
+# operator benchmark; off otherwise.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 
@@ -89,7 +91,7 @@ spawn kube-apiserver "$bin/kube-apiserver" \
   --kubelet-preferred-address-types InternalIP \
   --authorization-mode Node,RBAC \
   --enable-admission-plugins NodeRestriction,PodSecurity \
-  --allow-privileged=false --profiling=false \
+  --allow-privileged=false --profiling="${APISERVER_PROFILING:-false}" \
   --max-requests-inflight 1600 --max-mutating-requests-inflight 800 \
   --endpoint-reconciler-type "$reconciler" \
   --audit-policy-file "$state/audit-policy.yaml" --audit-log-path "$state/logs/audit.log" \

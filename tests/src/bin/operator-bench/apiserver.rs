@@ -38,6 +38,30 @@ pub struct ApiCost {
 /// Request kinds and watched kinds listed in an [`ApiCost`].
 const LISTED: usize = 12;
 
+/// Seconds of the API server's CPU profile taken from the start of each timed phase: the same
+/// window in both, shorter than either phase at the default size.
+pub const PROFILE_SECONDS: u64 = 30;
+
+/// Start a CPU profile of the API server (Go's pprof, served on /debug/pprof/profile) over
+/// the next [`PROFILE_SECONDS`]; the task writes it to `path` when it is done.
+pub fn profile(client: &Client, path: std::path::PathBuf) -> tokio::task::JoinHandle<Res<()>> {
+    let client = client.clone();
+    tokio::spawn(async move {
+        use http_body_util::BodyExt;
+        let uri = format!("/debug/pprof/profile?seconds={PROFILE_SECONDS}");
+        let request = hyper::http::Request::get(uri).body(kube::client::Body::empty())?;
+        let response = client.send(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            return Err(format!("API server profile: {status} {}", text.trim()).into());
+        }
+        std::fs::write(path, body)?;
+        Ok(())
+    })
+}
+
 pub async fn counters(client: &Client) -> Res<Counters> {
     let request = hyper::http::Request::get("/metrics").body(Vec::new())?;
     Ok(parse(&client.request_text(request).await?))

@@ -134,6 +134,7 @@ pub async fn direct_phase(
     );
     let cpu_before = cpu_snapshot(procs);
     let api_before = apiserver::counters(client).await?;
+    let profile = apiserver::profile(client, args.out_dir.join("apiserver-direct.pprof"));
     let started = Instant::now();
     let results: Vec<Res<Written>> = stream::iter(children.iter())
         .map(|child| write_child(client, DIRECT_NS, child))
@@ -164,6 +165,7 @@ pub async fn direct_phase(
     let ready_at = timeline.latest(&ready_group, SCALE_PREFIX).ok_or("no ready Deployment")?;
     let pods_ready = since(started, ready_at);
     eprintln!("direct: every Deployment ready after {pods_ready:.2}s");
+    profile.await??;
     watches.stop();
 
     let cleanup = Instant::now();

@@ -67,6 +67,7 @@ pub async fn operator_phases(
     eprintln!("cold start: starting the operator (load {load})");
     let cpu_before = cpu_snapshot(procs);
     let api_before = apiserver::counters(client).await?;
+    let profile = apiserver::profile(client, args.out_dir.join("apiserver-cold-start.pprof"));
     let started = Instant::now();
     let mut operator = Operator::start(args)?;
     let mut procs = procs.to_vec();
@@ -95,6 +96,7 @@ pub async fn operator_phases(
     let cpu_after = cpu_snapshot(&procs);
     let cpu_wall = started.elapsed().as_secs_f64();
     let api_until_healthy = apiserver::cost(&api_before, &apiserver::counters(client).await?);
+    profile.await??;
     eprintln!("cold start: every ModelDeployment Healthy after {:.2}s", since(started, healthy_at));
     let at_healthy = operator.metrics().await?;
     let rss_at_healthy = operator.rss_mib();
