@@ -56,6 +56,8 @@ impl Expectations {
     /// Remember `writes`, the child writes of `md`'s reconcile that just ran.
     pub fn record(&self, md: &ModelDeployment, writes: Vec<ChildWrite>) {
         let mut expected = self.0.lock().expect("lock");
+        // A model deleted right after a write is never reconciled again to forget it.
+        expected.retain(|_, (at, _)| at.elapsed() < CHILD_WAIT);
         let key = ObjectRef::from_obj(md);
         match writes.is_empty() {
             true => expected.remove(&key),

@@ -20,6 +20,10 @@ use crate::metrics::Metrics;
 use crate::plan::PlannedEvent;
 use crate::status;
 
+/// Our status writes are remembered this long: far longer than any watch takes to deliver
+/// them, and long enough to pace the updates of a rollout.
+const FORGET_WRITES_AFTER: Duration = Duration::from_secs(600);
+
 /// Longest event note sent; the API server refuses longer ones.
 const MAX_NOTE_CHARS: usize = 1000;
 
@@ -165,7 +169,10 @@ impl Report {
         let written =
             api.patch_status(&md.name_any(), &apply_params(), &Patch::Apply(&patch)).await?;
         let write = StatusWrite::new(md.resource_version(), written.resource_version());
-        self.written.lock().expect("lock").insert(key, write);
+        let mut writes = self.written.lock().expect("lock");
+        // Deleted models leave their entries; any cache has long caught up with these.
+        writes.retain(|_, w| w.at.elapsed() < FORGET_WRITES_AFTER);
+        writes.insert(key, write);
         debug!(phase = ?next.phase, "status written");
         Ok(None)
     }
