@@ -14,7 +14,8 @@
 #   CONNECTIONS     comma-separated wrk concurrencies (1,8,64)
 #   COLD_STARTS     starts per server for the cold-start median (5)
 #   SERVERS         comma-separated subset of modelship,bare-axum,fastapi,mlserver (all);
-#                   also modelship-predlog (the prediction log on) and modelship-baseline
+#                   also modelship-predlog (the prediction log on), modelship-queued (every
+#                   call through the batching queue) and modelship-baseline
 #   BASELINE_BINARY a modelship-serving binary from another build, served as
 #                   modelship-baseline to compare two revisions in one run
 #   SERVER_CPU      CPU the servers are pinned to (0); LOAD_CPU: wrk's (1)

@@ -16,6 +16,10 @@ thread) pinned to CPU LOAD_CPU, everything on 127.0.0.1:
               rate 1.0, a record per prediction); its stdout is a pipe the driver drains, as a
               container runtime drains a pod's. Not in the default set: SERVERS=modelship,
               modelship-predlog measures the log's cost side by side.
+  modelship-queued
+              Modelship as above with every call through the batching queue
+              (MODELSHIP_INLINE_CALL_MAX_MICROS=0), the toll of the batching hop side by
+              side. Not in the default set.
   modelship-baseline
               Modelship as above from another build, the binary BASELINE_BINARY names (an
               earlier revision, say). Not in the default set: SERVERS=modelship,
@@ -144,42 +148,32 @@ def make_servers(args, work):
         d.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(fixtures / f"{fixture}.onnx", d / "model.onnx")
         shutil.copyfile(fixtures / "reference.json", d / "reference.json")
-    port = free_port()
-    servers["modelship"] = Server(
-        "modelship", "Modelship serving",
-        [str(Path(args.repo) / "target" / "release" / "modelship-serving")],
-        dict(os.environ, MODELSHIP_LISTEN=f"127.0.0.1:{port}", MODELSHIP_MODEL_DIR=str(mdir),
-             MODELSHIP_WORKER_THREADS="1", MODELSHIP_DRAIN_SECONDS="0"),
-        str(work), ("GET", "/ready", None),
-        {f: (f"/predict", source_body(v), check_source(v)) for f, v in MODELS},
-        {"http": port},
-    )
+    binary = str(Path(args.repo) / "target" / "release" / "modelship-serving")
 
-    port = free_port()
-    servers["modelship-predlog"] = Server(
-        "modelship-predlog", "Modelship serving, prediction log on (stdout, sample rate 1.0)",
-        [str(Path(args.repo) / "target" / "release" / "modelship-serving")],
-        dict(os.environ, MODELSHIP_LISTEN=f"127.0.0.1:{port}", MODELSHIP_MODEL_DIR=str(mdir),
-             MODELSHIP_WORKER_THREADS="1", MODELSHIP_DRAIN_SECONDS="0",
-             MODELSHIP_PREDICTION_LOG="stdout", MODELSHIP_PREDICTION_LOG_SAMPLE_RATE="1.0"),
-        str(work), ("GET", "/ready", None),
-        {f: (f"/predict", source_body(v), check_source(v)) for f, v in MODELS},
-        {"http": port},
-    )
-    servers["modelship-predlog"].drain_stdout = True
-
-    baseline = os.environ.get("BASELINE_BINARY")
-    if baseline:
+    def modelship(name, description, path, extra_env):
         port = free_port()
-        servers["modelship-baseline"] = Server(
-            "modelship-baseline", f"Modelship serving, the build at {baseline}",
-            [baseline],
+        return Server(
+            name, description, [path],
             dict(os.environ, MODELSHIP_LISTEN=f"127.0.0.1:{port}", MODELSHIP_MODEL_DIR=str(mdir),
-                 MODELSHIP_WORKER_THREADS="1", MODELSHIP_DRAIN_SECONDS="0"),
+                 MODELSHIP_WORKER_THREADS="1", MODELSHIP_DRAIN_SECONDS="0", **extra_env),
             str(work), ("GET", "/ready", None),
             {f: (f"/predict", source_body(v), check_source(v)) for f, v in MODELS},
             {"http": port},
         )
+
+    servers["modelship"] = modelship("modelship", "Modelship serving", binary, {})
+    servers["modelship-predlog"] = modelship(
+        "modelship-predlog", "Modelship serving, prediction log on (stdout, sample rate 1.0)",
+        binary, {"MODELSHIP_PREDICTION_LOG": "stdout",
+                 "MODELSHIP_PREDICTION_LOG_SAMPLE_RATE": "1.0"})
+    servers["modelship-predlog"].drain_stdout = True
+    servers["modelship-queued"] = modelship(
+        "modelship-queued", "Modelship serving, every call through the batching queue",
+        binary, {"MODELSHIP_INLINE_CALL_MAX_MICROS": "0"})
+    baseline = os.environ.get("BASELINE_BINARY")
+    if baseline:
+        servers["modelship-baseline"] = modelship(
+            "modelship-baseline", f"Modelship serving, the build at {baseline}", baseline, {})
 
     port = free_port()
     body = source_body("v1")

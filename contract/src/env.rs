@@ -21,6 +21,8 @@ pub const MAX_BATCH_SIZE: &str = "MODELSHIP_MAX_BATCH_SIZE";
 pub const MAX_BATCH_DELAY_MICROS: &str = "MODELSHIP_MAX_BATCH_DELAY_MICROS";
 /// Requests waiting per model before 429.
 pub const QUEUE_CAPACITY: &str = "MODELSHIP_QUEUE_CAPACITY";
+/// Calls expected to take at most this long skip the batching queue.
+pub const INLINE_CALL_MAX_MICROS: &str = "MODELSHIP_INLINE_CALL_MAX_MICROS";
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: &str = "MODELSHIP_MAX_BODY_BYTES";
 /// Deadline of an inference request.

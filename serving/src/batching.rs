@@ -1,17 +1,23 @@
-//! Dynamic batching: concurrent requests to one model share one model call.
+//! Dynamic batching: concurrent requests share one model call, when sharing pays.
 //!
-//! Each model has a bounded queue and one task that owns everything mutable on the inference
-//! path (input buffer, output buffer, drift window), so nothing there is locked. The task takes
-//! the first waiting request, then everything else already queued up to the batch size. It
-//! waits (yielding, up to the batch delay) only while other requests are being decoded right
-//! now: an idle server answers a lone request without any added delay.
+//! A call expected to cost no more than [`BatchConfig::inline_call_max`] runs on the request's
+//! own task: batching can save a request at most its call's fixed cost, and for such a call
+//! that is less than the hop to the batching task (a channel, a oneshot and two task
+//! wake-ups). Every other call goes through the queue.
+//!
+//! Each model has a bounded queue and one task that owns the batch buffers. The task takes the
+//! first waiting request, then everything else already queued up to the batch size. It waits
+//! (yielding, up to the batch delay) only while other requests are being decoded right now: an
+//! idle server answers a lone request without any added delay. The drift window is shared
+//! with calls made on the spot, behind a lock held only to add rows.
 //!
 //! The model call itself runs on the task while it is cheap; a call expected to take longer
 //! than [`CallCost::OFFLOAD_ABOVE`] moves to the blocking pool, so a large model never stalls
 //! the async workers that read, decode and answer the other requests.
 
-use std::sync::Arc;
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use smallvec::SmallVec;
@@ -47,9 +53,20 @@ impl CallCost {
         self.per_row
     }
 
+    /// What a call on `rows` rows is expected to take.
+    pub fn estimate(self, rows: usize) -> Duration {
+        self.per_row.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX))
+    }
+
     /// Whether a call on `rows` rows should run on the blocking pool.
     pub fn offload(self, rows: usize) -> bool {
-        self.per_row.saturating_mul(u32::try_from(rows).unwrap_or(u32::MAX)) > Self::OFFLOAD_ABOVE
+        self.estimate(rows) > Self::OFFLOAD_ABOVE
+    }
+
+    /// Whether a call on `rows` rows is cheap enough to run on the request's own task, given
+    /// the configured ceiling (zero: never).
+    pub fn on_the_spot(self, rows: usize, inline_call_max: Duration) -> bool {
+        !inline_call_max.is_zero() && self.estimate(rows) <= inline_call_max
     }
 }
 
@@ -58,6 +75,8 @@ pub struct BatchConfig {
     pub max_rows: usize,
     pub max_delay: Duration,
     pub queue_capacity: usize,
+    /// Calls expected to take at most this long skip the queue; zero queues every call.
+    pub inline_call_max: Duration,
 }
 
 struct Job {
@@ -71,7 +90,49 @@ struct Job {
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
     arriving: Arc<AtomicUsize>,
+    model: Arc<Model>,
+    inline_call_max: Duration,
+}
+
+/// What the batching task and the calls made on the spot share.
+struct Model {
+    backend: Arc<dyn Backend>,
+    cost: CallCost,
     metrics: ModelMetrics,
+    drift: Option<Mutex<DriftWindow>>,
+}
+
+thread_local! {
+    /// Outputs of calls made on the spot, reused by every call on this thread.
+    static SPOT_OUTPUTS: RefCell<Predictions> = RefCell::new(Predictions::default());
+}
+
+impl Model {
+    /// Count a finished call and feed its rows to the drift window.
+    fn called(&self, x: &[f32], rows: usize) {
+        self.metrics.batch(rows);
+        if let Some(drift) = &self.drift {
+            let mut window = drift.lock().unwrap_or_else(PoisonError::into_inner);
+            window.push(x);
+            self.metrics.set_drift(window.score());
+        }
+    }
+
+    /// One call on the caller's own task, for a cheap call with nothing to gain from company.
+    fn call_on_the_spot(&self, x: &[f32], rows: usize) -> Result<RowOutputs> {
+        let outputs = SPOT_OUTPUTS
+            .with_borrow_mut(|out| self.backend.predict(x, rows, out).map(|()| out.slice(0, rows)));
+        match outputs {
+            Ok(outputs) => {
+                self.called(x, rows);
+                Ok(outputs)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows, "model call failed");
+                Err(Error::Inference(e.to_string()))
+            }
+        }
+    }
 }
 
 /// Marks a request as on its way to the queue for as long as it lives.
@@ -86,7 +147,7 @@ impl Drop for Arriving {
 impl Batcher {
     /// Spawn the batching task on the current runtime.
     pub fn spawn(
-        model: Arc<dyn Backend>,
+        backend: Arc<dyn Backend>,
         config: BatchConfig,
         cost: CallCost,
         metrics: ModelMetrics,
@@ -94,18 +155,16 @@ impl Batcher {
     ) -> Self {
         let (tx, rx) = mpsc::channel(config.queue_capacity.max(1));
         let arriving = Arc::new(AtomicUsize::new(0));
-        let worker = Worker {
-            rx,
-            model,
-            config,
-            cost,
-            metrics: metrics.clone(),
-            drift,
-            arriving: arriving.clone(),
-        };
+        let model = Arc::new(Model { backend, cost, metrics, drift: drift.map(Mutex::new) });
+        let worker = Worker { rx, model: model.clone(), config, arriving: arriving.clone() };
         // Keep the caller's span (pod name) on the task's log lines.
         tokio::spawn(worker.run().in_current_span());
-        Self { tx, arriving, metrics }
+        Self { tx, arriving, model, inline_call_max: config.inline_call_max }
+    }
+
+    /// What one row costs this model, as measured at warm-up.
+    pub fn cost(&self) -> CallCost {
+        self.model.cost
     }
 
     /// Call before decoding a request, so a forming batch knows one more is coming.
@@ -114,13 +173,18 @@ impl Batcher {
         Arriving(self.arriving.clone())
     }
 
-    /// Queue rows for inference and wait for their outputs. A full queue fails at once.
+    /// Infer on rows: on the spot when the call is cheap, otherwise queued for a batch and
+    /// awaited. A full queue fails at once.
     pub async fn infer(&self, x: Rows, rows: usize, arriving: Arriving) -> Result<RowOutputs> {
+        if self.model.cost.on_the_spot(rows, self.inline_call_max) {
+            drop(arriving);
+            return self.model.call_on_the_spot(&x, rows);
+        }
         let (reply, answer) = oneshot::channel();
         let sent = self.tx.try_send(Job { x, rows, reply });
         drop(arriving);
         match sent {
-            Ok(()) => self.metrics.queued(),
+            Ok(()) => self.model.metrics.queued(),
             Err(mpsc::error::TrySendError::Full(_)) => return Err(Error::QueueFull),
             Err(mpsc::error::TrySendError::Closed(_)) => return Err(Error::ShuttingDown),
         }
@@ -130,17 +194,14 @@ impl Batcher {
 
 struct Worker {
     rx: mpsc::Receiver<Job>,
-    model: Arc<dyn Backend>,
+    model: Arc<Model>,
     config: BatchConfig,
-    cost: CallCost,
-    metrics: ModelMetrics,
-    drift: Option<DriftWindow>,
     arriving: Arc<AtomicUsize>,
 }
 
 impl Worker {
     async fn run(mut self) {
-        let features = self.model.signature().features;
+        let features = self.model.backend.signature().features;
         let mut jobs: Vec<Job> = Vec::with_capacity(self.config.max_rows);
         let mut buffers = Buffers {
             x: Vec::with_capacity(self.config.max_rows * features),
@@ -152,7 +213,7 @@ impl Worker {
                 Some(job) => job,
                 None => match self.rx.recv().await {
                     Some(job) => {
-                        self.metrics.dequeued();
+                        self.model.metrics.dequeued();
                         job
                     }
                     None => return,
@@ -172,7 +233,7 @@ impl Worker {
             while *rows < self.config.max_rows {
                 match self.rx.try_recv() {
                     Ok(job) => {
-                        self.metrics.dequeued();
+                        self.model.metrics.dequeued();
                         if *rows + job.rows > self.config.max_rows {
                             return Some(job);
                         }
@@ -202,16 +263,12 @@ impl Worker {
         jobs.iter().for_each(|j| buffers.x.extend_from_slice(&j.x));
         match self.call(buffers, rows).await {
             Ok(()) => {
-                self.metrics.batch(rows);
                 let mut start = 0;
                 for job in jobs.drain(..) {
                     let _ = job.reply.send(Ok(buffers.out.slice(start, job.rows)));
                     start += job.rows;
                 }
-                if let Some(drift) = &mut self.drift {
-                    drift.push(&buffers.x);
-                    self.metrics.set_drift(drift.score());
-                }
+                self.model.called(&buffers.x, rows);
             }
             Err(e) => {
                 tracing::error!(error = %e, rows, "model call failed");
@@ -226,10 +283,10 @@ impl Worker {
     /// One model call on the rows in `buffers.x`, into `buffers.out`: inline when cheap, on
     /// the blocking pool otherwise (the buffers travel there and back).
     async fn call(&self, buffers: &mut Buffers, rows: usize) -> Result<()> {
-        if !self.cost.offload(rows) {
-            return self.model.predict(&buffers.x, rows, &mut buffers.out);
+        if !self.model.cost.offload(rows) {
+            return self.model.backend.predict(&buffers.x, rows, &mut buffers.out);
         }
-        let model = self.model.clone();
+        let model = self.model.backend.clone();
         let mut moved = std::mem::take(buffers);
         let joined = tokio::task::spawn_blocking(move || {
             let result = model.predict(&moved.x, rows, &mut moved.out);
@@ -266,5 +323,16 @@ mod tests {
         let costly = CallCost::per_row(Duration::from_millis(2));
         assert!(costly.offload(1));
         assert!(!CallCost::per_row(Duration::ZERO).offload(usize::MAX));
+    }
+
+    #[test]
+    fn only_calls_under_the_ceiling_skip_the_queue() {
+        let ceiling = Duration::from_micros(5);
+        let cost = CallCost::per_row(Duration::from_micros(1));
+        assert!(cost.on_the_spot(1, ceiling));
+        assert!(cost.on_the_spot(5, ceiling));
+        assert!(!cost.on_the_spot(6, ceiling), "a request of many rows may gain from a batch");
+        assert!(!cost.on_the_spot(1, Duration::ZERO), "a zero ceiling queues every call");
+        assert!(!CallCost::per_row(Duration::from_micros(20)).on_the_spot(1, ceiling));
     }
 }

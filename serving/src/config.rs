@@ -70,6 +70,11 @@ pub struct Config {
     /// Requests waiting per model before new ones get 429.
     #[arg(long, env = env::QUEUE_CAPACITY, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue_capacity: u32,
+    /// A call expected to take at most this long (the model's warm-up cost per row × the
+    /// request's rows) runs on the request's own task instead of the batching queue; 0
+    /// queues every call.
+    #[arg(long, env = env::INLINE_CALL_MAX_MICROS, default_value_t = 5)]
+    pub inline_call_max_micros: u64,
     /// Largest accepted request body; larger bodies get 413.
     #[arg(long, env = env::MAX_BODY_BYTES, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -131,6 +136,10 @@ impl Config {
         Duration::from_micros(self.max_batch_delay_micros)
     }
 
+    pub fn inline_call_max(&self) -> Duration {
+        Duration::from_micros(self.inline_call_max_micros)
+    }
+
     pub fn drain(&self) -> Duration {
         Duration::from_secs(self.drain_seconds)
     }
@@ -161,6 +170,7 @@ mod tests {
         assert_eq!(c.max_batch_size, 32);
         assert_eq!(c.max_batch_delay_micros, 500);
         assert_eq!(c.queue_capacity, 1024);
+        assert_eq!(c.inline_call_max_micros, 5);
         assert_eq!(c.max_body_bytes, 1 << 20);
         assert_eq!(c.request_timeout_ms, 5000);
         assert_eq!(c.header_read_timeout_ms, 10_000);

@@ -224,6 +224,7 @@ pub fn batch_config(config: &Config) -> BatchConfig {
         max_rows: config.max_batch_size as usize,
         max_delay: config.max_batch_delay(),
         queue_capacity: config.queue_capacity as usize,
+        inline_call_max: config.inline_call_max(),
     }
 }
 

@@ -57,6 +57,7 @@ async fn a_full_queue_answers_429() {
     let mut cfg = config();
     cfg.queue_capacity = 1;
     cfg.max_batch_size = 1;
+    cfg.inline_call_max_micros = 0;
     let state = state_with(&[source("fraud", "1", "rf", false)], &cfg, None).await;
     let app = modelship_serving::app(state.clone());
     // On this single-threaded test runtime the batching task cannot run until every request
