@@ -446,6 +446,14 @@ async fn status_writes(operator: &OperatorProcess) -> f64 {
     )
 }
 
+/// Model `m`, version 1 on one replica, whose model file does not exist: its pod never
+/// becomes ready.
+fn never_ready(strategy: serde_json::Value) -> serde_json::Value {
+    let mut md = model("m", "1", 1, strategy);
+    md["spec"]["model"]["uri"] = json!(models::fixture_uri("missing.onnx"));
+    md
+}
+
 /// A new model whose pods come up within the first-status grace costs one status write,
 /// `Healthy`, complete.
 #[tokio::test(flavor = "multi_thread")]
@@ -471,9 +479,7 @@ async fn a_model_not_ready_within_the_grace_is_reported_progressing() {
     with_namespace(async |client, ns| {
         let grace = ["--leader-elect=false", "--first-status-grace-seconds", "1"];
         let operator = OperatorProcess::start_with(&ns, "solo", &grace);
-        let mut never_ready = model("m", "1", 1, json!({"type": "RollingUpdate"}));
-        never_ready["spec"]["model"]["uri"] = json!(models::fixture_uri("missing.onnx"));
-        apply(&client, &ns, never_ready).await;
+        apply(&client, &ns, never_ready(json!({"type": "RollingUpdate"}))).await;
         let md = wait_phase(&client, &ns, "m", Phase::Progressing, T).await;
         assert_eq!(condition(&md, "Available").unwrap().0, "False");
         assert_eq!(status_writes(&operator).await, 1.0);
@@ -490,9 +496,7 @@ async fn a_held_first_status_keeps_the_progress_clock() {
         let grace = ["--leader-elect=false", "--first-status-grace-seconds", "120"];
         let operator = OperatorProcess::start_with(&ns, "solo", &grace);
         let strategy = json!({"type": "RollingUpdate", "progressDeadlineSeconds": 10});
-        let mut never_ready = model("m", "1", 1, strategy);
-        never_ready["spec"]["model"]["uri"] = json!(models::fixture_uri("missing.onnx"));
-        apply(&client, &ns, never_ready).await;
+        apply(&client, &ns, never_ready(strategy)).await;
         let md = wait_phase(&client, &ns, "m", Phase::Degraded, Duration::from_secs(60)).await;
         assert_eq!(condition(&md, "Degraded").unwrap().0, "True");
         assert_eq!(status_writes(&operator).await, 1.0, "Degraded is the first status written");
