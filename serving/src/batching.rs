@@ -173,13 +173,17 @@ impl Batcher {
         Arriving(self.arriving.clone())
     }
 
-    /// Infer on rows: on the spot when the call is cheap, otherwise queued for a batch and
-    /// awaited. A full queue fails at once.
-    pub async fn infer(&self, x: Rows, rows: usize, arriving: Arriving) -> Result<RowOutputs> {
-        if self.model.cost.on_the_spot(rows, self.inline_call_max) {
-            drop(arriving);
-            return self.model.call_on_the_spot(&x, rows);
-        }
+    /// Infer on rows right here when the call is cheap enough (see the module docs); `None`
+    /// when it is not and the rows should be queued.
+    pub fn try_on_the_spot(&self, x: &[f32], rows: usize) -> Option<Result<RowOutputs>> {
+        self.model
+            .cost
+            .on_the_spot(rows, self.inline_call_max)
+            .then(|| self.model.call_on_the_spot(x, rows))
+    }
+
+    /// Queue rows for inference and wait for their outputs. A full queue fails at once.
+    pub async fn queue(&self, x: Rows, rows: usize, arriving: Arriving) -> Result<RowOutputs> {
         let (reply, answer) = oneshot::channel();
         let sent = self.tx.try_send(Job { x, rows, reply });
         drop(arriving);

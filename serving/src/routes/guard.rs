@@ -1,5 +1,7 @@
 //! Request guards: bearer token, body limit, deadline.
 
+use std::task::Poll;
+
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, header};
@@ -66,8 +68,14 @@ pub async fn read_body(
         }
         return Err(Error::PayloadTooLarge { limit });
     }
+    let mut collecting = std::pin::pin!(collect(body, limit, discard_up_to));
+    // A small body is usually in hand already: no timer for it.
+    let first = std::future::poll_fn(|cx| Poll::Ready(collecting.as_mut().poll(cx))).await;
+    if let Poll::Ready(result) = first {
+        return result;
+    }
     // A body that does not arrive in time is the caller's delay, not the model's: 408.
-    tokio::time::timeout_at(deadline, collect(body, limit, discard_up_to))
+    tokio::time::timeout_at(deadline, collecting)
         .await
         .map_err(|_| Error::BodyTimeout(timeout_ms))?
 }

@@ -1,7 +1,7 @@
 //! The one inference path. Every wire format goes through it in the same order:
 //!
 //! read the body (within the size limit and the deadline) → decode → find the model →
-//! validate against it → queue on its batcher and wait → remember the answer for feedback →
+//! validate against it → infer through its batcher → remember the answer for feedback →
 //! log the prediction when sampled → respond → count the request in the model's metrics.
 //!
 //! `/predict` and the Open Inference Protocol implement [`Protocol`]: they only translate
@@ -89,7 +89,7 @@ async fn run<'s, P: Protocol>(
     // A sampled request keeps a copy of its rows for the prediction log.
     let logged =
         state.prediction_log.as_ref().filter(|log| log.sampled()).map(|log| (log, rows.clone()));
-    let outputs = queue(served, rows, n, arriving, deadline, timeout_ms).await?;
+    let outputs = infer(served, rows, n, arriving, deadline, timeout_ms).await?;
     remember(served, request.id(), &outputs);
     if let Some((log, rows)) = logged {
         log.record(served, request.id(), &rows, n, &outputs);
@@ -97,8 +97,9 @@ async fn run<'s, P: Protocol>(
     Ok(P::respond(served, &request, &outputs))
 }
 
-/// Queue rows on the model's batcher and wait, within the request deadline.
-async fn queue(
+/// Infer on the spot when the call is cheap; otherwise queue on the model's batcher and wait,
+/// within the request deadline.
+async fn infer(
     model: &ServedModel,
     rows: Rows,
     n: usize,
@@ -106,7 +107,10 @@ async fn queue(
     deadline: Instant,
     timeout_ms: u64,
 ) -> Result<RowOutputs> {
-    tokio::time::timeout_at(deadline, model.batcher.infer(rows, n, arriving))
+    if let Some(outputs) = model.batcher.try_on_the_spot(&rows, n) {
+        return outputs;
+    }
+    tokio::time::timeout_at(deadline, model.batcher.queue(rows, n, arriving))
         .await
         .map_err(|_| Error::Timeout(timeout_ms))?
 }
