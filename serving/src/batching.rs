@@ -23,7 +23,6 @@ use std::time::Duration;
 use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::drift::DriftWindow;
 use crate::error::{Error, Result};
@@ -157,8 +156,7 @@ impl Batcher {
         let arriving = Arc::new(AtomicUsize::new(0));
         let model = Arc::new(Model { backend, cost, metrics, drift: drift.map(Mutex::new) });
         let worker = Worker { rx, model: model.clone(), config, arriving: arriving.clone() };
-        // Keep the caller's span (pod name) on the task's log lines.
-        tokio::spawn(worker.run().in_current_span());
+        tokio::spawn(worker.run());
         Self { tx, arriving, model, inline_call_max: config.inline_call_max }
     }
 

@@ -3,7 +3,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use modelship_serving::config::{Cli, Command};
 use modelship_serving::{healthcheck, server, telemetry};
-use tracing::Instrument;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -35,11 +34,23 @@ fn main() -> ExitCode {
         .worker_threads
         .map(|t| t as usize)
         .unwrap_or_else(|| std::thread::available_parallelism().map(usize::from).unwrap_or(1));
-    let runtime = if threads == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
-    } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+    let span = match &config.pod_name {
+        Some(pod) => tracing::info_span!("serving", pod = %pod),
+        None => tracing::info_span!("serving"),
     };
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    let thread_span = span.clone();
+    let runtime = builder
+        .enable_all()
+        .on_thread_start(move || telemetry::enter_for_this_thread(&thread_span))
+        .on_thread_stop(telemetry::leave_on_this_thread)
+        .build();
     let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
@@ -47,19 +58,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let span = match &config.pod_name {
-        Some(pod) => tracing::info_span!("serving", pod = %pod),
-        None => tracing::info_span!("serving"),
-    };
-    let result = runtime.block_on(
-        async {
-            let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| {
-                modelship_serving::Error::io(format!("binding {}", config.listen), e)
-            })?;
-            server::run(config, listener).await
-        }
-        .instrument(span),
-    );
+    // `block_on` runs the accept loop on this thread.
+    let _in_span = span.entered();
+    let result = runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| modelship_serving::Error::io(format!("binding {}", config.listen), e))?;
+        server::run(config, listener).await
+    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -14,7 +14,6 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
-use tracing::Instrument;
 
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -83,7 +82,7 @@ pub async fn serve(
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
-                }.in_current_span());
+                });
             }
             () = &mut shutdown => break,
         }
@@ -125,25 +124,22 @@ pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
     let batch = loader::batch_config(&config);
     let load_state = state.clone();
     let load_failure = failure.clone();
-    tokio::spawn(
-        async move {
-            let started = std::time::Instant::now();
-            match loader::load_all(&load_state, &sources, batch)
-                .await
-                .and_then(|m| load_state.set_models(m))
-            {
-                Ok(()) => {
-                    tracing::info!(elapsed_us = started.elapsed().as_micros() as u64, "ready")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "model load failed");
-                    *load_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                    let _ = failed_tx.send(());
-                }
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match loader::load_all(&load_state, &sources, batch)
+            .await
+            .and_then(|m| load_state.set_models(m))
+        {
+            Ok(()) => {
+                tracing::info!(elapsed_us = started.elapsed().as_micros() as u64, "ready")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "model load failed");
+                *load_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                let _ = failed_tx.send(());
             }
         }
-        .in_current_span(),
-    );
+    });
 
     let drain = config.drain();
     let shutdown_state = state.clone();

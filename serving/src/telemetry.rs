@@ -1,7 +1,14 @@
 //! Logging: text for people, JSON for collectors; `RUST_LOG` filters, `info` by default.
+//!
+//! The `serving` span (with the pod's name) is entered once on each thread of the runtime for
+//! the thread's whole life, rather than around every poll of every connection: each log line
+//! carries it, and a request pays nothing for it.
 
+use std::cell::RefCell;
 use std::io::IsTerminal;
 
+use tracing::Span;
+use tracing::span::EnteredSpan;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -17,4 +24,19 @@ pub fn init(format: LogFormat) {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
     };
+}
+
+thread_local! {
+    static ENTERED: RefCell<Option<EnteredSpan>> = const { RefCell::new(None) };
+}
+
+/// Enter `span` on this thread until [`leave_on_this_thread`] (a runtime's thread-start hook).
+pub fn enter_for_this_thread(span: &Span) {
+    ENTERED.with_borrow_mut(|entered| *entered = Some(span.clone().entered()));
+}
+
+/// Leave what [`enter_for_this_thread`] entered (a runtime's thread-stop hook), while the
+/// thread's logging state still exists.
+pub fn leave_on_this_thread() {
+    ENTERED.with_borrow_mut(|entered| drop(entered.take()));
 }

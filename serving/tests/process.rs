@@ -7,7 +7,9 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::process::{BIN, free_addr, http, sigterm, spawn, wait_exit, wait_ready};
+use common::process::{
+    BIN, Guard, free_addr, http, sigterm, spawn, spawn_with_stdout, stop, wait_exit, wait_ready,
+};
 
 fn predict_body() -> String {
     serde_json::json!({"features": common::rows("inputs_binary.json", 1)[0]}).to_string()
@@ -161,4 +163,41 @@ fn kept_alive_connections_close_after_their_next_response_at_shutdown() {
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("did not exit");
     assert!(status.success(), "{status:?}");
     assert!(signalled.elapsed() < drain + Duration::from_secs(4), "{:?}", signalled.elapsed());
+}
+
+/// Every log line names the pod, whichever thread writes it: the accept loop, the model's
+/// loading, a connection's task on a worker thread, on one runtime thread or several.
+#[test]
+fn every_log_line_carries_the_pod_name() {
+    for threads in ["1", "2"] {
+        let addr = free_addr();
+        let env = [
+            ("MODELSHIP_POD_NAME", "fraud-7d9f".to_owned()),
+            ("MODELSHIP_LOG_FORMAT", "json".to_owned()),
+            ("MODELSHIP_WORKER_THREADS", threads.to_owned()),
+            ("MODELSHIP_DRAIN_SECONDS", "0".to_owned()),
+            ("RUST_LOG", "modelship_serving=debug,info".to_owned()),
+        ];
+        let mut server = Guard(spawn_with_stdout(addr, &env, Stdio::piped()));
+        wait_ready(addr, &mut server.0);
+        assert_eq!(http(addr, "POST", "/predict", &predict_body()).unwrap().0, 200);
+        // A request that is not HTTP ends its connection with an error, logged by its task.
+        let mut garbage = TcpStream::connect(addr).unwrap();
+        garbage.write_all(b"NOT HTTP AT ALL\r\n\r\n").unwrap();
+        let _ = garbage.read_to_end(&mut Vec::new());
+        assert_eq!(stop(&mut server.0, Duration::from_secs(10)), Some(0));
+        let mut log = String::new();
+        server.0.stdout.take().unwrap().read_to_string(&mut log).unwrap();
+        let lines: Vec<serde_json::Value> =
+            log.lines().map(|l| serde_json::from_str(l).expect(l)).collect();
+        for message in ["serving", "ready", "connection ended with an error"] {
+            assert!(
+                lines.iter().any(|l| l["fields"]["message"] == message),
+                "{threads} thread(s): no {message:?} line in {log}"
+            );
+        }
+        for line in &lines {
+            assert_eq!(line["span"]["pod"], "fraud-7d9f", "{threads} thread(s): {line}");
+        }
+    }
 }

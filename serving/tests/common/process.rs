@@ -17,6 +17,11 @@ pub fn free_addr() -> SocketAddr {
 /// The random forest as `fraud` version 1 on `addr`, one worker thread, with `extra`
 /// environment on top.
 pub fn spawn(addr: SocketAddr, extra: &[(&str, String)]) -> Child {
+    spawn_with_stdout(addr, extra, Stdio::null())
+}
+
+/// As [`spawn`], with the server's standard output (its log) going to `stdout`.
+pub fn spawn_with_stdout(addr: SocketAddr, extra: &[(&str, String)], stdout: Stdio) -> Child {
     let mut cmd = Command::new(BIN);
     cmd.env("MODELSHIP_LISTEN", addr.to_string())
         .env("MODELSHIP_MODEL_NAME", "fraud")
@@ -25,7 +30,7 @@ pub fn spawn(addr: SocketAddr, extra: &[(&str, String)]) -> Child {
         .env("MODELSHIP_REFERENCE_DATA", fixture("reference.json"))
         .env("MODELSHIP_WORKER_THREADS", "1")
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null());
     for (k, v) in extra {
         cmd.env(k, v);
