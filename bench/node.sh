@@ -30,8 +30,7 @@ apiserver_ready=$(grep -o 'kube-apiserver ready in [0-9.]*s' "$state.up.log" | g
 rm -f "$state.up.log"
 tests/cluster.sh load "$state" >/dev/null
 source "$state/env"
-kubectl apply --server-side -f crds/yaml/modeldeployments.modelship.io.yaml >/dev/null
-kubectl wait --for condition=established --timeout=60s crd/modeldeployments.modelship.io >/dev/null
+install_crd
 
 namespace=node-bench
 kubectl create namespace "$namespace" >/dev/null

@@ -141,8 +141,7 @@ for _ in $(seq 1 600); do
   sleep 0.1
 done
 node_usable || { echo "node $KWOK_NODE not Ready and untainted after 60 s" >&2; exit 1; }
-kubectl apply --server-side -f crds/yaml/modeldeployments.modelship.io.yaml >/dev/null
-kubectl wait --for condition=established --timeout=60s crd/modeldeployments.modelship.io >/dev/null
+install_crd
 
 operator_args=()
 for arg in $OPERATOR_ARGS; do operator_args+=("--operator-arg=$arg"); done

@@ -27,8 +27,7 @@ tests/cluster.sh up "$state"
 log "Building the images and loading them into the node"
 tests/cluster.sh load "$state" >/dev/null
 source "$state/env"
-kubectl apply --server-side -f crds/yaml/modeldeployments.modelship.io.yaml >/dev/null
-kubectl wait --for condition=established --timeout=60s crd/modeldeployments.modelship.io >/dev/null
+install_crd
 export PATH="$(tests/python-tools.sh):$PATH"
 export MODELSHIP_OPERATOR_BIN=$PWD/target/debug/modelship-operator
 export MODELSHIP_SERVING_BIN=$PWD/target/debug/modelship-serving

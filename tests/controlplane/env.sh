@@ -58,3 +58,18 @@ KUBECONFIG
 }
 
 log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+
+# Apply the ModelDeployment CRD and wait until it is served. `kubectl wait --for condition=...`
+# fails at once, instead of waiting, when it reads the CRD before the API server has written
+# any condition; this polls the condition instead.
+install_crd() {
+  local crd=modeldeployments.modelship.io
+  kubectl apply --server-side -f "crds/yaml/$crd.yaml" >/dev/null
+  local query='{.status.conditions[?(@.type=="Established")].status}'
+  for _ in $(seq 600); do
+    [[ $(kubectl get crd "$crd" -o jsonpath="$query" 2>/dev/null) == True ]] && return 0
+    sleep 0.1
+  done
+  echo "the CRD $crd was not established within 60 s" >&2
+  return 1
+}
