@@ -252,13 +252,13 @@ impl PredictionLog {
 /// Append one record as a JSON object (no newline). Numbers and strings are written by
 /// serde_json's writers, straight into the buffer.
 fn format_record(out: &mut Vec<u8>, record: &Record<'_>, include_features: bool) {
-    let timestamp = record.at.duration_since(UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64());
-    let (prediction, confidence) = match (record.classifier, record.label) {
-        (true, Some(label)) => (label as f64, record.scores.iter().copied().fold(0.0, f32::max)),
-        _ => (f64::from(record.scores.first().copied().unwrap_or_default()), REGRESSION_CONFIDENCE),
+    // The model's own f32s are written as f32s: shorter, and the same values.
+    let (label, confidence) = match (record.classifier, record.label) {
+        (true, Some(label)) => (Some(label), record.scores.iter().copied().fold(0.0, f32::max)),
+        _ => (None, REGRESSION_CONFIDENCE),
     };
     out.extend_from_slice(b"{\"kind\":\"prediction\",\"timestamp\":");
-    json(out, &timestamp);
+    write_seconds(out, record.at);
     out.extend_from_slice(b",\"request_id\":");
     match record.request_id {
         RequestId::Given(id) => json(out, id),
@@ -277,7 +277,11 @@ fn format_record(out: &mut Vec<u8>, record: &Record<'_>, include_features: bool)
         json(out, &row);
     }
     out.extend_from_slice(b",\"prediction\":");
-    json(out, &prediction);
+    match label {
+        // A label as a number with a fraction, as `/predict` says it.
+        Some(label) => json(out, &(label as f64)),
+        None => json(out, &record.scores.first().copied().unwrap_or_default()),
+    }
     out.extend_from_slice(b",\"confidence\":");
     json(out, &confidence);
     out.extend_from_slice(b",\"features_sha256\":\"");
@@ -294,6 +298,19 @@ fn format_record(out: &mut Vec<u8>, record: &Record<'_>, include_features: bool)
         json(out, record.features);
     }
     out.push(b'}');
+}
+
+/// Seconds since the epoch with six decimals, as integers: a float's shortest form costs
+/// more to find and says no more.
+fn write_seconds(out: &mut Vec<u8>, at: SystemTime) {
+    let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
+    json(out, &since.as_secs());
+    let micros = since.subsec_micros();
+    let mut digits = *b".000000";
+    for (i, digit) in digits[1..].iter_mut().rev().enumerate() {
+        *digit = b'0' + (micros / 10u32.pow(i as u32) % 10) as u8;
+    }
+    out.extend_from_slice(&digits);
 }
 
 /// SHA-256 of the features' little-endian bytes, fed to the hasher a block of values at a

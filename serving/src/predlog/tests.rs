@@ -83,3 +83,12 @@ fn json_lines_become_json_arrays_of_at_most_a_batch() {
     let parsed: serde_json::Value = serde_json::from_slice(&json_array(lines, 500).0).unwrap();
     assert_eq!(parsed.as_array().map(Vec::len), Some(3));
 }
+
+#[test]
+fn the_timestamp_keeps_every_microsecond() {
+    for (micros, want) in [(1_000_042, "1.000042"), (1_796_220_660_768_980, "1796220660.768980")] {
+        let mut out = Vec::new();
+        write_seconds(&mut out, UNIX_EPOCH + Duration::from_micros(micros));
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+    }
+}
