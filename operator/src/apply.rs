@@ -1,6 +1,7 @@
 //! Apply: write the desired children with server-side apply, capacity first (Deployments,
-//! then the Services' selectors, then the HPA and the PodDisruptionBudget) and removals last. A child whose cached copy
-//! was applied from the same content is not sent again.
+//! then the Services' selectors, then the HPA and the PodDisruptionBudget) and removals last.
+//! A child whose cached copy was applied from the same content is not sent again; a track that
+//! keeps its template is resized through the scale subresource.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -12,7 +13,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::{debug, info};
 
-use crate::desired::{Children, Kind, Removal, Running, applied_hash};
+use crate::desired::{Applied, Children, DeploymentWrite, Kind, Removal, Running};
 use crate::error::{Error, Result};
 use crate::expect::ChildWrite;
 use crate::metrics::Metrics;
@@ -52,12 +53,21 @@ impl<'a> Writer<'a> {
         // silently never being applied.
         let Children { deployments, services, hpa, pdb, removals } = children;
         let mut written = Vec::new();
-        for deployment in deployments {
-            let existing = running.deployments.values().find(|d| same_name(&***d, deployment));
-            written.extend(
-                self.write(&self.deployments, deployment, existing.map(|d| &**d), Kind::Deployment)
-                    .await?,
-            );
+        for change in deployments {
+            let write = match change {
+                DeploymentWrite::Apply(deployment) => {
+                    let existing =
+                        running.deployments.values().find(|d| same_name(&***d, deployment));
+                    let existing = existing.map(|d| &**d);
+                    self.write(&self.deployments, deployment, existing, Kind::Deployment).await?
+                }
+                DeploymentWrite::Resize { name, replicas } => {
+                    let existing =
+                        running.deployments.values().find(|d| d.meta().name.as_ref() == Some(name));
+                    self.resize(name, *replicas, existing.map(|d| &**d)).await?
+                }
+            };
+            written.extend(write);
         }
         for service in services {
             let existing = [&running.service, &running.preview]
@@ -85,7 +95,7 @@ impl<'a> Writer<'a> {
         Ok(written)
     }
 
-    /// Server-side apply `object`, unless the cached copy was applied from the same content.
+    /// Server-side apply `object`, unless the cached copy already holds it.
     async fn write<K>(
         &self,
         api: &Api<K>,
@@ -94,10 +104,9 @@ impl<'a> Writer<'a> {
         kind: Kind,
     ) -> Result<Option<ChildWrite>>
     where
-        K: Resource + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
+        K: Applied + Serialize + DeserializeOwned + Clone + std::fmt::Debug,
     {
-        let wanted = applied_hash(object);
-        if existing.is_some_and(|e| applied_hash(e) == wanted) {
+        if existing.is_some_and(|e| e.holds(object)) {
             return Ok(None);
         }
         let name = object.meta().name.clone().ok_or(Error::MissingField(".metadata.name"))?;
@@ -106,6 +115,28 @@ impl<'a> Writer<'a> {
         debug!(kind = kind.as_str(), child = %name, "applied");
         let before = existing.and_then(|e| e.meta().resource_version.clone());
         Ok(ChildWrite::new(kind, &name, before, written.meta().resource_version.clone()))
+    }
+
+    /// Set a Deployment's size with a server-side apply of its scale subresource: the
+    /// template it runs is left as it is, unsent.
+    async fn resize(
+        &self,
+        name: &str,
+        replicas: i32,
+        existing: Option<&Deployment>,
+    ) -> Result<Option<ChildWrite>> {
+        self.metrics.count_write(Kind::Deployment.as_str(), "scale");
+        let scale = serde_json::json!({
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {"name": name},
+            "spec": {"replicas": replicas},
+        });
+        let patch = Patch::Apply(&scale);
+        let written = self.deployments.patch_scale(name, &apply_params(), &patch).await?;
+        debug!(child = %name, replicas, "resized");
+        let before = existing.and_then(|e| e.metadata.resource_version.clone());
+        Ok(ChildWrite::new(Kind::Deployment, name, before, written.metadata.resource_version))
     }
 
     /// Delete in the background; a child already gone is not an error.

@@ -50,10 +50,16 @@ pub trait Trim {
     fn trim(&mut self) {}
 }
 
-/// Deployments: the spec is applied again when a track is resized, and the status counts
-/// are read; the status conditions are not.
+/// Deployments: the size, the version label of the pod template and the status counts are
+/// read. The pod template's spec (most of a Deployment) is not: a track is resized through
+/// the scale subresource, and every other write is built from the ModelDeployment.
 impl Trim for Deployment {
     fn trim(&mut self) {
+        let template = &mut self.spec.template;
+        template.spec = None;
+        if let Some(meta) = template.metadata.as_mut() {
+            meta.annotations = None;
+        }
         if let Some(status) = self.status.as_mut() {
             status.conditions = None;
         }
@@ -184,7 +190,9 @@ mod tests {
         let mut deployment: Deployment = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "m-stable", "annotations": {LAST_APPLIED: "{}", "keep": "me"},
                          "managedFields": [{"manager": "x"}]},
-            "spec": {"replicas": 2, "selector": {}, "template": {"spec": {"containers": []}}},
+            "spec": {"replicas": 2, "selector": {}, "template": {
+                "metadata": {"labels": {"modelship.io/version": "3"}, "annotations": {"a": "b"}},
+                "spec": {"containers": [{"name": "serving"}]}}},
             "status": {"readyReplicas": 2, "conditions": [{"type": "Available", "status": "True"}]},
         }))
         .unwrap();
@@ -192,7 +200,11 @@ mod tests {
         deployment.trim();
         assert_eq!(deployment.metadata.managed_fields, None);
         assert_eq!(deployment.metadata.annotations.as_ref().unwrap().len(), 1, "only ours stay");
-        assert_eq!(deployment.spec.replicas, Some(2), "the spec stays");
+        assert_eq!(deployment.spec.replicas, Some(2), "the size stays");
+        assert_eq!(crate::observe::template_version(&deployment), "3", "the version label stays");
+        let template = &deployment.spec.template;
+        assert_eq!(template.spec, None, "the pod spec goes");
+        assert_eq!(template.metadata.as_ref().unwrap().annotations, None);
         let status = deployment.status.as_ref().unwrap();
         assert_eq!((status.ready_replicas, status.conditions.as_ref()), (Some(2), None));
 

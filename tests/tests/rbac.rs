@@ -31,6 +31,7 @@ const USED: &[(&str, &[&str])] = &[
     ("modeldeployments.modelship.io", &["list", "watch"]),
     ("modeldeployments.modelship.io/status", &["patch"]),
     ("deployments.apps", &["list", "watch", "create", "patch", "delete"]),
+    ("deployments.apps/scale", &["patch"]),
     ("services", &["list", "watch", "create", "patch", "delete"]),
     ("horizontalpodautoscalers.autoscaling", &["list", "watch", "create", "patch", "delete"]),
     ("endpointslices.discovery.k8s.io", &["list", "watch"]),

@@ -10,9 +10,7 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use modelship_crds::ModelDeployment;
 
-use super::{
-    Defaults, deployment, deployment_name, hpa, pdb, preview_service_name, resized, service,
-};
+use super::{Defaults, deployment, deployment_name, hpa, pdb, preview_service_name, service};
 use crate::plan::{Plan, Track};
 
 /// The kinds of children, as metrics and logs name them.
@@ -53,12 +51,22 @@ pub struct Removal {
     pub name: String,
 }
 
+/// One track's Deployment write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeploymentWrite {
+    /// The Deployment built from the spec, server-side applied.
+    Apply(Box<Deployment>),
+    /// A track that keeps the template it runs, set to a new size through the scale
+    /// subresource: nothing of its template is sent, so the cache need not keep it.
+    Resize { name: String, replicas: i32 },
+}
+
 /// What one reconcile should make true of the children.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
-    /// Deployments to apply, in track order. A track that keeps its template and already runs
+    /// Deployment writes, in track order. A track that keeps its template and already runs
     /// at its size has nothing to write and is left out.
-    pub deployments: Vec<Deployment>,
+    pub deployments: Vec<DeploymentWrite>,
     /// The main Service, then the preview Service when the plan wants one.
     pub services: Vec<Service>,
     pub hpa: Option<HorizontalPodAutoscaler>,
@@ -83,8 +91,11 @@ pub fn children(
         .iter()
         .filter_map(|track| match (track.frozen, running.deployments.get(&track.track)) {
             (true, Some(running)) if running.spec.replicas == Some(track.replicas) => None,
-            (true, Some(running)) => Some(resized(running, track.replicas)),
-            _ => Some(deployment(md, track, defaults)),
+            (true, Some(_)) => Some(DeploymentWrite::Resize {
+                name: deployment_name(&name, track.track),
+                replicas: track.replicas,
+            }),
+            _ => Some(DeploymentWrite::Apply(Box::new(deployment(md, track, defaults)))),
         })
         .collect();
     let mut services = vec![service(md, plan.service_track, false)];

@@ -323,24 +323,6 @@ fn pod_annotations(serving: &ServingSpec, port: i32) -> BTreeMap<String, String>
     annotations
 }
 
-/// The Deployment as it runs now, resized: for tracks whose template must not change.
-/// Server-set metadata and annotations other controllers own are left out of the apply.
-pub fn resized(running: &Deployment, replicas: i32) -> Deployment {
-    let mut spec = running.spec.clone();
-    spec.replicas = Some(replicas);
-    with_hash(Deployment {
-        metadata: ObjectMeta {
-            name: running.metadata.name.clone(),
-            namespace: running.metadata.namespace.clone(),
-            labels: running.metadata.labels.clone(),
-            owner_references: running.metadata.owner_references.clone(),
-            ..ObjectMeta::default()
-        },
-        spec,
-        status: None,
-    })
-}
-
 fn default_resources() -> ResourceRequirements {
     ResourceRequirements {
         requests: Some(BTreeMap::from([

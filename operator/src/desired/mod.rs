@@ -19,6 +19,10 @@ mod service;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 use modelship_crds::{ModelDeployment, labels};
@@ -27,8 +31,8 @@ use sha2::{Digest, Sha256};
 
 use crate::plan::Track;
 
-pub use children::{Children, Kind, Removal, Running, children};
-pub use deployment::{RUN_AS_USER, deployment, parse_pvc_uri, resized};
+pub use children::{Children, DeploymentWrite, Kind, Removal, Running, children};
+pub use deployment::{RUN_AS_USER, deployment, parse_pvc_uri};
 pub use hpa::hpa;
 pub use pdb::pdb;
 pub use service::service;
@@ -135,6 +139,28 @@ pub fn with_hash<T: Serialize + Resource>(mut object: T) -> T {
 pub fn applied_hash<T: Resource>(object: &T) -> Option<&str> {
     object.meta().annotations.as_ref()?.get(APPLIED_HASH).map(String::as_str)
 }
+
+/// Whether a running child already holds what applying `wanted` would write, so the apply
+/// can be skipped: the same applied hash.
+pub trait Applied: Resource + Sized {
+    fn holds(&self, wanted: &Self) -> bool {
+        applied_hash(self).is_some() && applied_hash(self) == applied_hash(wanted)
+    }
+}
+
+/// Deployments: the same hash and the same size. A resize goes through the scale subresource
+/// and leaves the hash as it was.
+impl Applied for Deployment {
+    fn holds(&self, wanted: &Self) -> bool {
+        applied_hash(self).is_some()
+            && applied_hash(self) == applied_hash(wanted)
+            && self.spec.replicas == wanted.spec.replicas
+    }
+}
+
+impl Applied for Service {}
+impl Applied for HorizontalPodAutoscaler {}
+impl Applied for PodDisruptionBudget {}
 
 #[cfg(test)]
 mod tests;

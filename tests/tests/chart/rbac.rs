@@ -113,7 +113,7 @@ pub(crate) fn rbac_is_least_privilege_without_wildcards() {
         }
         let granted: BTreeSet<String> =
             rules.keys().map(|(v, g, r)| format!("{v} {g}/{r}")).collect();
-        assert_eq!(granted.len(), 31, "{variant}: {granted:#?}");
+        assert_eq!(granted.len(), 32, "{variant}: {granted:#?}");
         let deployment = one(&objects, "Deployment");
         let args = strings(&deployment["spec"]["template"]["spec"]["containers"][0]["args"]);
         if variant == "namespaced" {
