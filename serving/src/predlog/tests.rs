@@ -1,5 +1,6 @@
 //! The prediction log's records, sampling, limit and HTTP batches.
 
+use super::http::json_array;
 use super::*;
 
 fn row_record(id: RequestId<'_>, classifier: bool) -> Record<'_> {
