@@ -3,9 +3,11 @@
 //! A record holds the time, the request id, the model and version, the prediction and its
 //! confidence, and the SHA-256 of the row's features (the features themselves only when
 //! asked). The request path decides whether to log (a counter, so a sample rate of 0.1 logs
-//! exactly every tenth request), formats the request's records into a buffer of its thread
-//! and appends them, as JSON lines, to the log's pending bytes; a thread of its own takes
-//! what is pending every [`POLL`] and writes it. When the pending bytes pass
+//! exactly every tenth request) and hashes the rows before they go to the model, so it need
+//! not keep a copy of them; once the model has answered it formats the request's records
+//! into a buffer of its thread and appends them, as JSON lines, to the log's pending bytes;
+//! a thread of its own takes what is pending every [`POLL`] and writes it (to a standard
+//! output pipe widened to hold several polls' worth). When the pending bytes pass
 //! [`PENDING_LIMIT_BYTES`] a request's records are dropped and counted
 //! (`ml_prediction_log_records_total{outcome="dropped"}`): a slow log sink never slows
 //! inference.
@@ -27,17 +29,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use clap::ValueEnum;
 use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 
 use crate::runtime::RowOutputs;
 use crate::state::ServedModel;
 
 /// Formatted records waiting for the writer, at most; a request whose records would pass it
-/// has them dropped. About 10,000 records: a hundred times what arrives between two polls
-/// at 250,000 requests a second.
+/// has them dropped. About 8,000 records of 250 bytes: eight times what arrives between two
+/// polls at 250,000 requests a second.
 pub const PENDING_LIMIT_BYTES: usize = 2 << 20;
 /// How often the writer takes what is pending. It polls rather than waits, so a request
 /// never has to wake it.
 const POLL: Duration = Duration::from_millis(4);
+/// Standard output's pipe capacity asked for: four polls' records at 100,000 a second, and
+/// the most an unprivileged process may ask for by default (`/proc/sys/fs/pipe-max-size`).
+const STDOUT_PIPE_BYTES: usize = 1 << 20;
 /// Confidence reported for a regression, as `/predict` does.
 const REGRESSION_CONFIDENCE: f32 = crate::routes::predict::REGRESSION_CONFIDENCE;
 
@@ -79,7 +85,9 @@ struct Record<'a> {
     classifier: bool,
     /// The row's index within its request, for batch requests.
     row: Option<usize>,
-    features: &'a [f32],
+    features_sha256: &'a [u8; 32],
+    /// The features themselves, when the log includes them.
+    features: Option<&'a [f32]>,
     label: Option<i64>,
     scores: &'a [f32],
 }
@@ -96,6 +104,15 @@ enum RequestId<'a> {
 struct Pending {
     lines: Vec<u8>,
     records: u64,
+}
+
+/// What a sampled request keeps for its records while its rows are with the model.
+#[derive(Debug)]
+pub struct Sampled {
+    /// SHA-256 of each row's features.
+    digests: SmallVec<[[u8; 32]; 1]>,
+    /// The rows, when the log includes features.
+    features: Option<Box<[f32]>>,
 }
 
 /// What the request path and the writer share.
@@ -127,6 +144,16 @@ impl Shared {
     /// Swap what is pending with `spare` (empty, its capacity kept for the next records).
     fn take(&self, spare: &mut Pending) {
         std::mem::swap(&mut *self.pending(), spare);
+    }
+
+    /// A writer's step: wait one [`POLL`], then take what is pending into `taken` (empty).
+    /// True when every handle is gone, and so this take holds the last records.
+    fn wait_and_take(&self, taken: &mut Pending) -> bool {
+        std::thread::sleep(POLL);
+        // Read before taking: records appended before the last handle went are in this take.
+        let closed = self.closed.load(Ordering::SeqCst);
+        self.take(taken);
+        closed
     }
 }
 
@@ -190,7 +217,7 @@ impl PredictionLog {
     }
 
     /// Whether this request is logged: exactly `sample_rate` of the requests, evenly spread.
-    pub fn sampled(&self) -> bool {
+    fn sampled(&self) -> bool {
         let rate = self.0.sample_rate;
         if rate >= 1.0 {
             return true;
@@ -199,19 +226,34 @@ impl PredictionLog {
         ((n + 1.0) * rate).floor() > (n * rate).floor()
     }
 
+    /// Sample a request (see [`sampled`](Self::sampled)); for a logged one, what its records
+    /// need of its `rows` rows, taken before they go to the model: each row's digest, and a
+    /// copy of the features only when the log includes them.
+    pub fn sample(&self, model: &ServedModel, features: &[f32], rows: usize) -> Option<Sampled> {
+        if !self.sampled() {
+            return None;
+        }
+        let per_row = model.backend.signature().features;
+        let row = |i: usize| &features[i * per_row..(i + 1) * per_row];
+        Some(Sampled {
+            digests: (0..rows).map(|i| features_sha256(row(i))).collect(),
+            features: self.0.include_features.then(|| features[..rows * per_row].into()),
+        })
+    }
+
     /// Log one record per row of a request; a request whose records do not fit is dropped
     /// and counted.
     pub fn record(
         &self,
         model: &ServedModel,
         request_id: Option<&str>,
-        features: &[f32],
-        rows: usize,
+        sampled: &Sampled,
         outputs: &RowOutputs,
     ) {
         let at = SystemTime::now();
         let signature = model.backend.signature();
         let (width, per_row) = (signature.width(), signature.features);
+        let rows = sampled.digests.len();
         let numbered = || RequestId::Numbered(self.0.numbered.fetch_add(1, Ordering::Relaxed));
         // The rows of a batch share the request's id, or one number when it has none.
         let shared_id = match request_id {
@@ -228,11 +270,15 @@ impl PredictionLog {
                     version: &model.version,
                     classifier: signature.is_classifier(),
                     row: (rows > 1).then_some(row),
-                    features: &features[row * per_row..(row + 1) * per_row],
+                    features_sha256: &sampled.digests[row],
+                    features: sampled
+                        .features
+                        .as_deref()
+                        .map(|f| &f[row * per_row..(row + 1) * per_row]),
                     label: outputs.labels.get(row).copied(),
                     scores: &outputs.scores[row * width..(row + 1) * width],
                 };
-                format_record(lines, &record, self.0.include_features);
+                format_record(lines, &record);
                 lines.push(b'\n');
             }
             self.0.shared.push(lines, rows as u64, &self.0.counters);
@@ -242,7 +288,7 @@ impl PredictionLog {
 
 /// Append one record as a JSON object (no newline). Numbers and strings are written by
 /// serde_json's writers, straight into the buffer.
-fn format_record(out: &mut Vec<u8>, record: &Record<'_>, include_features: bool) {
+fn format_record(out: &mut Vec<u8>, record: &Record<'_>) {
     // The model's own f32s are written as f32s: shorter, and the same values.
     let (label, confidence) = match (record.classifier, record.label) {
         (true, Some(label)) => (Some(label), record.scores.iter().copied().fold(0.0, f32::max)),
@@ -270,7 +316,10 @@ fn format_record(out: &mut Vec<u8>, record: &Record<'_>, include_features: bool)
     out.extend_from_slice(b",\"prediction\":");
     match label {
         // A label as a number with a fraction, as `/predict` says it.
-        Some(label) => json(out, &(label as f64)),
+        Some(label) => {
+            json(out, &label);
+            out.extend_from_slice(b".0");
+        }
         None => json(out, &record.scores.first().copied().unwrap_or_default()),
     }
     out.extend_from_slice(b",\"confidence\":");
@@ -278,15 +327,15 @@ fn format_record(out: &mut Vec<u8>, record: &Record<'_>, include_features: bool)
     out.extend_from_slice(b",\"features_sha256\":\"");
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 64];
-    for (byte, pair) in features_sha256(record.features).iter().zip(hex.chunks_exact_mut(2)) {
+    for (byte, pair) in record.features_sha256.iter().zip(hex.chunks_exact_mut(2)) {
         pair[0] = HEX[usize::from(byte >> 4)];
         pair[1] = HEX[usize::from(byte & 0xf)];
     }
     out.extend_from_slice(&hex);
     out.push(b'"');
-    if include_features {
+    if let Some(features) = record.features {
         out.extend_from_slice(b",\"features\":");
-        json(out, record.features);
+        json(out, features);
     }
     out.push(b'}');
 }
@@ -327,12 +376,10 @@ fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
 
 /// The stdout writer: every [`POLL`] it takes what is pending and writes it in one go.
 fn write_stdout(shared: &Shared, counters: &Counters) {
+    widen_stdout_pipe();
     let mut taken = Pending::default();
     loop {
-        std::thread::sleep(POLL);
-        // Read before taking: records appended before the last handle went are in this take.
-        let closed = shared.closed.load(Ordering::SeqCst);
-        shared.take(&mut taken);
+        let closed = shared.wait_and_take(&mut taken);
         if taken.records > 0 {
             let mut stdout = std::io::stdout().lock();
             match stdout.write_all(&taken.lines).and_then(|()| stdout.flush()) {
@@ -346,6 +393,22 @@ fn write_stdout(shared: &Shared, counters: &Counters) {
             return;
         }
     }
+}
+
+/// Ask for a standard output pipe that holds a poll's records, so a write seldom waits for
+/// the reader to make room (each wait is a sleep and a wake-up on the server's core). Standard
+/// output may be a file or a terminal, or the pipe may stay small (a per-user limit): either
+/// way the log works as before.
+fn widen_stdout_pipe() {
+    match widen_pipe(std::io::stdout()) {
+        Ok(bytes) => tracing::debug!(bytes, "prediction log: standard output pipe widened"),
+        Err(error) => tracing::debug!(%error, "prediction log: standard output pipe kept as it is"),
+    }
+}
+
+/// Set a pipe's capacity to [`STDOUT_PIPE_BYTES`]; the capacity it has now.
+fn widen_pipe(pipe: impl std::os::fd::AsFd) -> std::io::Result<usize> {
+    Ok(rustix::pipe::fcntl_setpipe_size(pipe, STDOUT_PIPE_BYTES)?)
 }
 
 mod http;

@@ -94,6 +94,8 @@ async fn every_prediction_is_recorded_with_its_hash() {
         assert_eq!(record["request_id"], "b-1");
         assert_eq!(record["row"], i);
         assert_eq!(record["features_sha256"], sha256_of(&rs[i + 1]).as_str());
+        let features: Vec<f32> = serde_json::from_value(record["features"].clone()).unwrap();
+        assert_eq!(features, rs[i + 1], "row {i}'s own features");
         assert_eq!(record["prediction"], batch.json["predictions"][i]["prediction"]);
     }
     let metrics = get_json(&app, "/metrics").await.text;

@@ -1,7 +1,6 @@
 //! The prediction log's HTTP sink: the pending JSON lines, taken by the writer thread, sent
 //! to a collector as JSON arrays.
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -9,7 +8,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use super::{Counters, POLL, Pending, Shared};
+use super::{Counters, Pending, Shared};
 
 /// Records per POST to a collector, at most.
 pub const HTTP_BATCH: usize = 500;
@@ -62,9 +61,7 @@ pub(super) fn post_batches(shared: &Shared, url: &str, counters: &Counters) {
     let mut waiting = Pending::default();
     let mut first_at = Instant::now();
     loop {
-        std::thread::sleep(POLL);
-        let closed = shared.closed.load(Ordering::SeqCst);
-        shared.take(&mut taken);
+        let closed = shared.wait_and_take(&mut taken);
         if taken.records > 0 {
             if waiting.records == 0 {
                 first_at = Instant::now();

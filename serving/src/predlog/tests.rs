@@ -3,7 +3,9 @@
 use super::http::json_array;
 use super::*;
 
-fn row_record(id: RequestId<'_>, classifier: bool) -> Record<'_> {
+const FEATURES: &[f32] = &[1.0, -0.5];
+
+fn row_record<'a>(id: RequestId<'a>, classifier: bool, digest: &'a [u8; 32]) -> Record<'a> {
     Record {
         at: UNIX_EPOCH + Duration::from_millis(1_500),
         request_id: id,
@@ -11,7 +13,8 @@ fn row_record(id: RequestId<'_>, classifier: bool) -> Record<'_> {
         version: "2",
         classifier,
         row: None,
-        features: &[1.0, -0.5],
+        features_sha256: digest,
+        features: None,
         label: classifier.then_some(1),
         scores: &[0.25, 0.75],
     }
@@ -19,8 +22,9 @@ fn row_record(id: RequestId<'_>, classifier: bool) -> Record<'_> {
 
 #[test]
 fn a_record_says_what_was_predicted_and_hashes_the_features() {
+    let digest = features_sha256(FEATURES);
     let mut line = Vec::new();
-    format_record(&mut line, &row_record(RequestId::Given("r\"1"), true), false);
+    format_record(&mut line, &row_record(RequestId::Given("r\"1"), true, &digest));
     let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(record["kind"], "prediction");
     assert_eq!(record["timestamp"], 1.5);
@@ -36,7 +40,9 @@ fn a_record_says_what_was_predicted_and_hashes_the_features() {
     assert!(record.get("features").is_none(), "features only when asked");
 
     let mut line = Vec::new();
-    format_record(&mut line, &row_record(RequestId::Numbered(7), false), true);
+    let record =
+        Record { features: Some(FEATURES), ..row_record(RequestId::Numbered(7), false, &digest) };
+    format_record(&mut line, &record);
     let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(record["request_id"], "7");
     assert_eq!(record["prediction"], 0.25, "a regression's value");
@@ -92,4 +98,19 @@ fn the_timestamp_keeps_every_microsecond() {
         write_seconds(&mut out, UNIX_EPOCH + Duration::from_micros(micros));
         assert_eq!(String::from_utf8(out).unwrap(), want);
     }
+}
+
+#[test]
+fn a_pipe_is_widened_to_hold_a_polls_records() {
+    let (_reader, writer) = rustix::pipe::pipe().unwrap();
+    let before = rustix::pipe::fcntl_getpipe_size(&writer).unwrap();
+    assert_eq!(widen_pipe(&writer).unwrap(), STDOUT_PIPE_BYTES);
+    assert_eq!(rustix::pipe::fcntl_getpipe_size(&writer).unwrap(), STDOUT_PIPE_BYTES);
+    assert!(before < STDOUT_PIPE_BYTES, "a new pipe starts smaller ({before} bytes)");
+}
+
+#[test]
+fn a_file_keeps_its_writes_as_they_are() {
+    let file = std::fs::File::open("/dev/null").unwrap();
+    assert!(widen_pipe(&file).is_err(), "not a pipe: refused, and the log goes on");
 }

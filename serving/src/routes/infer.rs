@@ -86,13 +86,13 @@ async fn run<'s, P: Protocol>(
     P::validate(served, &request)?;
     let arriving = arriving.unwrap_or_else(|| served.batcher.arriving());
     let (rows, n) = request.take_rows();
-    // A sampled request keeps a copy of its rows for the prediction log.
+    // A sampled request keeps what its log records need of its rows before they go.
     let logged =
-        state.prediction_log.as_ref().filter(|log| log.sampled()).map(|log| (log, rows.clone()));
+        state.prediction_log.as_ref().and_then(|log| Some((log, log.sample(served, &rows, n)?)));
     let outputs = infer(served, rows, n, arriving, deadline, timeout_ms).await?;
     remember(served, request.id(), &outputs);
-    if let Some((log, rows)) = logged {
-        log.record(served, request.id(), &rows, n, &outputs);
+    if let Some((log, sampled)) = logged {
+        log.record(served, request.id(), &sampled, &outputs);
     }
     Ok(P::respond(served, &request, &outputs))
 }
