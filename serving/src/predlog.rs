@@ -41,8 +41,9 @@ pub const PENDING_LIMIT_BYTES: usize = 2 << 20;
 /// How often the writer takes what is pending. It polls rather than waits, so a request
 /// never has to wake it.
 const POLL: Duration = Duration::from_millis(4);
-/// Standard output's pipe capacity asked for: four polls' records at 100,000 a second, and
-/// the most an unprivileged process may ask for by default (`/proc/sys/fs/pipe-max-size`).
+/// Standard output's pipe capacity asked for: four polls' records (of about 250 bytes) at
+/// 250,000 a second, and the most an unprivileged process may ask for by default
+/// (`/proc/sys/fs/pipe-max-size`).
 const STDOUT_PIPE_BYTES: usize = 1 << 20;
 /// Confidence reported for a regression, as `/predict` does.
 const REGRESSION_CONFIDENCE: f32 = crate::routes::predict::REGRESSION_CONFIDENCE;
