@@ -68,8 +68,7 @@ pub(super) fn post_batches(shared: &Shared, url: &str, counters: &Counters) {
             }
             waiting.lines.extend_from_slice(&taken.lines);
             waiting.records += taken.records;
-            taken.lines.clear();
-            taken.records = 0;
+            taken.clear();
         }
         while waiting.records >= HTTP_BATCH as u64
             || (waiting.records > 0 && (closed || first_at.elapsed() >= HTTP_FLUSH))

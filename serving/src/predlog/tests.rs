@@ -68,15 +68,17 @@ fn sampling_logs_exactly_the_rate() {
 #[test]
 fn a_request_that_does_not_fit_is_dropped_whole_and_counted() {
     let (shared, counters) = (Shared::default(), Counters::default());
-    let lines = vec![b'x'; PENDING_LIMIT_BYTES / 2];
-    shared.push(&lines, 3, &counters);
-    shared.push(&lines, 3, &counters);
-    shared.push(b"y\n", 2, &counters);
+    let half = vec![b'x'; PENDING_LIMIT_BYTES / 2];
+    let append = |records, lines: &[u8]| shared.append(records, &counters, |l| l.extend(lines));
+    append(3, &half);
+    append(3, &half);
+    append(2, b"y\n");
     assert_eq!((counters.dropped.get(), shared.pending().records), (2, 6));
     let mut taken = Pending::default();
     shared.take(&mut taken);
     assert_eq!((taken.records, taken.lines.len()), (6, PENDING_LIMIT_BYTES));
-    shared.push(b"y\n", 1, &counters);
+    assert!(taken.lines.ends_with(b"x"), "the dropped request left no bytes behind");
+    append(1, b"y\n");
     assert_eq!(shared.pending().records, 1, "room again once the writer took the rest");
 }
 
