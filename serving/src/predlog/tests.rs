@@ -73,13 +73,32 @@ fn a_request_that_does_not_fit_is_dropped_whole_and_counted() {
     append(3, &half);
     append(3, &half);
     append(2, b"y\n");
-    assert_eq!((counters.dropped.get(), shared.pending().records), (2, 6));
+    assert_eq!(counters.dropped.get(), 2);
     let mut taken = Pending::default();
     shared.take(&mut taken);
     assert_eq!((taken.records, taken.lines.len()), (6, PENDING_LIMIT_BYTES));
     assert!(taken.lines.ends_with(b"x"), "the dropped request left no bytes behind");
     append(1, b"y\n");
-    assert_eq!(shared.pending().records, 1, "room again once the writer took the rest");
+    taken.clear();
+    shared.take(&mut taken);
+    assert_eq!(taken.records, 1, "room again once the writer took the rest");
+}
+
+#[test]
+fn the_writer_takes_records_still_in_the_small_buffer() {
+    let (shared, counters) = (Shared::default(), Counters::default());
+    shared.append(1, &counters, |l| l.extend(b"a\n"));
+    shared.append(2, &counters, |l| l.extend(b"b\nc\n"));
+    let mut taken = Pending::default();
+    shared.take(&mut taken);
+    assert_eq!((taken.records, taken.lines.as_slice()), (3, &b"a\nb\nc\n"[..]));
+    let big = vec![b'x'; STAGED_BYTES];
+    shared.append(1, &counters, |l| l.extend(&big));
+    shared.append(1, &counters, |l| l.extend(b"d\n"));
+    taken.clear();
+    shared.take(&mut taken);
+    assert_eq!((taken.records, taken.lines.len()), (2, STAGED_BYTES + 2), "in order, none lost");
+    assert!(taken.lines.ends_with(b"xd\n"));
 }
 
 #[test]
