@@ -132,6 +132,9 @@ impl Pending {
 struct Appended {
     staged: Pending,
     pending: Pending,
+    /// The next number for a request without an id: given under the lock, so numbers rise
+    /// along the log (a gap is a dropped request).
+    next_number: u64,
 }
 
 /// What a sampled request keeps for its records while its rows are with the model.
@@ -159,11 +162,16 @@ impl Shared {
 
     /// Append a request's `records`, as `write` formats them, or drop them when the writer
     /// is too far behind. The writer holds the lock only for a swap once a poll.
-    fn append(&self, records: u64, counters: &Counters, write: impl FnOnce(&mut Vec<u8>)) {
+    fn append(
+        &self,
+        records: u64,
+        counters: &Counters,
+        write: impl FnOnce(&mut Vec<u8>, &mut u64),
+    ) {
         let mut appended = self.appended();
-        let Appended { staged, pending } = &mut *appended;
+        let Appended { staged, pending, next_number } = &mut *appended;
         let before = staged.lines.len();
-        write(&mut staged.lines);
+        write(&mut staged.lines, next_number);
         if pending.lines.len() + staged.lines.len() > PENDING_LIMIT_BYTES {
             staged.lines.truncate(before);
             drop(appended);
@@ -180,7 +188,7 @@ impl Shared {
     /// records).
     fn take(&self, spare: &mut Pending) {
         let mut appended = self.appended();
-        let Appended { staged, pending } = &mut *appended;
+        let Appended { staged, pending, .. } = &mut *appended;
         pending.take_from(staged);
         std::mem::swap(pending, spare);
     }
@@ -205,8 +213,6 @@ struct Inner {
     shared: Arc<Shared>,
     /// Requests seen, for sampling.
     seen: AtomicU64,
-    /// Requests logged without an id, for their numbers.
-    numbered: AtomicU64,
     sample_rate: f64,
     include_features: bool,
     counters: Counters,
@@ -243,7 +249,6 @@ impl PredictionLog {
         Some(PredictionLog(Arc::new(Inner {
             shared,
             seen: AtomicU64::new(0),
-            numbered: AtomicU64::new(0),
             sample_rate: options.sample_rate.clamp(0.0, 1.0),
             include_features: options.include_features,
             counters,
@@ -275,30 +280,33 @@ impl PredictionLog {
         })
     }
 
-    /// Log one record per row of a request; a request whose records do not fit is dropped
-    /// and counted.
+    /// Log one record per row of a request, answered `at`; a request whose records do not
+    /// fit is dropped and counted.
     pub fn record(
         &self,
         model: &ServedModel,
         request_id: Option<&str>,
         sampled: &Sampled,
         outputs: &RowOutputs,
+        at: SystemTime,
     ) {
-        let at = SystemTime::now();
         let signature = model.backend.signature();
         let (width, per_row) = (signature.width(), signature.features);
         let rows = sampled.digests.len();
-        let numbered = || RequestId::Numbered(self.0.numbered.fetch_add(1, Ordering::Relaxed));
-        // The rows of a batch share the request's id, or one number when it has none.
-        let shared_id = match request_id {
-            Some(id) => Some(RequestId::Given(id)),
-            None => (rows > 1).then(numbered),
-        };
-        self.0.shared.append(rows as u64, &self.0.counters, |lines| {
+        self.0.shared.append(rows as u64, &self.0.counters, |lines, next_number| {
+            let mut numbered = || {
+                *next_number += 1;
+                RequestId::Numbered(*next_number - 1)
+            };
+            // The rows of a batch share the request's id, or one number when it has none.
+            let shared_id = match request_id {
+                Some(id) => Some(RequestId::Given(id)),
+                None => (rows > 1).then(&mut numbered),
+            };
             for row in 0..rows {
                 let record = Record {
                     at,
-                    request_id: shared_id.unwrap_or_else(numbered),
+                    request_id: shared_id.unwrap_or_else(&mut numbered),
                     model: &model.name,
                     version: &model.version,
                     classifier: signature.is_classifier(),

@@ -88,8 +88,13 @@ async fn every_prediction_is_recorded_with_its_hash() {
     assert_eq!(single["confidence"], one.json["confidence"]);
     assert_eq!(single["features_sha256"], sha256_of(&rs[0]).as_str());
     assert_eq!(single["features"].as_array().unwrap().len(), 20, "features were asked for");
-    assert!(single["timestamp"].as_f64().unwrap() > 1.7e9);
-    assert!(single["request_id"].is_string(), "a number when the request has no id");
+    let (logged_at, answered_at) = (single["timestamp"].as_f64(), one.json["timestamp"].as_f64());
+    assert!(logged_at.unwrap() > 1.7e9);
+    assert!(
+        (answered_at.unwrap() - logged_at.unwrap()).abs() < 1e-6,
+        "the record and the response carry the same instant: {logged_at:?} {answered_at:?}"
+    );
+    assert_eq!(single["request_id"], "0", "the log's own number when the request has no id");
     for (i, record) in records[1..].iter().enumerate() {
         assert_eq!(record["request_id"], "b-1");
         assert_eq!(record["row"], i);

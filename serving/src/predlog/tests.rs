@@ -55,7 +55,6 @@ fn sampling_logs_exactly_the_rate() {
         let log = PredictionLog(Arc::new(Inner {
             shared: Arc::default(),
             seen: AtomicU64::new(0),
-            numbered: AtomicU64::new(0),
             sample_rate: rate,
             include_features: false,
             counters: Counters::default(),
@@ -69,7 +68,7 @@ fn sampling_logs_exactly_the_rate() {
 fn a_request_that_does_not_fit_is_dropped_whole_and_counted() {
     let (shared, counters) = (Shared::default(), Counters::default());
     let half = vec![b'x'; PENDING_LIMIT_BYTES / 2];
-    let append = |records, lines: &[u8]| shared.append(records, &counters, |l| l.extend(lines));
+    let append = |records, lines: &[u8]| shared.append(records, &counters, |l, _| l.extend(lines));
     append(3, &half);
     append(3, &half);
     append(2, b"y\n");
@@ -87,14 +86,14 @@ fn a_request_that_does_not_fit_is_dropped_whole_and_counted() {
 #[test]
 fn the_writer_takes_records_still_in_the_small_buffer() {
     let (shared, counters) = (Shared::default(), Counters::default());
-    shared.append(1, &counters, |l| l.extend(b"a\n"));
-    shared.append(2, &counters, |l| l.extend(b"b\nc\n"));
+    shared.append(1, &counters, |l, _| l.extend(b"a\n"));
+    shared.append(2, &counters, |l, _| l.extend(b"b\nc\n"));
     let mut taken = Pending::default();
     shared.take(&mut taken);
     assert_eq!((taken.records, taken.lines.as_slice()), (3, &b"a\nb\nc\n"[..]));
     let big = vec![b'x'; STAGED_BYTES];
-    shared.append(1, &counters, |l| l.extend(&big));
-    shared.append(1, &counters, |l| l.extend(b"d\n"));
+    shared.append(1, &counters, |l, _| l.extend(&big));
+    shared.append(1, &counters, |l, _| l.extend(b"d\n"));
     taken.clear();
     shared.take(&mut taken);
     assert_eq!((taken.records, taken.lines.len()), (2, STAGED_BYTES + 2), "in order, none lost");

@@ -10,10 +10,12 @@ use crate::runtime::ModelKind;
 use crate::state::AppState;
 
 pub fn now() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or_default()
+    seconds(std::time::SystemTime::now())
+}
+
+/// Seconds since the epoch, as the responses' `timestamp` says it.
+pub fn seconds(at: std::time::SystemTime) -> f64 {
+    at.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or_default()
 }
 
 #[derive(Serialize)]

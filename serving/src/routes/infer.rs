@@ -7,6 +7,9 @@
 //! `/predict` and the Open Inference Protocol implement [`Protocol`]: they only translate
 //! into this path and out of it.
 
+use std::cell::OnceCell;
+use std::time::SystemTime;
+
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
@@ -38,7 +41,24 @@ pub(super) trait Protocol {
     }
     /// The protocol's checks of the request against the model, each naming the field.
     fn validate(model: &ServedModel, request: &Self::Request<'_>) -> Result<()>;
-    fn respond(model: &ServedModel, request: &Self::Request<'_>, outputs: &RowOutputs) -> Response;
+    fn respond(
+        model: &ServedModel,
+        request: &Self::Request<'_>,
+        outputs: &RowOutputs,
+        answered: &AnsweredAt,
+    ) -> Response;
+}
+
+/// When the answer was made, read from the clock once and only when asked: a `/predict`
+/// response and the request's log records carry the same instant, and a path that shows
+/// neither reads no clock.
+#[derive(Default)]
+pub(super) struct AnsweredAt(OnceCell<SystemTime>);
+
+impl AnsweredAt {
+    pub(super) fn get(&self) -> SystemTime {
+        *self.0.get_or_init(SystemTime::now)
+    }
 }
 
 /// Serve one inference request in the format of `P`.
@@ -91,10 +111,11 @@ async fn run<'s, P: Protocol>(
         state.prediction_log.as_ref().and_then(|log| Some((log, log.sample(served, &rows, n)?)));
     let outputs = infer(served, rows, n, arriving, deadline, timeout_ms).await?;
     remember(served, request.id(), &outputs);
+    let answered = AnsweredAt::default();
     if let Some((log, sampled)) = logged {
-        log.record(served, request.id(), &sampled, &outputs);
+        log.record(served, request.id(), &sampled, &outputs, answered.get());
     }
-    Ok(P::respond(served, &request, &outputs))
+    Ok(P::respond(served, &request, &outputs, &answered))
 }
 
 /// Infer on the spot when the call is cheap; otherwise queue on the model's batcher and wait,

@@ -5,8 +5,8 @@ use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use serde::{Serialize, Serializer};
 
-use super::health::now;
-use super::infer::{Protocol, serve};
+use super::health::seconds;
+use super::infer::{AnsweredAt, Protocol, serve};
 use crate::decode::{PredictInput, decode_predict};
 use crate::error::{Error, Result};
 use crate::runtime::{ModelKind, RowOutputs};
@@ -53,7 +53,12 @@ impl Protocol for Predict {
         )))
     }
 
-    fn respond(model: &ServedModel, input: &PredictInput<'_>, out: &RowOutputs) -> Response {
+    fn respond(
+        model: &ServedModel,
+        input: &PredictInput<'_>,
+        out: &RowOutputs,
+        answered: &AnsweredAt,
+    ) -> Response {
         let sig = model.backend.signature();
         let width = sig.width();
         let row = |i: usize| -> Prediction {
@@ -73,15 +78,20 @@ impl Protocol for Predict {
         let version = model.version.as_str();
         if input.batch {
             let predictions = (0..input.n_rows).map(row).collect();
-            Json(BatchResponse { predictions, model_version: version, timestamp: now(), id })
-                .into_response()
+            Json(BatchResponse {
+                predictions,
+                model_version: version,
+                timestamp: seconds(answered.get()),
+                id,
+            })
+            .into_response()
         } else {
             let p = row(0);
             Json(Response1 {
                 prediction: p.prediction,
                 confidence: p.confidence,
                 model_version: version,
-                timestamp: now(),
+                timestamp: seconds(answered.get()),
                 id,
             })
             .into_response()

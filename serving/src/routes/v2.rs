@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use smallvec::{SmallVec, smallvec};
 
-use super::infer::{Protocol, serve};
+use super::infer::{AnsweredAt, Protocol, serve};
 use crate::decode::{InferInput, decode_infer};
 use crate::error::{Error, Result};
 use crate::runtime::{DataType, ModelKind, RowOutputs, TensorInfo};
@@ -222,7 +222,12 @@ impl Protocol for Oip {
         Ok(())
     }
 
-    fn respond(model: &ServedModel, input: &InferInput<'_>, out: &RowOutputs) -> Response {
+    fn respond(
+        model: &ServedModel,
+        input: &InferInput<'_>,
+        out: &RowOutputs,
+        _answered: &AnsweredAt,
+    ) -> Response {
         let sig = model.backend.signature();
         let (n, width) = (input.n_rows, sig.width());
         let mut outputs = SmallVec::new();
