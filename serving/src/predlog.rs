@@ -18,7 +18,6 @@
 //! Sinks: JSON lines on standard output (for the node's log collector), or an HTTP collector
 //! that receives batches as a JSON array per POST (failed batches are counted, not retried).
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,10 +41,6 @@ const STAGED_BYTES: usize = 16 << 10;
 /// never has to wake it; each wake-up interrupts the requests on a busy core, so it wakes
 /// seldom (every 4 ms cost about 0.8 points more at 140,000 requests a second).
 const POLL: Duration = Duration::from_millis(20);
-/// Standard output's pipe capacity asked for: a poll's records (of about 250 bytes) at
-/// 200,000 a second, and the most an unprivileged process may ask for by default
-/// (`/proc/sys/fs/pipe-max-size`).
-const STDOUT_PIPE_BYTES: usize = 1 << 20;
 /// Confidence reported for a regression, as `/predict` does.
 const REGRESSION_CONFIDENCE: f32 = crate::routes::predict::REGRESSION_CONFIDENCE;
 
@@ -233,7 +228,7 @@ impl PredictionLog {
             (Sink::Off, _) => return None,
             (Sink::Stdout, _) => std::thread::Builder::new()
                 .name("prediction-log".into())
-                .spawn(move || write_stdout(&writer_shared, &writer_counters)),
+                .spawn(move || stdout::write_stdout(&writer_shared, &writer_counters)),
             (Sink::Http, url) => {
                 let url = url.unwrap_or_default();
                 std::thread::Builder::new()
@@ -414,43 +409,8 @@ fn json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     let _ = serde_json::to_writer(&mut *out, value);
 }
 
-/// The stdout writer: every [`POLL`] it takes what is pending and writes it in one go.
-fn write_stdout(shared: &Shared, counters: &Counters) {
-    widen_stdout_pipe();
-    let mut taken = Pending::default();
-    loop {
-        let closed = shared.wait_and_take(&mut taken);
-        if taken.records > 0 {
-            let mut stdout = std::io::stdout().lock();
-            match stdout.write_all(&taken.lines).and_then(|()| stdout.flush()) {
-                Ok(()) => counters.written.inc_by(taken.records),
-                Err(_) => counters.failed.inc_by(taken.records),
-            };
-        }
-        taken.clear();
-        if closed {
-            return;
-        }
-    }
-}
-
-/// Ask for a standard output pipe that holds a poll's records, so a write seldom waits for
-/// the reader to make room (each wait is a sleep and a wake-up on the server's core). Standard
-/// output may be a file or a terminal, or the pipe may stay small (a per-user limit): either
-/// way the log works as before.
-fn widen_stdout_pipe() {
-    match widen_pipe(std::io::stdout()) {
-        Ok(bytes) => tracing::debug!(bytes, "prediction log: standard output pipe widened"),
-        Err(error) => tracing::debug!(%error, "prediction log: standard output pipe kept as it is"),
-    }
-}
-
-/// Set a pipe's capacity to [`STDOUT_PIPE_BYTES`]; the capacity it has now.
-fn widen_pipe(pipe: impl std::os::fd::AsFd) -> std::io::Result<usize> {
-    Ok(rustix::pipe::fcntl_setpipe_size(pipe, STDOUT_PIPE_BYTES)?)
-}
-
 mod http;
+mod stdout;
 
 pub use http::{HTTP_BATCH, HTTP_FLUSH};
 

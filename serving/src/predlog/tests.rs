@@ -1,6 +1,7 @@
 //! The prediction log's records, sampling, limit and HTTP batches.
 
 use super::http::json_array;
+use super::stdout::{STDOUT_PIPE_BYTES, widen_pipe};
 use super::*;
 
 const FEATURES: &[f32] = &[1.0, -0.5];
