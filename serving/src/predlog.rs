@@ -290,8 +290,9 @@ impl PredictionLog {
         let rows = sampled.digests.len();
         self.0.shared.append(rows as u64, &self.0.counters, |lines, next_number| {
             let mut numbered = || {
+                let number = *next_number;
                 *next_number += 1;
-                RequestId::Numbered(*next_number - 1)
+                RequestId::Numbered(number)
             };
             // The rows of a batch share the request's id, or one number when it has none.
             let shared_id = match request_id {
