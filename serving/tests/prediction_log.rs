@@ -103,8 +103,18 @@ async fn every_prediction_is_recorded_with_its_hash() {
         assert_eq!(features, rs[i + 1], "row {i}'s own features");
         assert_eq!(record["prediction"], batch.json["predictions"][i]["prediction"]);
     }
-    let metrics = get_json(&app, "/metrics").await.text;
-    let written = metric_value(&metrics, "ml_prediction_log_records_total{outcome=\"written\"}");
+    // The writer counts a batch once the collector has answered, a moment after the
+    // collector holds its records.
+    let mut metrics = String::new();
+    let mut written = None;
+    for _ in 0..100 {
+        metrics = get_json(&app, "/metrics").await.text;
+        written = metric_value(&metrics, "ml_prediction_log_records_total{outcome=\"written\"}");
+        if written == Some(3.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(written, Some(3.0), "{metrics}");
 }
 
