@@ -40,7 +40,7 @@ use crate::observe::{self, SliceIndex, Stores};
 use crate::plan::{self, Input, Track};
 use crate::report::Report;
 use crate::status::{self, Problem, StatusInput};
-use crate::watch::{self, WatchBackoff, cached, watch_health};
+use crate::watch::{self, NoTriggerPause, WatchBackoff, cached, watch_health};
 
 /// Operator settings.
 #[derive(Clone, Debug)]
@@ -141,9 +141,7 @@ pub async fn run(
         .owns_stream(pdb_events)
         .watches_stream(slice_events, slice_owner)
         .with_config(kube::runtime::controller::Config::default().concurrency(settings.concurrency))
-        // The controller pauses all its triggers after any watch error; kube's default pause
-        // grows to 30 s, which kept recovered watches idle long after an outage.
-        .trigger_backoff(WatchBackoff::default())
+        .trigger_backoff(NoTriggerPause)
         .graceful_shutdown_on(shutdown);
     // Decisions need complete caches: reconciles wait until every child store has listed.
     let synced = context.synced.clone();

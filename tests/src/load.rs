@@ -122,10 +122,31 @@ impl LoadReport {
         assert!(answered > 0, "no answer in the last second before the stop");
     }
 
-    /// A short description of the failures, for assertion messages.
+    /// A short description of the failures, for assertion messages: how many, in which
+    /// phases and over which span, and the first few.
     pub fn describe_failures(&self) -> String {
         let failures = self.failures();
         let mut text = format!("{} of {} requests failed", failures.len(), self.sent());
+        let sent = failures.iter().map(|f| f.sent_at);
+        if let (Some(first), Some(last)) = (sent.clone().min(), sent.max()) {
+            text.push_str(&format!(
+                ", sent from {:.2}s to {:.2}s",
+                first.as_secs_f64(),
+                last.as_secs_f64()
+            ));
+        }
+        for phase in self.by_phase() {
+            let failed =
+                failures.iter().filter(|f| f.sent_at >= phase.from && f.sent_at < phase.to).count();
+            if failed > 0 {
+                text.push_str(&format!(
+                    "\n  {failed} in phase {:?} ({:.1}-{:.1} s)",
+                    phase.name,
+                    phase.from.as_secs_f64(),
+                    phase.to.as_secs_f64()
+                ));
+            }
+        }
         for f in failures.iter().take(5) {
             text.push_str(&format!(
                 "\n  at {:.2}s: status {} error {:?}",

@@ -96,24 +96,20 @@ async fn api_outage_is_survived() {
             .await;
         link.restore();
         let restored = Instant::now();
-        wait_for(
-            &client,
-            &ns,
-            "m",
-            "version 2 reconciled after the outage",
-            Duration::from_secs(45),
-            |md| {
-                current(md)
-                    && md.status.as_ref().and_then(|s| s.stable_version.as_deref()) == Some("2")
-            },
-        )
-        .await;
-        eprintln!("reconciled {:?} after the API came back", restored.elapsed());
+        // The change made during the outage is taken up as soon as the watches are back
+        // (each retries at most 5 s apart; kube's default would wait up to 30 s). Rolling it
+        // out then takes as long as the pods take to start, which is the node's business.
+        wait_for(&client, &ns, "m", "the change made during the outage observed", T, current).await;
+        let observed_after = restored.elapsed();
+        eprintln!("observed {observed_after:?} after the API came back");
         assert!(
-            restored.elapsed() <= Duration::from_secs(20),
-            "resumed after {:?}",
-            restored.elapsed()
+            observed_after <= Duration::from_secs(10),
+            "the operator took up the change {observed_after:?} after the API came back"
         );
+        wait_for(&client, &ns, "m", "version 2 rolled out after the outage", T, |md| {
+            current(md) && md.status.as_ref().and_then(|s| s.stable_version.as_deref()) == Some("2")
+        })
+        .await;
         wait_until(T, "liveness to pass again", async || {
             operator.admin_get("/healthz").await.map(|r| r.0) == Some(200)
         })
