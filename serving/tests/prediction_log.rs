@@ -54,14 +54,21 @@ fn sha256_of(row: &[f32]) -> String {
     hasher.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
-async fn wait_for(received: &Arc<Mutex<Vec<Value>>>, n: usize) -> Vec<Value> {
+/// What `probe` returns once `done` holds of it, or after 5 s whatever it returns then: the
+/// writer works on its own thread, a moment behind the requests.
+async fn eventually<T>(mut probe: impl AsyncFnMut() -> T, done: impl Fn(&T) -> bool) -> T {
     for _ in 0..100 {
-        if received.lock().unwrap().len() >= n {
-            break;
+        let value = probe().await;
+        if done(&value) {
+            return value;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    received.lock().unwrap().clone()
+    probe().await
+}
+
+async fn wait_for(received: &Arc<Mutex<Vec<Value>>>, n: usize) -> Vec<Value> {
+    eventually(async || received.lock().unwrap().clone(), |records| records.len() >= n).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -108,17 +115,15 @@ async fn every_prediction_is_recorded_with_its_hash() {
     }
     // The writer counts a batch once the collector has answered, a moment after the
     // collector holds its records.
-    let mut metrics = String::new();
-    let mut written = None;
-    for _ in 0..100 {
-        metrics = get_json(&app, "/metrics").await.text;
-        written = metric_value(&metrics, "ml_prediction_log_records_total{outcome=\"written\"}");
-        if written == Some(3.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(written, Some(3.0), "{metrics}");
+    let written = |metrics: &str| {
+        metric_value(metrics, "ml_prediction_log_records_total{outcome=\"written\"}")
+    };
+    let metrics = eventually(
+        async || get_json(&app, "/metrics").await.text,
+        |metrics| written(metrics) == Some(3.0),
+    )
+    .await;
+    assert_eq!(written(&metrics), Some(3.0), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
