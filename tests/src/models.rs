@@ -212,6 +212,27 @@ pub async fn event_reasons(client: &Client, namespace: &str, name: &str) -> Vec<
     list.into_iter().filter_map(|e| e.reason).collect()
 }
 
+/// Reasons of the events published about a ModelDeployment, once every one of `wanted` is
+/// among them: the operator publishes an event just after the status it goes with.
+pub async fn wait_event_reasons(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    wanted: &[&str],
+) -> Vec<String> {
+    wait_until(Duration::from_secs(30), &format!("events {wanted:?}"), async || {
+        let reasons = event_reasons(client, namespace, name).await;
+        let missing: Vec<&&str> =
+            wanted.iter().filter(|w| !reasons.iter().any(|r| r == *w)).collect();
+        if missing.is_empty() {
+            Ok(reasons)
+        } else {
+            Err(format!("missing {missing:?} in {reasons:?}"))
+        }
+    })
+    .await
+}
+
 /// How often each event reason was published about a ModelDeployment (repeats of one
 /// event are folded into an event series by the recorder).
 pub async fn event_counts(client: &Client, namespace: &str, name: &str) -> BTreeMap<String, i32> {

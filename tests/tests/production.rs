@@ -22,8 +22,8 @@ use modelship_tests::harness::{
 };
 use modelship_tests::hooks::Receiver;
 use modelship_tests::models::{
-    self, apply, condition, event_reasons, fixture_uri, get, model, patch_spec, served_model,
-    split, track, wait_phase,
+    self, apply, condition, fixture_uri, get, model, patch_spec, served_model, split, track,
+    wait_event_reasons, wait_phase,
 };
 use modelship_tests::operator::{OperatorProcess, operator_bin};
 use serde_json::{Value, json};
@@ -295,9 +295,7 @@ async fn a_stalled_canary_is_aborted_at_the_deadline_then_retried() {
         })
         .await;
         assert_eq!(track(&client, &ns, "m", "stable").await, Some(("1".into(), 2, 2)));
-        assert!(
-            event_reasons(&client, &ns, "m").await.iter().any(|r| r == "ProgressDeadlineAborted")
-        );
+        wait_event_reasons(&client, &ns, "m", &["ProgressDeadlineAborted"]).await;
         hold_for(Duration::from_secs(3), "not retried by itself", async || {
             models::phase(&get(&client, &ns, "m").await) == Some(Phase::RolledBack)
         })
@@ -416,8 +414,7 @@ async fn one_replica_canary_surges_and_predictions_are_logged() {
         assert_eq!(split(&client, &ns, "m").await, (1, 1), "a surge pod, the stable pod kept");
         let status = md.status.unwrap();
         assert_eq!((status.canary_weight, status.effective_weight), (10, 50));
-        let warnings = event_reasons(&client, &ns, "m").await;
-        assert!(warnings.iter().any(|r| r == "WeightNotReachable"), "{warnings:?}");
+        wait_event_reasons(&client, &ns, "m", &["WeightNotReachable"]).await;
         let (ok, table) = kubectl(&["get", "md", "m", "-n", &ns]).await;
         assert!(ok, "{table}");
         let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();

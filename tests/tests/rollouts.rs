@@ -7,8 +7,8 @@ use std::time::Duration;
 use modelship_crds::{Phase, RolloutOutcome};
 use modelship_tests::harness::{hold_for, wait_until, with_namespace};
 use modelship_tests::models::{
-    self, apply, condition, current, event_reasons, get, model, patch_spec, ready_pods, selector,
-    split, track, wait_for, wait_phase,
+    self, apply, condition, current, get, model, patch_spec, ready_pods, selector, split, track,
+    wait_event_reasons, wait_for, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
 use modelship_tests::world::World;
@@ -55,10 +55,13 @@ async fn canary_split_follows_weight_and_scale_then_promotes() {
         assert_eq!(status.stable_version.as_deref(), Some("2"));
         assert_eq!(status.candidate_version, None);
         assert_eq!(outcomes(&md), vec![("2".to_string(), RolloutOutcome::Promoted)]);
-        let reasons = event_reasons(&client, &ns, "fraud").await;
-        for reason in ["RolloutStarted", "PromotionStarted", "Promoted"] {
-            assert!(reasons.iter().any(|r| r == reason), "missing event {reason}: {reasons:?}");
-        }
+        wait_event_reasons(
+            &client,
+            &ns,
+            "fraud",
+            &["RolloutStarted", "PromotionStarted", "Promoted"],
+        )
+        .await;
     })
     .await;
 }
@@ -134,9 +137,7 @@ async fn broken_version_is_contained_aborted_then_rolled_forward() {
         })
         .await;
         assert_eq!(track(&client, &ns, "m", "stable").await, Some(("1".into(), 5, 5)));
-        assert!(
-            event_reasons(&client, &ns, "m").await.iter().any(|r| r == "ProgressDeadlineAborted")
-        );
+        wait_event_reasons(&client, &ns, "m", &["ProgressDeadlineAborted"]).await;
 
         let good = json!({
             "model": {"version": "3", "uri": models::fixture_uri("logreg.onnx")},
@@ -267,7 +268,7 @@ async fn blue_green_manual_promotion_with_preview_replicas() {
             status.selector.as_deref(),
             Some("modelship.io/name=m,modelship.io/track=green")
         );
-        let reasons = event_reasons(&client, &ns, "m").await;
+        let reasons = wait_event_reasons(&client, &ns, "m", &["SwitchedService"]).await;
         assert_eq!(reasons.iter().filter(|r| *r == "SwitchedService").count(), 1, "{reasons:?}");
     })
     .await;
