@@ -11,7 +11,9 @@ use kube::{Api, Client, ResourceExt};
 use modelship_crds::{ModelDeployment, Phase};
 use serde_json::{Value, json};
 
-use crate::harness::{MODELS_CLAIM, wait_until};
+use axum::http::Method;
+
+use crate::harness::{MODELS_CLAIM, TestHttp, service_addr, wait_until};
 
 /// A serving fixture in the namespace's `models` claim, as a `pvc://` URI.
 pub fn fixture_uri(name: &str) -> String {
@@ -136,6 +138,33 @@ pub async fn wait_for(
         }
     })
     .await
+}
+
+/// A `/predict` body for the serving fixtures the tests deploy (20 features each).
+pub fn predict_body() -> String {
+    let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
+    json!({"features": features}).to_string()
+}
+
+/// Wait until a prediction on a new connection to `service` is answered by `version` (each
+/// new connection may reach another pod: kube-proxy picks one per connection).
+pub async fn wait_answered_by(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    version: &str,
+    timeout: Duration,
+) {
+    let target = service_addr(client, namespace, service).await;
+    wait_until(timeout, &format!("an answer from version {version}"), async || {
+        let answer = TestHttp::new()
+            .request(target, Method::POST, "/predict", Some(predict_body().into()))
+            .await
+            .map_err(|e| e.to_string())?;
+        let answered = answer.json()["model_version"].as_str().unwrap_or_default().to_string();
+        if answered == version { Ok(()) } else { Err(format!("answered by {answered}")) }
+    })
+    .await;
 }
 
 /// A track's Deployment: (version in the template, spec.replicas, ready replicas).

@@ -12,8 +12,8 @@ use modelship_crds::{ModelDeployment, Phase, RolloutOutcome};
 use modelship_tests::harness::{routed_service_addr, wait_until, with_namespace};
 use modelship_tests::load::Load;
 use modelship_tests::models::{
-    apply, condition, fixture_uri, patch_spec, pods_of_track, served_model, track, wait_for,
-    wait_phase,
+    apply, condition, fixture_uri, patch_spec, pods_of_track, predict_body, served_model, track,
+    wait_for, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
 use modelship_tests::prometheus::{Certificate, PrometheusServer};
@@ -24,15 +24,10 @@ const RATE: u32 = 100;
 /// Each test stops its load; this only bounds a load a failing test leaves behind.
 const LOAD_CAP: Duration = Duration::from_secs(600);
 
-fn request() -> String {
-    let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
-    json!({"features": features}).to_string()
-}
-
 /// Load on the Service once kube-proxy routes it.
 async fn load(client: &Client, service: &str, namespace: &str) -> Load {
     let target = routed_service_addr(client, namespace, service).await;
-    Load::start(target, "/predict", &request(), RATE, LOAD_CAP)
+    Load::start(target, "/predict", &predict_body(), RATE, LOAD_CAP)
 }
 
 fn version(version: &str, fixture: &str) -> Value {

@@ -16,18 +16,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::http::Method;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use modelship_crds::{ModelDeploymentStatus, Phase, RolloutOutcome};
-use modelship_tests::harness::{
-    TestHttp, routed_service_addr, service_addr, unique_name, wait_until, with_namespace,
-};
+use modelship_tests::harness::{routed_service_addr, unique_name, wait_until, with_namespace};
 use modelship_tests::kills::{
     self, Kill, KillPoint, Killer, LEASE_SECONDS, Survivor, start_leader,
 };
 use modelship_tests::load::{Load, LoadReport};
-use modelship_tests::models::{apply, fixture_uri, patch_spec, pods_of_track, served_model};
+use modelship_tests::models::{
+    apply, fixture_uri, patch_spec, pods_of_track, predict_body, served_model, wait_answered_by,
+};
 use modelship_tests::world::{Snapshot, World};
 use serde_json::{Value, json};
 
@@ -36,11 +35,6 @@ const RATE: u32 = 20;
 const LOAD_CAP: Duration = Duration::from_secs(900);
 /// Longer than two restarts of the killed operator, so the analysis point falls inside it.
 const PAUSE_SECONDS: i64 = 12;
-
-fn request() -> String {
-    let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
-    json!({"features": features}).to_string()
-}
 
 /// What one run left behind.
 struct Outcome {
@@ -100,20 +94,6 @@ fn status_is(world: &Snapshot, check: impl Fn(&ModelDeploymentStatus) -> bool) -
 
 fn candidate(s: &ModelDeploymentStatus) -> Option<&str> {
     s.candidate_version.as_deref()
-}
-
-/// Waits until a request on a new connection to the Service is answered by `version`.
-async fn answers_from(client: &Client, ns: &str, version: &str) {
-    let target = service_addr(client, ns, "m").await;
-    wait_until(T, &format!("an answer from version {version}"), async || {
-        let answer = TestHttp::new()
-            .request(target, Method::POST, "/predict", Some(request().into()))
-            .await
-            .map_err(|e| e.to_string())?;
-        let answered = answer.json()["model_version"].as_str().unwrap_or_default().to_string();
-        if answered == version { Ok(()) } else { Err(format!("answered by {answered}")) }
-    })
-    .await;
 }
 
 const V2: &str = r#""modelship.io/version":"2""#;
@@ -200,7 +180,7 @@ async fn canary_run(client: Client, ns: String, seed: Option<u64>) -> Outcome {
     let load = Load::start(
         routed_service_addr(&client, &ns, "m").await,
         "/predict",
-        &request(),
+        &predict_body(),
         RATE,
         LOAD_CAP,
     );
@@ -238,7 +218,7 @@ async fn canary_run(client: Client, ns: String, seed: Option<u64>) -> Outcome {
             status_is(w, |s| s.phase == Some(Phase::Paused) && candidate(s) == Some("3"))
         })
         .await;
-    answers_from(&client, &ns, "3").await;
+    wait_answered_by(&client, &ns, "m", "3", T).await;
     load.mark("canary 3 at 50%");
     // Long enough for the load's new connections to reach version 3 for sure: while a kill
     // holds the stable track's resize, one pod of three is version 3, and ten new connections
@@ -357,7 +337,7 @@ async fn blue_green_run(client: Client, ns: String, seed: Option<u64>) -> Outcom
     let load = Load::start(
         routed_service_addr(&client, &ns, "m").await,
         "/predict",
-        &request(),
+        &predict_body(),
         RATE,
         LOAD_CAP,
     );

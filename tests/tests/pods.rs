@@ -25,7 +25,8 @@ use modelship_tests::harness::{
 };
 use modelship_tests::load::Load;
 use modelship_tests::models::{
-    apply, fixture_uri, patch_spec, pods_of_track, ready_pods, served_model, track, wait_phase,
+    apply, fixture_uri, patch_spec, pods_of_track, predict_body, ready_pods, served_model, track,
+    wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
 use modelship_tests::pods::{PodRecorder, container_id, sigkill_container};
@@ -34,11 +35,6 @@ use serde_json::json;
 const T: Duration = Duration::from_secs(90);
 const RATE: u32 = 60;
 const LOAD_CAP: Duration = Duration::from_secs(600);
-
-fn request() -> String {
-    let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
-    json!({"features": features}).to_string()
-}
 
 async fn pods_of(client: &Client, ns: &str, selector: &str) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
@@ -62,7 +58,7 @@ impl Direct {
             let http = TestHttp::new();
             while flag.load(std::sync::atomic::Ordering::Relaxed) {
                 let outcome = http
-                    .request(target, Method::POST, "/predict", Some(request().into()))
+                    .request(target, Method::POST, "/predict", Some(predict_body().into()))
                     .await
                     .map(|r| r.status.as_u16())
                     .map_err(|e| e.to_string());
@@ -102,7 +98,7 @@ async fn a_deleted_pod_drains_without_losing_a_request() {
         .await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         let target = routed_service_addr(&client, &ns, "m").await;
-        let load = Load::start(target, "/predict", &request(), RATE, LOAD_CAP);
+        let load = Load::start(target, "/predict", &predict_body(), RATE, LOAD_CAP);
         let victim = ready_pods(&client, &ns, "m").await.into_keys().next().expect("a ready pod");
         let direct = Direct::start(pod_addr(&client, &ns, &victim).await);
         let recorder = PodRecorder::start(&client, &ns, &victim);
@@ -183,7 +179,7 @@ async fn a_killed_pod_costs_only_the_requests_sent_to_it_before_it_is_back() {
         patch_spec(&client, &ns, "m", json!({"model": {"version": "2", "uri": fixture_uri("gb.onnx")}})).await;
         wait_phase(&client, &ns, "m", Phase::Paused, T).await;
         let target = routed_service_addr(&client, &ns, "m").await;
-        let load = Load::start(target, "/predict", &request(), RATE, LOAD_CAP);
+        let load = Load::start(target, "/predict", &predict_body(), RATE, LOAD_CAP);
         let canary = pods_of(&client, &ns, "modelship.io/name=m,modelship.io/track=canary").await;
         let [canary] = canary.as_slice() else { panic!("one canary pod: {canary:?}") };
         let name = canary.name_any();
@@ -194,7 +190,7 @@ async fn a_killed_pod_costs_only_the_requests_sent_to_it_before_it_is_back() {
         for version in ["1", "2"] {
             wait_until(T, &format!("an answer from {version}"), async || {
                 let answer = TestHttp::new()
-                    .request(service, Method::POST, "/predict", Some(request().into()))
+                    .request(service, Method::POST, "/predict", Some(predict_body().into()))
                     .await
                     .map_err(|e| e.to_string())?;
                 let answered = answer.json()["model_version"].as_str().unwrap_or_default().to_string();

@@ -22,8 +22,8 @@ use modelship_tests::harness::{
 };
 use modelship_tests::hooks::Receiver;
 use modelship_tests::models::{
-    self, apply, condition, fixture_uri, get, model, patch_spec, served_model, split, track,
-    wait_event_reasons, wait_phase,
+    self, apply, condition, fixture_uri, get, model, patch_spec, predict_body, served_model, split,
+    track, wait_event_reasons, wait_phase,
 };
 use modelship_tests::operator::{OperatorProcess, operator_bin};
 use serde_json::{Value, json};
@@ -424,15 +424,9 @@ async fn one_replica_canary_surges_and_predictions_are_logged() {
 
         // Predictions through the Service are logged by whichever pod answered.
         let target = routed_service_addr(&client, &ns, "m").await;
-        let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
         for _ in 0..10 {
             let answer = TestHttp::new()
-                .request(
-                    target,
-                    axum::http::Method::POST,
-                    "/predict",
-                    Some(json!({"features": features}).to_string().into()),
-                )
+                .request(target, axum::http::Method::POST, "/predict", Some(predict_body().into()))
                 .await
                 .unwrap();
             assert!(answer.status.is_success(), "{answer:?}");

@@ -12,19 +12,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use axum::http::Method;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::{Api, Client};
 use modelship_crds::Phase;
 use modelship_tests::accounts::operator_account;
 use modelship_tests::audit;
-use modelship_tests::harness::{
-    TestHttp, routed_service_addr, unique_name, wait_until, with_namespace,
-};
+use modelship_tests::harness::{routed_service_addr, unique_name, wait_until, with_namespace};
 use modelship_tests::load::Load;
 use modelship_tests::models::{
-    apply, fixture_uri, patch_spec, pods_of_track, selector, served_model, track, wait_phase,
+    apply, fixture_uri, patch_spec, pods_of_track, predict_body, selector, served_model, track,
+    wait_answered_by, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
 use serde_json::json;
@@ -39,11 +37,6 @@ const DOWN_SECONDS: u64 = 6;
 /// What the operator watches, each of which must relist after the API server restart.
 const WATCHED: [&str; 5] =
     ["modeldeployments", "deployments", "services", "horizontalpodautoscalers", "endpointslices"];
-
-fn request() -> String {
-    let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
-    json!({"features": features}).to_string()
-}
 
 /// Stops `component` of the control plane, keeps it down `DOWN_SECONDS`, starts it again and
 /// waits until the API server serves; returns when it was stopped and when it served again.
@@ -89,20 +82,6 @@ fn default_drain(mut model: serde_json::Value) -> serde_json::Value {
     model
 }
 
-/// Waits until a request on a new connection to the Service is answered by `version`.
-async fn answers_from(client: &Client, ns: &str, service: &str, version: &str) {
-    let target = modelship_tests::harness::service_addr(client, ns, service).await;
-    wait_until(T, &format!("an answer from version {version}"), async || {
-        let answer = TestHttp::new()
-            .request(target, Method::POST, "/predict", Some(request().into()))
-            .await
-            .map_err(|e| e.to_string())?;
-        let answered = answer.json()["model_version"].as_str().unwrap_or_default().to_string();
-        if answered == version { Ok(()) } else { Err(format!("answered by {answered}")) }
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn rollouts_survive_api_server_and_etcd_restarts() {
     with_namespace(async |client: Client, ns: String| {
@@ -126,7 +105,7 @@ async fn rollouts_survive_api_server_and_etcd_restarts() {
 
         // A canary rollout, and the API server restarted in the middle of it.
         let churn = routed_service_addr(&client, &ns, "churn").await;
-        let load = Load::start(churn, "/predict", &request(), RATE, LOAD_CAP);
+        let load = Load::start(churn, "/predict", &predict_body(), RATE, LOAD_CAP);
         tokio::time::sleep(Duration::from_secs(1)).await;
         load.mark("rolling out 2");
         patch_spec(&client, &ns, "churn", json!({"model": {"version": "2", "uri": fixture_uri("gb.onnx")}})).await;
@@ -151,7 +130,7 @@ async fn rollouts_survive_api_server_and_etcd_restarts() {
         assert!(operator.alive(), "the operator stayed up; log:\n{}", operator.log_tail());
 
         wait_phase(&client, &ns, "churn", Phase::Paused, T).await;
-        answers_from(&client, &ns, "churn", "2").await;
+        wait_answered_by(&client, &ns, "churn", "2", T).await;
         load.mark("canary 2 at 50%");
         tokio::time::sleep(Duration::from_secs(1)).await;
         load.mark("promoting 2");
@@ -193,7 +172,7 @@ async fn rollouts_survive_api_server_and_etcd_restarts() {
 
         // A blue-green rollout, and etcd restarted in the middle of it.
         let fraud = routed_service_addr(&client, &ns, "fraud").await;
-        let load = Load::start(fraud, "/predict", &request(), RATE, LOAD_CAP);
+        let load = Load::start(fraud, "/predict", &predict_body(), RATE, LOAD_CAP);
         tokio::time::sleep(Duration::from_secs(1)).await;
         load.mark("switching to 2");
         patch_spec(&client, &ns, "fraud", json!({"model": {"version": "2", "uri": fixture_uri("rf.onnx")}})).await;

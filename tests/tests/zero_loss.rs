@@ -7,15 +7,13 @@
 
 use std::time::Duration;
 
-use axum::http::Method;
 use kube::Client;
 use modelship_crds::{Phase, RolloutOutcome};
-use modelship_tests::harness::{
-    TestHttp, routed_service_addr, service_addr, wait_until, with_namespace,
-};
+use modelship_tests::harness::{routed_service_addr, wait_until, with_namespace};
 use modelship_tests::load::Load;
 use modelship_tests::models::{
-    apply, condition, patch_spec, pods_of_track, selector, served_model, track, wait_phase,
+    apply, condition, patch_spec, pods_of_track, predict_body, selector, served_model, track,
+    wait_answered_by, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
 use serde_json::json;
@@ -25,15 +23,10 @@ const RATE: u32 = 100;
 /// Each test stops its load; this only bounds a load a failing test leaves behind.
 const LOAD_CAP: Duration = Duration::from_secs(600);
 
-fn request() -> String {
-    let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
-    json!({"features": features}).to_string()
-}
-
 /// Load on the Service once kube-proxy routes it.
 async fn load(client: &Client, service: &str, namespace: &str) -> Load {
     let target = routed_service_addr(client, namespace, service).await;
-    Load::start(target, "/predict", &request(), RATE, LOAD_CAP)
+    Load::start(target, "/predict", &predict_body(), RATE, LOAD_CAP)
 }
 
 /// S1: blue-green under load: the Service switches once, only to a ready color, and no
@@ -76,20 +69,6 @@ async fn blue_green_switch_loses_no_request() {
     .await;
 }
 
-/// Waits until a request on a new connection to the Service is answered by `version`.
-async fn answers_from(client: &Client, service: &str, namespace: &str, version: &str) {
-    let target = service_addr(client, namespace, service).await;
-    wait_until(T, &format!("an answer from version {version}"), async || {
-        let answer = TestHttp::new()
-            .request(target, Method::POST, "/predict", Some(request().into()))
-            .await
-            .map_err(|e| e.to_string())?;
-        let answered = answer.json()["model_version"].as_str().unwrap_or_default().to_string();
-        if answered == version { Ok(()) } else { Err(format!("answered by {answered}")) }
-    })
-    .await;
-}
-
 /// S5 and S6 under load: a canary promoted, then another rolled back from 75 %, without a
 /// failed request.
 #[tokio::test(flavor = "multi_thread")]
@@ -106,7 +85,7 @@ async fn canary_promote_and_rollback_lose_no_request() {
         let v2 = modelship_tests::models::fixture_uri("gb.onnx");
         patch_spec(&client, &ns, "churn", json!({"model": {"version": "2", "uri": v2}})).await;
         wait_phase(&client, &ns, "churn", Phase::Paused, T).await;
-        answers_from(&client, "churn", &ns, "2").await;
+        wait_answered_by(&client, &ns, "churn", "2", T).await;
         running.mark("canary 2 at 50%");
         tokio::time::sleep(Duration::from_secs(1)).await;
         running.mark("promoting 2");
@@ -127,7 +106,7 @@ async fn canary_promote_and_rollback_lose_no_request() {
         wait_phase(&client, &ns, "churn", Phase::Paused, T).await;
         assert_eq!(track(&client, &ns, "churn", "canary").await, Some(("3".into(), 3, 3)));
         // Paused means the canary pods are ready; kube-proxy routes to them a moment later.
-        answers_from(&client, "churn", &ns, "3").await;
+        wait_answered_by(&client, &ns, "churn", "3", T).await;
         running.mark("canary 3 at 75%");
         tokio::time::sleep(Duration::from_secs(1)).await;
         running.mark("rolling back to 2");
