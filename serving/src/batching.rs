@@ -20,17 +20,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::drift::DriftWindow;
 use crate::error::{Error, Result};
 use crate::metrics::ModelMetrics;
-use crate::runtime::{Backend, Predictions, RowOutputs};
-
-/// Rows of one request, row-major; one 20-feature row stays inline.
-pub type Rows = SmallVec<[f32; 32]>;
+use crate::runtime::{Backend, Predictions, RowOutputs, Rows};
 
 /// What one row costs the model, measured at warm-up: it decides where a call runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,7 +28,30 @@ pub enum Command {
     },
     /// Load a model as the server would, run sample inputs, compare with expected outputs
     /// and print a verdict: exit 0 when it passes, 1 when it does not.
-    Validate(crate::validate::ValidateArgs),
+    Validate(ValidateArgs),
+}
+
+/// What `modelship-serving validate` checks, and against what.
+#[derive(Clone, Debug, Args)]
+pub struct ValidateArgs {
+    /// The model: file:///path, a plain path, or http(s)://.
+    #[arg(long)]
+    pub model: String,
+    /// Expected SHA-256 of the model file (hex).
+    #[arg(long)]
+    pub sha256: Option<String>,
+    /// Sample inputs: {"inputs": [[...], ...]} or [[...], ...].
+    #[arg(long)]
+    pub inputs: Option<PathBuf>,
+    /// Expected outputs for the inputs: {"labels", "probabilities"} or {"values"}.
+    #[arg(long, requires = "inputs")]
+    pub expected: Option<PathBuf>,
+    /// Largest difference allowed between an output value and the expected one.
+    #[arg(long, default_value_t = 1e-5)]
+    pub tolerance: f64,
+    /// Longest one row's inference may take, in milliseconds (the slowest row counts).
+    #[arg(long)]
+    pub max_latency_ms: Option<f64>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, DeserializeSeed, SeqAccess, Visitor};
 use smallvec::SmallVec;
 
-use crate::batching::Rows;
 use crate::error::{Error, Result};
+use crate::runtime::Rows;
 
 /// What every decoded inference request carries, whatever its wire format.
 pub trait Decoded {

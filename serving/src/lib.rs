@@ -1,6 +1,7 @@
 //! Modelship serving: the model server that runs in every model pod.
 //!
 //! - [`runtime`]: ONNX models behind one `Backend` trait (in-house ONNX-ML evaluator, tract);
+//! - [`models`]: the served models, and how a request selects one;
 //! - [`routes`]: the HTTP API (source-design routes and the Open Inference Protocol);
 //! - [`batching`]: per-model dynamic batching with a bounded queue;
 //! - [`metrics`], [`drift`], [`feedback`]: what canary analysis reads;
@@ -18,6 +19,7 @@ pub mod fetch;
 pub mod healthcheck;
 pub mod loader;
 pub mod metrics;
+pub mod models;
 pub mod predlog;
 pub mod routes;
 pub mod runtime;

@@ -11,8 +11,9 @@ use crate::config::Config;
 use crate::drift::{DriftWindow, Reference};
 use crate::error::{Error, Result};
 use crate::feedback::Feedback;
+use crate::models::{Models, ServedModel};
 use crate::runtime::{self, Backend, Predictions};
-use crate::state::{AppState, Models, ServedModel};
+use crate::state::AppState;
 
 /// Rows in the drift window and in the accuracy window.
 pub const DRIFT_WINDOW_ROWS: usize = 1000;

@@ -66,6 +66,15 @@ fn batch_histogram() -> Histogram {
     Histogram::new(BATCH_BUCKETS)
 }
 
+/// The prediction log's records by outcome: written, dropped (the writer too far behind),
+/// failed (the sink refused them).
+#[derive(Clone, Debug, Default)]
+pub struct PredictionLogCounters {
+    pub written: Counter,
+    pub dropped: Counter,
+    pub failed: Counter,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -141,10 +150,10 @@ impl Metrics {
     }
 
     /// The prediction log's outcome counters (their series appear once the log is on).
-    pub fn prediction_log_counters(&self) -> crate::predlog::Counters {
+    pub fn prediction_log_counters(&self) -> PredictionLogCounters {
         let counter =
             |outcome| self.prediction_log.get_or_create(&OutcomeLabels { outcome }).clone();
-        crate::predlog::Counters {
+        PredictionLogCounters {
             written: counter("written"),
             dropped: counter("dropped"),
             failed: counter("failed"),

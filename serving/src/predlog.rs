@@ -23,12 +23,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use clap::ValueEnum;
-use prometheus_client::metrics::counter::Counter;
 use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 
-use crate::runtime::RowOutputs;
-use crate::state::ServedModel;
+use crate::metrics::PredictionLogCounters as Counters;
+use crate::models::ServedModel;
+use crate::runtime::{Predicted, RowOutputs};
 
 /// Formatted records waiting for the writer, at most; a request whose records would pass it
 /// has them dropped. About 8,000 records of 250 bytes: three and a half polls' worth at
@@ -41,8 +41,6 @@ const STAGED_BYTES: usize = 16 << 10;
 /// never has to wake it; each wake-up interrupts the requests on a busy core, so it wakes
 /// seldom (every 4 ms cost about 0.8 points more at 140,000 requests a second).
 const POLL: Duration = Duration::from_millis(20);
-/// Confidence reported for a regression, as `/predict` does.
-const REGRESSION_CONFIDENCE: f32 = crate::routes::predict::REGRESSION_CONFIDENCE;
 
 /// Where records go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -65,28 +63,20 @@ pub struct Options {
     pub include_features: bool,
 }
 
-/// The outcome counters, from the metrics registry.
-#[derive(Clone, Debug, Default)]
-pub struct Counters {
-    pub written: Counter,
-    pub dropped: Counter,
-    pub failed: Counter,
-}
-
 /// One predicted row, as a record says it.
 struct Record<'a> {
     at: SystemTime,
     request_id: RequestId<'a>,
     model: &'a str,
     version: &'a str,
-    classifier: bool,
     /// The row's index within its request, for batch requests.
     row: Option<usize>,
+    /// As `/predict` answers: the model's own f32s, shorter than f64s and the same values.
+    prediction: Predicted,
+    confidence: f32,
     features_sha256: &'a [u8; 32],
     /// The features themselves, when the log includes them.
     features: Option<&'a [f32]>,
-    label: Option<i64>,
-    scores: &'a [f32],
 }
 
 #[derive(Clone, Copy)]
@@ -286,7 +276,7 @@ impl PredictionLog {
         at: SystemTime,
     ) {
         let signature = model.backend.signature();
-        let (width, per_row) = (signature.width(), signature.features);
+        let per_row = signature.features;
         let rows = sampled.digests.len();
         self.0.shared.append(rows as u64, &self.0.counters, |lines, next_number| {
             let mut numbered = || {
@@ -300,20 +290,20 @@ impl PredictionLog {
                 None => (rows > 1).then(&mut numbered),
             };
             for row in 0..rows {
+                let (prediction, confidence) = outputs.answer(signature, row);
                 let record = Record {
                     at,
                     request_id: shared_id.unwrap_or_else(&mut numbered),
                     model: &model.name,
                     version: &model.version,
-                    classifier: signature.is_classifier(),
                     row: (rows > 1).then_some(row),
+                    prediction,
+                    confidence,
                     features_sha256: &sampled.digests[row],
                     features: sampled
                         .features
                         .as_deref()
                         .map(|f| &f[row * per_row..(row + 1) * per_row]),
-                    label: outputs.labels.get(row).copied(),
-                    scores: &outputs.scores[row * width..(row + 1) * width],
                 };
                 format_record(lines, &record);
                 lines.push(b'\n');
@@ -325,11 +315,6 @@ impl PredictionLog {
 /// Append one record as a JSON object (no newline). Numbers and strings are written by
 /// serde_json's writers, straight into the buffer.
 fn format_record(out: &mut Vec<u8>, record: &Record<'_>) {
-    // The model's own f32s are written as f32s: shorter, and the same values.
-    let (label, confidence) = match (record.classifier, record.label) {
-        (true, Some(label)) => (Some(label), record.scores.iter().copied().fold(0.0, f32::max)),
-        _ => (None, REGRESSION_CONFIDENCE),
-    };
     out.extend_from_slice(b"{\"kind\":\"prediction\",\"timestamp\":");
     write_seconds(out, record.at);
     out.extend_from_slice(b",\"request_id\":");
@@ -350,16 +335,16 @@ fn format_record(out: &mut Vec<u8>, record: &Record<'_>) {
         json(out, &row);
     }
     out.extend_from_slice(b",\"prediction\":");
-    match label {
+    match record.prediction {
         // A label as a number with a fraction, as `/predict` says it.
-        Some(label) => {
+        Predicted::Label(label) => {
             json(out, &label);
             out.extend_from_slice(b".0");
         }
-        None => json(out, &record.scores.first().copied().unwrap_or_default()),
+        Predicted::Value(value) => json(out, &value),
     }
     out.extend_from_slice(b",\"confidence\":");
-    json(out, &confidence);
+    json(out, &record.confidence);
     out.extend_from_slice(b",\"features_sha256\":\"");
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut hex = [0u8; 64];

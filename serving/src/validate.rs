@@ -9,37 +9,15 @@
 //! `{"labels": [...], "probabilities": [[...], ...]}` (either may be left out) or a
 //! regressor's `{"values": [...]}` (one number, or one list per row) — the fixtures' format.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use clap::Args;
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::config::ValidateArgs;
 use crate::error::{Error, Result};
 use crate::runtime::{self, Backend, ModelKind, Predictions};
-
-#[derive(Clone, Debug, Args)]
-pub struct ValidateArgs {
-    /// The model: file:///path, a plain path, or http(s)://.
-    #[arg(long)]
-    pub model: String,
-    /// Expected SHA-256 of the model file (hex).
-    #[arg(long)]
-    pub sha256: Option<String>,
-    /// Sample inputs: {"inputs": [[...], ...]} or [[...], ...].
-    #[arg(long)]
-    pub inputs: Option<PathBuf>,
-    /// Expected outputs for the inputs: {"labels", "probabilities"} or {"values"}.
-    #[arg(long, requires = "inputs")]
-    pub expected: Option<PathBuf>,
-    /// Largest difference allowed between an output value and the expected one.
-    #[arg(long, default_value_t = 1e-5)]
-    pub tolerance: f64,
-    /// Longest one row's inference may take, in milliseconds (the slowest row counts).
-    #[arg(long)]
-    pub max_latency_ms: Option<f64>,
-}
 
 /// One check and how it went.
 #[derive(Clone, Debug, PartialEq)]

@@ -15,11 +15,11 @@ use common::process::{Guard, free_addr, http, spawn, stop, wait_ready};
 use modelship_serving::batching::{Batcher, CallCost};
 use modelship_serving::error::Result;
 use modelship_serving::feedback::Feedback;
+use modelship_serving::models::{Models, ServedModel};
 use modelship_serving::runtime::{
     Backend, DataType, ModelKind, Predictions, Signature, TensorInfo,
 };
 use modelship_serving::server::{Limits, serve};
-use modelship_serving::state::{Models, ServedModel};
 use modelship_serving::{AppState, loader};
 
 /// The tests of this file measure times against bounds of a few hundred milliseconds: they

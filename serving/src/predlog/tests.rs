@@ -7,17 +7,18 @@ use super::*;
 const FEATURES: &[f32] = &[1.0, -0.5];
 
 fn row_record<'a>(id: RequestId<'a>, classifier: bool, digest: &'a [u8; 32]) -> Record<'a> {
+    let (prediction, confidence) =
+        if classifier { (Predicted::Label(1), 0.75) } else { (Predicted::Value(0.25), 0.95) };
     Record {
         at: UNIX_EPOCH + Duration::from_millis(1_500),
         request_id: id,
         model: "fraud",
         version: "2",
-        classifier,
         row: None,
+        prediction,
+        confidence,
         features_sha256: digest,
         features: None,
-        label: classifier.then_some(1),
-        scores: &[0.25, 0.75],
     }
 }
 
@@ -47,6 +48,7 @@ fn a_record_says_what_was_predicted_and_hashes_the_features() {
     let record: serde_json::Value = serde_json::from_slice(&line).unwrap();
     assert_eq!(record["request_id"], "7");
     assert_eq!(record["prediction"], 0.25, "a regression's value");
+    assert_eq!(record["confidence"], 0.95);
     assert_eq!(record["features"], serde_json::json!([1.0, -0.5]));
 }
 

@@ -15,13 +15,14 @@ use axum::response::{IntoResponse, Response};
 use tokio::time::Instant;
 
 use super::guard::read_body;
-use crate::batching::{Arriving, Rows};
+use crate::batching::Arriving;
 use crate::decode::Decoded;
 use crate::error::{Error, Result};
 use crate::feedback::Labels;
 use crate::metrics::status_of;
-use crate::runtime::RowOutputs;
-use crate::state::{AppState, ServedModel};
+use crate::models::ServedModel;
+use crate::runtime::{RowOutputs, Rows};
+use crate::state::AppState;
 
 /// A wire format's side of an inference request.
 pub(super) trait Protocol {

@@ -9,11 +9,9 @@ use super::health::seconds;
 use super::infer::{AnsweredAt, Protocol, serve};
 use crate::decode::{PredictInput, decode_predict};
 use crate::error::{Error, Result};
-use crate::runtime::{ModelKind, RowOutputs};
-use crate::state::{AppState, ServedModel};
-
-/// The source design answers regressors with this fixed confidence; kept for its clients.
-pub const REGRESSION_CONFIDENCE: f32 = 0.95;
+use crate::models::ServedModel;
+use crate::runtime::{Predicted, RowOutputs};
+use crate::state::AppState;
 
 /// The source design's wire format.
 pub(super) struct Predict;
@@ -59,20 +57,10 @@ impl Protocol for Predict {
         out: &RowOutputs,
         answered: &AnsweredAt,
     ) -> Response {
-        let sig = model.backend.signature();
-        let width = sig.width();
+        let signature = model.backend.signature();
         let row = |i: usize| -> Prediction {
-            let scores = &out.scores[i * width..(i + 1) * width];
-            match sig.kind {
-                ModelKind::Classifier { .. } => Prediction {
-                    prediction: Number::Label(out.labels[i]),
-                    confidence: scores.iter().copied().fold(0.0, f32::max),
-                },
-                ModelKind::Regressor { .. } => Prediction {
-                    prediction: Number::Value(scores[0]),
-                    confidence: REGRESSION_CONFIDENCE,
-                },
-            }
+            let (prediction, confidence) = out.answer(signature, i);
+            Prediction { prediction: Number(prediction), confidence }
         };
         let id = input.id.as_deref();
         let version = model.version.as_str();
@@ -101,16 +89,13 @@ impl Protocol for Predict {
 
 /// A label serialises as the source design's float (`1.0`); a regression value as itself.
 #[derive(Clone, Copy)]
-enum Number {
-    Label(i64),
-    Value(f32),
-}
+struct Number(Predicted);
 
 impl Serialize for Number {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        match *self {
-            Self::Label(l) => s.serialize_f64(l as f64),
-            Self::Value(v) => s.serialize_f32(v),
+        match self.0 {
+            Predicted::Label(l) => s.serialize_f64(l as f64),
+            Predicted::Value(v) => s.serialize_f32(v),
         }
     }
 }

@@ -11,8 +11,9 @@ use smallvec::{SmallVec, smallvec};
 use super::infer::{AnsweredAt, Protocol, serve};
 use crate::decode::{InferInput, decode_infer};
 use crate::error::{Error, Result};
+use crate::models::ServedModel;
 use crate::runtime::{DataType, ModelKind, RowOutputs, TensorInfo};
-use crate::state::{AppState, ServedModel};
+use crate::state::AppState;
 
 const PLATFORM: &str = "onnx_onnxv1";
 

@@ -81,11 +81,43 @@ pub struct Predictions {
     pub scores: Vec<f32>,
 }
 
+/// Rows of one request, row-major; one 20-feature row stays inline.
+pub type Rows = SmallVec<[f32; 32]>;
+
 /// The outputs of one row or a few rows, small enough to live inline for a single row.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RowOutputs {
     pub labels: SmallVec<[i64; 2]>,
     pub scores: SmallVec<[f32; 8]>,
+}
+
+/// The source design answers regressors with this fixed confidence; kept for its clients.
+pub const REGRESSION_CONFIDENCE: f32 = 0.95;
+
+/// What a row predicts: a classifier's label or a regressor's value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Predicted {
+    Label(i64),
+    Value(f32),
+}
+
+impl RowOutputs {
+    /// Row `row`'s prediction and confidence, as the source design reports them: a
+    /// classifier's label and its top score, or a regressor's (first) value and
+    /// [`REGRESSION_CONFIDENCE`].
+    pub fn answer(&self, signature: &Signature, row: usize) -> (Predicted, f32) {
+        let width = signature.width();
+        let scores = &self.scores[row * width..(row + 1) * width];
+        match (signature.is_classifier(), self.labels.get(row)) {
+            (true, Some(&label)) => {
+                (Predicted::Label(label), scores.iter().copied().fold(0.0, f32::max))
+            }
+            _ => (
+                Predicted::Value(scores.first().copied().unwrap_or_default()),
+                REGRESSION_CONFIDENCE,
+            ),
+        }
+    }
 }
 
 impl Predictions {
@@ -244,6 +276,32 @@ mod tests {
         let r = p.slice(1, 2);
         assert_eq!(r.labels.as_slice(), &[1, 1]);
         assert_eq!(r.scores.as_slice(), &[0.2, 0.8, 0.3, 0.7]);
+    }
+
+    fn signature(kind: ModelKind) -> Signature {
+        let input = TensorInfo { name: "x".into(), datatype: DataType::Fp32, shape: vec![-1, 2] };
+        Signature { input, features: 2, outputs: Vec::new(), kind }
+    }
+
+    #[test]
+    fn a_row_answers_as_the_source_design_does() {
+        let classifier = signature(ModelKind::Classifier {
+            label_output: 0,
+            prob_output: 1,
+            classes: 2,
+            labels: vec![0, 1],
+        });
+        let out = RowOutputs {
+            labels: [0, 1].into_iter().collect(),
+            scores: [0.9, 0.1, 0.25, 0.75].into_iter().collect(),
+        };
+        assert_eq!(out.answer(&classifier, 0), (Predicted::Label(0), 0.9));
+        assert_eq!(out.answer(&classifier, 1), (Predicted::Label(1), 0.75), "the top score");
+
+        let regressor = signature(ModelKind::Regressor { value_output: 0, targets: 1 });
+        let out =
+            RowOutputs { labels: Default::default(), scores: [3.5, -1.0].into_iter().collect() };
+        assert_eq!(out.answer(&regressor, 1), (Predicted::Value(-1.0), REGRESSION_CONFIDENCE));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod forest;
 mod general;
 mod index;
 mod leq;
+mod node;
 
 use forest::Forest;
 

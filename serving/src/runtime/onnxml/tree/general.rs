@@ -1,6 +1,6 @@
 //! Forests with any branch mode or missing-value routing: one row at a time, node by node.
 
-use super::forest::{Mode, Node};
+use super::node::{Mode, Node};
 
 #[derive(Clone, Debug)]
 pub(super) struct GeneralTrees {
