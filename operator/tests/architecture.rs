@@ -1,7 +1,8 @@
-//! The house rules of the operator's source, checked by reading it: each pipeline step
-//! imports only the steps below it (so no import circle can form), the deciding and building
-//! steps do no I/O, and the words written to status, events and serving pods are spelled
-//! once. Test code (`tests`, `fixtures`, `#[cfg(test)]` blocks) is not checked.
+//! The house rules of the workspace's source, checked by reading it: each operator pipeline
+//! step imports only the steps below it, and each serving module only the modules below it
+//! (so no import circle can form), the deciding and building steps do no I/O, and the words
+//! written to status, events and serving pods are spelled once. Test code (`tests`,
+//! `fixtures`, `#[cfg(test)]` blocks) is not checked.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,13 +28,46 @@ const PURE: &[&str] =
 /// What a pure module must not use.
 const IO: &[&str] = &["kube::Api", "kube::Client", "tokio::", "Timestamp::now", "crate::http"];
 
+/// The serving binary's modules, lowest first: each may use only those before it
+/// (`lib.rs` and `main.rs` stand above them all).
+const SERVING_LAYERS: &[&str] = &[
+    "error",
+    "runtime",
+    "fetch",
+    "drift",
+    "feedback",
+    "metrics",
+    "decode",
+    "batching",
+    "models",
+    "predlog",
+    "config",
+    "telemetry",
+    "state",
+    "loader",
+    "healthcheck",
+    "routes",
+    "validate",
+    "server",
+];
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
 fn src() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
 }
 
-/// The product code of a module (a file, or a directory with its files), test code removed.
+/// The product code of an operator module (a file, or a directory with its files), test
+/// code removed.
 fn product_code(module: &str) -> Vec<(PathBuf, String)> {
-    let base = src().join(module);
+    product_code_in(&src(), module)
+}
+
+/// [`product_code`] of a module of the crate whose sources are in `src`.
+fn product_code_in(src: &Path, module: &str) -> Vec<(PathBuf, String)> {
+    let base = src.join(module);
     let mut files = Vec::new();
     let single = if module.ends_with(".rs") { base.clone() } else { base.with_extension("rs") };
     if single.is_file() {
@@ -108,6 +142,41 @@ fn each_step_imports_only_the_steps_below_it() {
     assert!(breaches.is_empty(), "imports against the pipeline's order:\n{}", breaches.join("\n"));
 }
 
+/// Whether `named` (a path after `crate::`) is `module` or inside it.
+fn names_module(named: &str, module: &str) -> bool {
+    named == module || named.starts_with(&format!("{module}::"))
+}
+
+#[test]
+fn each_serving_module_imports_only_the_modules_below_it() {
+    let src = workspace().join("serving").join("src");
+    let mut breaches = Vec::new();
+    for (at, module) in SERVING_LAYERS.iter().enumerate() {
+        for (path, code) in product_code_in(&src, module) {
+            for named in crate_paths(&code) {
+                if let Some(upper) =
+                    SERVING_LAYERS[at + 1..].iter().find(|m| names_module(&named, m))
+                {
+                    breaches.push(format!(
+                        "{} names crate::{named} ({module} stands below {upper})",
+                        path.display()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(breaches.is_empty(), "serving imports against the layers:\n{}", breaches.join("\n"));
+
+    let unplaced: Vec<String> = fs::read_dir(&src)
+        .expect("readable directory")
+        .map(|entry| entry.expect("directory entry").path())
+        .filter_map(|path| Some(path.file_stem()?.to_str()?.to_string()))
+        .filter(|name| !["lib", "main"].contains(&name.as_str()))
+        .filter(|name| !SERVING_LAYERS.contains(&name.as_str()))
+        .collect();
+    assert!(unplaced.is_empty(), "serving modules with no place in SERVING_LAYERS: {unplaced:?}");
+}
+
 #[test]
 fn deciding_and_building_do_no_io() {
     let mut breaches = Vec::new();
@@ -170,10 +239,9 @@ const REASON: &str = "//! Why this file is long:";
 
 #[test]
 fn product_files_stay_short_or_say_why() {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
     for krate in ["contract", "crds", "operator", "serving"] {
-        collect(&workspace.join(krate).join("src"), &mut files);
+        collect(&workspace().join(krate).join("src"), &mut files);
     }
     let long: Vec<String> = files
         .into_iter()
