@@ -18,6 +18,8 @@ pub fn log_path() -> PathBuf {
 pub struct Request {
     pub user: String,
     pub verb: String,
+    /// The API group (empty for the core group).
+    pub group: String,
     /// `resource` or `resource/subresource`.
     pub resource: String,
     pub name: Option<String>,
@@ -59,6 +61,7 @@ pub fn requests(text: &str, user_prefix: &str) -> Vec<Request> {
         out.push(Request {
             user: user.to_string(),
             verb: event["verb"].as_str().unwrap_or_default().to_string(),
+            group: object["apiGroup"].as_str().unwrap_or_default().to_string(),
             resource,
             name: object["name"].as_str().map(str::to_string),
             at,
@@ -84,7 +87,7 @@ mod tests {
     #[test]
     fn reads_requests_once_in_order() {
         let log = concat!(
-            r#"{"auditID":"2","stage":"ResponseComplete","verb":"patch","user":{"username":"system:serviceaccount:ns:a"},"objectRef":{"resource":"modeldeployments","subresource":"status","name":"m"},"requestReceivedTimestamp":"2026-01-01T00:00:02.000001Z","responseStatus":{"code":200}}"#,
+            r#"{"auditID":"2","stage":"ResponseComplete","verb":"patch","user":{"username":"system:serviceaccount:ns:a"},"objectRef":{"resource":"modeldeployments","subresource":"status","apiGroup":"modelship.io","name":"m"},"requestReceivedTimestamp":"2026-01-01T00:00:02.000001Z","responseStatus":{"code":200}}"#,
             "\n",
             r#"{"auditID":"1","stage":"ResponseStarted","verb":"watch","user":{"username":"system:serviceaccount:ns:b"},"objectRef":{"resource":"deployments"},"requestReceivedTimestamp":"2026-01-01T00:00:01Z","responseStatus":{"code":200}}"#,
             "\n",
@@ -97,6 +100,7 @@ mod tests {
         assert_eq!(seen.len(), 2);
         assert_eq!((seen[0].verb.as_str(), seen[0].resource.as_str()), ("watch", "deployments"));
         assert_eq!(seen[1].resource, "modeldeployments/status");
+        assert_eq!((seen[1].group.as_str(), seen[0].group.as_str()), ("modelship.io", ""));
         assert!(seen[1].is_write() && !seen[0].is_write());
         assert_eq!(seen[1].name.as_deref(), Some("m"));
     }

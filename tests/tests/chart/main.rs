@@ -35,6 +35,7 @@ use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use modelship_crds::ModelDeployment;
 use modelship_operator::desired::pod_security;
+use modelship_tests::audit;
 use modelship_tests::harness::{self, unique_name, wait_until};
 use modelship_tests::operator::{free_port, operator_bin};
 use serde::Deserialize;

@@ -301,33 +301,17 @@ pub(crate) fn audit_accesses(log: &Path, user: &str) -> Audit {
         requests: 0,
         lease_names: BTreeSet::new(),
     };
-    // A watch is logged when its response starts and again when it ends: count it once.
-    let mut seen = BTreeSet::new();
-    for line in read(log).lines() {
-        let Ok(event) = serde_json::from_str::<Value>(line) else { continue };
-        if event["user"]["username"] != user || event["stage"] == "RequestReceived" {
-            continue;
-        }
-        if !seen.insert(event["auditID"].as_str().unwrap_or_default().to_string()) {
-            continue;
-        }
-        let object = &event["objectRef"];
-        let mut resource = object["resource"].as_str().unwrap_or_default().to_string();
-        if let Some(sub) = object["subresource"].as_str() {
-            resource = format!("{resource}/{sub}");
-        }
-        let group = object["apiGroup"].as_str().unwrap_or_default().to_string();
-        let verb = event["verb"].as_str().unwrap_or_default().to_string();
-        let code = event["responseStatus"]["code"].as_i64().unwrap_or(0);
+    let requests = audit::requests(&read(log), user).into_iter().filter(|r| r.user == user);
+    for audit::Request { verb, group, resource, name, code, .. } in requests {
         audit.requests += 1;
         if code == 403 {
-            audit.refused.push(format!("{verb} {group}/{resource} {}", object["name"]));
+            audit.refused.push(format!("{verb} {group}/{resource} {}", name.unwrap_or_default()));
             continue;
         }
         if resource == "leases"
-            && let Some(name) = object["name"].as_str()
+            && let Some(name) = name
         {
-            audit.lease_names.insert(name.to_string());
+            audit.lease_names.insert(name);
         }
         if verb == "patch" && code == 201 {
             *audit.used.entry(("create".into(), group.clone(), resource.clone())).or_default() += 1;
@@ -343,17 +327,17 @@ pub(crate) fn helpers_read_the_audit_log_and_metric_names() {
     let log = dir.write(
         "audit.log",
         concat!(
-            r#"{"auditID":"1","stage":"ResponseComplete","verb":"patch","user":{"username":"u"},"objectRef":{"resource":"deployments","apiGroup":"apps","name":"a"},"responseStatus":{"code":201}}"#,
+            r#"{"auditID":"1","stage":"ResponseComplete","verb":"patch","user":{"username":"u"},"objectRef":{"resource":"deployments","apiGroup":"apps","name":"a"},"requestReceivedTimestamp":"2026-01-01T00:00:00Z","responseStatus":{"code":201}}"#,
             "\n",
-            r#"{"auditID":"2","stage":"ResponseComplete","verb":"patch","user":{"username":"u"},"objectRef":{"resource":"modeldeployments","subresource":"status","apiGroup":"modelship.io"},"responseStatus":{"code":200}}"#,
+            r#"{"auditID":"2","stage":"ResponseComplete","verb":"patch","user":{"username":"u"},"objectRef":{"resource":"modeldeployments","subresource":"status","apiGroup":"modelship.io"},"requestReceivedTimestamp":"2026-01-01T00:00:00Z","responseStatus":{"code":200}}"#,
             "\n",
-            r#"{"auditID":"5","stage":"ResponseStarted","verb":"watch","user":{"username":"u"},"objectRef":{"resource":"services","apiVersion":"v1"},"responseStatus":{"code":200}}"#,
+            r#"{"auditID":"5","stage":"ResponseStarted","verb":"watch","user":{"username":"u"},"objectRef":{"resource":"services","apiVersion":"v1"},"requestReceivedTimestamp":"2026-01-01T00:00:00Z","responseStatus":{"code":200}}"#,
             "\n",
-            r#"{"auditID":"5","stage":"ResponseComplete","verb":"watch","user":{"username":"u"},"objectRef":{"resource":"services","apiVersion":"v1"},"responseStatus":{"code":200}}"#,
+            r#"{"auditID":"5","stage":"ResponseComplete","verb":"watch","user":{"username":"u"},"objectRef":{"resource":"services","apiVersion":"v1"},"requestReceivedTimestamp":"2026-01-01T00:00:00Z","responseStatus":{"code":200}}"#,
             "\n",
-            r#"{"auditID":"3","stage":"ResponseComplete","verb":"get","user":{"username":"u"},"objectRef":{"resource":"secrets","name":"s"},"responseStatus":{"code":403}}"#,
+            r#"{"auditID":"3","stage":"ResponseComplete","verb":"get","user":{"username":"u"},"objectRef":{"resource":"secrets","name":"s"},"requestReceivedTimestamp":"2026-01-01T00:00:00Z","responseStatus":{"code":403}}"#,
             "\n",
-            r#"{"auditID":"4","stage":"ResponseComplete","verb":"get","user":{"username":"other"},"objectRef":{"resource":"pods"},"responseStatus":{"code":200}}"#,
+            r#"{"auditID":"4","stage":"ResponseComplete","verb":"get","user":{"username":"other"},"objectRef":{"resource":"pods"},"requestReceivedTimestamp":"2026-01-01T00:00:00Z","responseStatus":{"code":200}}"#,
             "\n"
         ),
     );
@@ -369,7 +353,7 @@ pub(crate) fn helpers_read_the_audit_log_and_metric_names() {
         ]
     );
     assert_eq!(audit.used[&("watch".into(), "".into(), "services".into())], 1);
-    assert_eq!(audit.refused, [r#"get /secrets "s""#]);
+    assert_eq!(audit.refused, ["get /secrets s"]);
     assert_eq!(audit.requests, 4);
     assert_eq!(
         metric_names(
