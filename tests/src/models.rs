@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 
 use axum::http::Method;
 
-use crate::harness::{MODELS_CLAIM, TestHttp, service_addr, wait_until};
+use crate::harness::{MODELS_CLAIM, TestHttp, routed_service_addr, service_addr, wait_until};
+use crate::load::Load;
 
 /// A serving fixture in the namespace's `models` claim, as a `pvc://` URI.
 pub fn fixture_uri(name: &str) -> String {
@@ -144,6 +145,19 @@ pub async fn wait_for(
 pub fn predict_body() -> String {
     let features: Vec<f64> = (0..20).map(|i| f64::from(i) / 10.0 - 1.0).collect();
     json!({"features": features}).to_string()
+}
+
+/// Predictions on `service` at `rate` a second, from when kube-proxy routes it until
+/// [`Load::stop`] (or `cap` at the most).
+pub async fn prediction_load(
+    client: &Client,
+    namespace: &str,
+    service: &str,
+    rate: u32,
+    cap: Duration,
+) -> Load {
+    let target = routed_service_addr(client, namespace, service).await;
+    Load::start(target, "/predict", &predict_body(), rate, cap)
 }
 
 /// Wait until a prediction on a new connection to `service` is answered by `version` (each

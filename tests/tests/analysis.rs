@@ -9,10 +9,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 use modelship_crds::{ModelDeployment, Phase, RolloutOutcome};
-use modelship_tests::harness::{routed_service_addr, wait_until, with_namespace};
+use modelship_tests::harness::{wait_until, with_namespace};
 use modelship_tests::load::Load;
 use modelship_tests::models::{
-    apply, condition, fixture_uri, patch_spec, pods_of_track, predict_body, served_model, track,
+    apply, condition, fixture_uri, patch_spec, pods_of_track, prediction_load, served_model, track,
     wait_for, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
@@ -26,8 +26,7 @@ const LOAD_CAP: Duration = Duration::from_secs(600);
 
 /// Load on the Service once kube-proxy routes it.
 async fn load(client: &Client, service: &str, namespace: &str) -> Load {
-    let target = routed_service_addr(client, namespace, service).await;
-    Load::start(target, "/predict", &predict_body(), RATE, LOAD_CAP)
+    prediction_load(client, namespace, service, RATE, LOAD_CAP).await
 }
 
 fn version(version: &str, fixture: &str) -> Value {

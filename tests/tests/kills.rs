@@ -19,13 +19,13 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use modelship_crds::{ModelDeploymentStatus, Phase, RolloutOutcome};
-use modelship_tests::harness::{routed_service_addr, unique_name, wait_until, with_namespace};
+use modelship_tests::harness::{unique_name, wait_until, with_namespace};
 use modelship_tests::kills::{
     self, Kill, KillPoint, Killer, LEASE_SECONDS, Survivor, start_leader,
 };
-use modelship_tests::load::{Load, LoadReport};
+use modelship_tests::load::LoadReport;
 use modelship_tests::models::{
-    apply, fixture_uri, patch_spec, pods_of_track, predict_body, served_model, wait_answered_by,
+    apply, fixture_uri, patch_spec, pods_of_track, prediction_load, served_model, wait_answered_by,
 };
 use modelship_tests::world::{Snapshot, World};
 use serde_json::{Value, json};
@@ -177,13 +177,7 @@ async fn canary_run(client: Client, ns: String, seed: Option<u64>) -> Outcome {
     world
         .until(T, "version 1 healthy", |w| status_is(w, |s| s.phase == Some(Phase::Healthy)))
         .await;
-    let load = Load::start(
-        routed_service_addr(&client, &ns, "m").await,
-        "/predict",
-        &predict_body(),
-        RATE,
-        LOAD_CAP,
-    );
+    let load = prediction_load(&client, &ns, "m", RATE, LOAD_CAP).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     load.mark("rolling out 2");
@@ -334,13 +328,7 @@ async fn blue_green_run(client: Client, ns: String, seed: Option<u64>) -> Outcom
     world
         .until(T, "version 1 healthy", |w| status_is(w, |s| s.phase == Some(Phase::Healthy)))
         .await;
-    let load = Load::start(
-        routed_service_addr(&client, &ns, "m").await,
-        "/predict",
-        &predict_body(),
-        RATE,
-        LOAD_CAP,
-    );
+    let load = prediction_load(&client, &ns, "m", RATE, LOAD_CAP).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     load.mark("preview 2");

@@ -20,13 +20,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use modelship_crds::Phase;
-use modelship_tests::harness::{
-    TestHttp, pod_addr, routed_service_addr, service_addr, wait_until, with_namespace,
-};
-use modelship_tests::load::Load;
+use modelship_tests::harness::{TestHttp, pod_addr, service_addr, wait_until, with_namespace};
 use modelship_tests::models::{
-    apply, fixture_uri, patch_spec, pods_of_track, predict_body, ready_pods, served_model, track,
-    wait_phase,
+    apply, fixture_uri, patch_spec, pods_of_track, predict_body, prediction_load, ready_pods,
+    served_model, track, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
 use modelship_tests::pods::{PodRecorder, container_id, sigkill_container};
@@ -97,8 +94,7 @@ async fn a_deleted_pod_drains_without_losing_a_request() {
         )
         .await;
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
-        let target = routed_service_addr(&client, &ns, "m").await;
-        let load = Load::start(target, "/predict", &predict_body(), RATE, LOAD_CAP);
+        let load = prediction_load(&client, &ns, "m", RATE, LOAD_CAP).await;
         let victim = ready_pods(&client, &ns, "m").await.into_keys().next().expect("a ready pod");
         let direct = Direct::start(pod_addr(&client, &ns, &victim).await);
         let recorder = PodRecorder::start(&client, &ns, &victim);
@@ -178,8 +174,7 @@ async fn a_killed_pod_costs_only_the_requests_sent_to_it_before_it_is_back() {
         wait_phase(&client, &ns, "m", Phase::Healthy, T).await;
         patch_spec(&client, &ns, "m", json!({"model": {"version": "2", "uri": fixture_uri("gb.onnx")}})).await;
         wait_phase(&client, &ns, "m", Phase::Paused, T).await;
-        let target = routed_service_addr(&client, &ns, "m").await;
-        let load = Load::start(target, "/predict", &predict_body(), RATE, LOAD_CAP);
+        let load = prediction_load(&client, &ns, "m", RATE, LOAD_CAP).await;
         let canary = pods_of(&client, &ns, "modelship.io/name=m,modelship.io/track=canary").await;
         let [canary] = canary.as_slice() else { panic!("one canary pod: {canary:?}") };
         let name = canary.name_any();

@@ -18,10 +18,9 @@ use kube::{Api, Client};
 use modelship_crds::Phase;
 use modelship_tests::accounts::operator_account;
 use modelship_tests::audit;
-use modelship_tests::harness::{routed_service_addr, unique_name, wait_until, with_namespace};
-use modelship_tests::load::Load;
+use modelship_tests::harness::{unique_name, wait_until, with_namespace};
 use modelship_tests::models::{
-    apply, fixture_uri, patch_spec, pods_of_track, predict_body, selector, served_model, track,
+    apply, fixture_uri, patch_spec, pods_of_track, prediction_load, selector, served_model, track,
     wait_answered_by, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
@@ -104,8 +103,7 @@ async fn rollouts_survive_api_server_and_etcd_restarts() {
         assert_eq!(operator.admin_get("/healthz").await.map(|r| r.0), Some(200));
 
         // A canary rollout, and the API server restarted in the middle of it.
-        let churn = routed_service_addr(&client, &ns, "churn").await;
-        let load = Load::start(churn, "/predict", &predict_body(), RATE, LOAD_CAP);
+        let load = prediction_load(&client, &ns, "churn", RATE, LOAD_CAP).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         load.mark("rolling out 2");
         patch_spec(&client, &ns, "churn", json!({"model": {"version": "2", "uri": fixture_uri("gb.onnx")}})).await;
@@ -171,8 +169,7 @@ async fn rollouts_survive_api_server_and_etcd_restarts() {
         }
 
         // A blue-green rollout, and etcd restarted in the middle of it.
-        let fraud = routed_service_addr(&client, &ns, "fraud").await;
-        let load = Load::start(fraud, "/predict", &predict_body(), RATE, LOAD_CAP);
+        let load = prediction_load(&client, &ns, "fraud", RATE, LOAD_CAP).await;
         tokio::time::sleep(Duration::from_secs(1)).await;
         load.mark("switching to 2");
         patch_spec(&client, &ns, "fraud", json!({"model": {"version": "2", "uri": fixture_uri("rf.onnx")}})).await;

@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use kube::Client;
 use modelship_crds::{Phase, RolloutOutcome};
-use modelship_tests::harness::{routed_service_addr, wait_until, with_namespace};
+use modelship_tests::harness::{wait_until, with_namespace};
 use modelship_tests::load::Load;
 use modelship_tests::models::{
-    apply, condition, patch_spec, pods_of_track, predict_body, selector, served_model, track,
+    apply, condition, patch_spec, pods_of_track, prediction_load, selector, served_model, track,
     wait_answered_by, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
@@ -25,8 +25,7 @@ const LOAD_CAP: Duration = Duration::from_secs(600);
 
 /// Load on the Service once kube-proxy routes it.
 async fn load(client: &Client, service: &str, namespace: &str) -> Load {
-    let target = routed_service_addr(client, namespace, service).await;
-    Load::start(target, "/predict", &predict_body(), RATE, LOAD_CAP)
+    prediction_load(client, namespace, service, RATE, LOAD_CAP).await
 }
 
 /// S1: blue-green under load: the Service switches once, only to a ready color, and no
