@@ -20,10 +20,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use modelship_crds::Phase;
-use modelship_tests::harness::{TestHttp, pod_addr, service_addr, wait_until, with_namespace};
+use modelship_tests::harness::{TestHttp, pod_addr, wait_until, with_namespace};
 use modelship_tests::models::{
     apply, fixture_uri, patch_spec, pods_of_track, predict_body, prediction_load, ready_pods,
-    served_model, track, wait_phase,
+    served_model, track, wait_answered_by, wait_phase,
 };
 use modelship_tests::operator::OperatorProcess;
 use modelship_tests::pods::{PodRecorder, container_id, sigkill_container};
@@ -181,17 +181,8 @@ async fn a_killed_pod_costs_only_the_requests_sent_to_it_before_it_is_back() {
         let id = container_id(canary).expect("the canary's container ID");
         let recorder = PodRecorder::start(&client, &ns, &name);
         // Both versions answer before the kill.
-        let service = service_addr(&client, &ns, "m").await;
         for version in ["1", "2"] {
-            wait_until(T, &format!("an answer from {version}"), async || {
-                let answer = TestHttp::new()
-                    .request(service, Method::POST, "/predict", Some(predict_body().into()))
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let answered = answer.json()["model_version"].as_str().unwrap_or_default().to_string();
-                if answered == version { Ok(()) } else { Err(answered) }
-            })
-            .await;
+            wait_answered_by(&client, &ns, "m", version, T).await;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
 
