@@ -10,6 +10,8 @@
 //! a standard output pipe widened to hold a poll's worth). When the pending bytes would pass
 //! [`PENDING_LIMIT_BYTES`] a request's records are dropped and counted
 //! (`ml_prediction_log_records_total{outcome="dropped"}`): a slow sink never slows inference.
+//! A stopping server has the writer write what is left before it exits
+//! ([`PredictionLog::finish`]).
 //!
 //! Formatting where the record is made costs no more than formatting it on the writer (a
 //! measured alternative), and saves what a queue of records costs: copying each one in and
@@ -41,6 +43,9 @@ const STAGED_BYTES: usize = 16 << 10;
 /// never has to wake it; each wake-up interrupts the requests on a busy core, so it wakes
 /// seldom (every 4 ms cost about 0.8 points more at 140,000 requests a second).
 const POLL: Duration = Duration::from_millis(20);
+/// How long a stopping server waits for the writer's last records (see
+/// [`PredictionLog::finish`]): one HTTP post's timeout, well within a pod's grace period.
+pub const FINISH_LIMIT: Duration = Duration::from_secs(5);
 
 /// Where records go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -201,6 +206,8 @@ struct Inner {
     sample_rate: f64,
     include_features: bool,
     counters: Counters,
+    /// The writer thread, until [`PredictionLog::finish`] waits for it.
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
@@ -226,10 +233,13 @@ impl PredictionLog {
                     .spawn(move || http::post_batches(&writer_shared, &url, &writer_counters))
             }
         };
-        if let Err(error) = spawned {
-            tracing::error!(%error, "cannot start the prediction log writer; logging is off");
-            return None;
-        }
+        let writer = match spawned {
+            Ok(writer) => writer,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the prediction log writer; logging is off");
+                return None;
+            }
+        };
         tracing::info!(sink = ?options.sink, sample_rate = options.sample_rate, "prediction log on");
         Some(PredictionLog(Arc::new(Inner {
             shared,
@@ -237,7 +247,28 @@ impl PredictionLog {
             sample_rate: options.sample_rate.clamp(0.0, 1.0),
             include_features: options.include_features,
             counters,
+            writer: Mutex::new(Some(writer)),
         })))
+    }
+
+    /// Have the writer write (or send) every record made so far, then stop; wait for it up to
+    /// [`FINISH_LIMIT`]. A stopping server calls this once it has answered its last request,
+    /// so the records of its last moments are not lost with the process.
+    pub async fn finish(&self) {
+        self.0.shared.closed.store(true, Ordering::SeqCst);
+        let writer = self.0.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(writer) = writer else { return };
+        let joined = tokio::task::spawn_blocking(move || writer.join());
+        match tokio::time::timeout(FINISH_LIMIT, joined).await {
+            Ok(Ok(Ok(()))) => tracing::debug!("prediction log: last records written"),
+            Ok(_) => {
+                tracing::error!("prediction log: the writer failed; its last records are lost")
+            }
+            Err(_) => tracing::warn!(
+                limit_seconds = FINISH_LIMIT.as_secs(),
+                "prediction log: the writer did not finish in time; the records it holds are lost"
+            ),
+        }
     }
 
     /// Whether this request is logged: exactly `sample_rate` of the requests, evenly spread.

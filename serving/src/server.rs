@@ -163,6 +163,9 @@ pub async fn run(config: Config, listener: TcpListener) -> Result<()> {
         drain_cap: config.request_timeout() + Duration::from_secs(1),
     };
     serve(listener, app, shutdown, limits).await;
+    if let Some(log) = &state.prediction_log {
+        log.finish().await;
+    }
     let failed = failure.lock().unwrap_or_else(|p| p.into_inner()).take();
     match failed {
         Some(e) => Err(e),

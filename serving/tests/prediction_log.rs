@@ -228,3 +228,69 @@ fn the_binary_writes_json_lines_to_stdout() {
     assert_eq!((record["model"].as_str(), record["version"].as_str()), (Some("churn"), Some("7")));
     assert_eq!(record["features_sha256"].as_str().unwrap().len(), 64);
 }
+
+/// `requests` predictions from the real binary, each on a fresh connection, then SIGTERM with
+/// no drain: the process exits within milliseconds of the last answer.
+fn predict_then_stop(
+    extra: &[(&str, String)],
+    stdout: std::process::Stdio,
+    requests: usize,
+) -> Option<String> {
+    use common::process::{free_addr, http, sigterm, spawn_with_stdout, wait_exit, wait_ready};
+    use std::io::Read;
+    let addr = free_addr();
+    let mut env = vec![("MODELSHIP_DRAIN_SECONDS", "0".to_string())];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+    let mut child = spawn_with_stdout(addr, &env, stdout);
+    let output = child.stdout.take().map(|mut out| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            out.read_to_string(&mut text).expect("the server's standard output");
+            text
+        })
+    });
+    wait_ready(addr, &mut child);
+    let body = json!({"features": rows("inputs_binary.json", 1)[0]}).to_string();
+    for _ in 0..requests {
+        assert_eq!(http(addr, "POST", "/predict", &body).map(|(status, _)| status), Some(200));
+    }
+    sigterm(&child);
+    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("the server exits");
+    assert!(status.success(), "{status:?}");
+    output.map(|reader| reader.join().unwrap())
+}
+
+#[test]
+fn a_server_that_stops_writes_its_last_records_to_stdout_first() {
+    let requests = 300;
+    let stdout = predict_then_stop(
+        &[("MODELSHIP_PREDICTION_LOG", "stdout".into())],
+        std::process::Stdio::piped(),
+        requests,
+    )
+    .unwrap();
+    let records = stdout.lines().filter(|line| line.contains("\"kind\":\"prediction\"")).count();
+    assert_eq!(records, requests, "one record per request, the last ones included");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_that_stops_sends_its_last_records_to_the_collector_first() {
+    let (addr, received) = collector().await;
+    let requests = 300;
+    let url = format!("http://{addr}/records");
+    tokio::task::spawn_blocking(move || {
+        predict_then_stop(
+            &[("MODELSHIP_PREDICTION_LOG", "http".into()), ("MODELSHIP_PREDICTION_LOG_URL", url)],
+            std::process::Stdio::null(),
+            requests,
+        )
+    })
+    .await
+    .unwrap();
+    // Nothing is sent after the process exits: what the collector has now is all there is.
+    assert_eq!(
+        received.lock().unwrap().len(),
+        requests,
+        "one record per request, none left behind"
+    );
+}

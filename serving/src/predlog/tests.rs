@@ -61,6 +61,7 @@ fn sampling_logs_exactly_the_rate() {
             sample_rate: rate,
             include_features: false,
             counters: Counters::default(),
+            writer: Mutex::default(),
         }));
         let logged = (0..1000).filter(|_| log.sampled()).count();
         assert_eq!(logged, expected, "rate {rate}");
