@@ -482,9 +482,11 @@ def one_run(index, servers, args, out):
         result["loadavg_start"] = Path("/proc/loadavg").read_text().split()[:3]
         result["started"] = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         log(f"run {index}: lock taken, load average {' '.join(result['loadavg_start'])}")
-        for name in args.servers:
-            server = servers[name]
-            result["servers"][name] = bench_server(server, args, raw)
+        # Odd runs go in the order given, even runs in reverse: a drift of the machine over a
+        # run (another tenant, the host's memory) then favours neither side of a comparison.
+        order = args.servers if index % 2 else list(reversed(args.servers))
+        for name in order:
+            result["servers"][name] = bench_server(servers[name], args, raw)
         result["loadavg_end"] = Path("/proc/loadavg").read_text().split()[:3]
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
@@ -724,7 +726,8 @@ def header(summary, args):
         "the server and interrupt handling (other work on this shared machine). RSS: VmRSS "
         "summed over the server's processes after all its load. Cold start: spawn to the first 200 on the readiness route (`/ready`, "
         "`/health`, `/v2/health/ready`, `POST /predict` for bare axum), median of "
-        f"{args.cold_starts} starts.",
+        f"{args.cold_starts} starts. Servers run one after another, in the order given in "
+        "odd runs and in reverse in even runs.",
         "",
         "- **modelship**: `modelship-serving` (release), `MODELSHIP_WORKER_THREADS=1`, one model "
         "with versions `v1` = `serving/fixtures/logreg.onnx` and `v2` = `rf.onnx` "
