@@ -44,8 +44,9 @@ const STAGED_BYTES: usize = 16 << 10;
 /// seldom (every 4 ms cost about 0.8 points more at 140,000 requests a second).
 const POLL: Duration = Duration::from_millis(20);
 /// How long a stopping server waits for the writer's last records (see
-/// [`PredictionLog::finish`]): one HTTP post's timeout, well within a pod's grace period.
-pub const FINISH_LIMIT: Duration = Duration::from_secs(5);
+/// [`PredictionLog::finish`]): inside the 5 s the operator gives a pod to stop after its
+/// drain, so a collector that is down still lets the pod exit cleanly.
+pub const FINISH_LIMIT: Duration = Duration::from_secs(3);
 
 /// Where records go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
