@@ -175,6 +175,14 @@ pub async fn load_all(
 /// Warm-up calls at most: the fastest is the model's cost per row.
 const WARM_UP_CALLS: usize = 3;
 
+/// Whether warm-up has measured enough after `calls` calls, the fastest taking `fastest`. A
+/// costly model is known to be costly after two calls, with no need to wait for a third; one
+/// call is never enough, since a model's first call can take several times as long as the
+/// next (cold caches, first allocations) and would pass a cheap model for a costly one.
+fn warm_up_done(calls: usize, fastest: Duration) -> bool {
+    calls >= WARM_UP_CALLS || (calls >= 2 && CallCost::per_row(fastest).offload(1))
+}
+
 /// Inferences on a zero row: readiness promises the model has answered once. The fastest of
 /// a few calls is what a row costs the model, which decides where its calls run.
 pub fn warm_up(backend: &dyn Backend) -> Result<CallCost> {
@@ -182,15 +190,14 @@ pub fn warm_up(backend: &dyn Backend) -> Result<CallCost> {
     let x = vec![0.0; sig.features];
     let mut out = Predictions::default();
     let mut fastest = Duration::MAX;
-    for _ in 0..WARM_UP_CALLS {
+    for calls in 1.. {
         let started = std::time::Instant::now();
         backend.predict(&x, 1, &mut out)?;
         fastest = fastest.min(started.elapsed());
         if out.rows != 1 || out.scores.len() != sig.width() {
             return Err(Error::load("warm-up inference returned outputs of the wrong size"));
         }
-        // A costly model is known to be costly after one call; no need to wait for more.
-        if CallCost::per_row(fastest).offload(1) {
+        if warm_up_done(calls, fastest) {
             break;
         }
     }
@@ -244,5 +251,15 @@ mod tests {
         assert!(check_name("n", "fraud-detector_v2.1").is_ok());
         assert!(check_name("n", "a/b").is_err());
         assert!(check_name("n", "").is_err());
+    }
+
+    #[test]
+    fn warm_up_trusts_no_single_call() {
+        let cheap = Duration::from_micros(10);
+        let costly = CallCost::OFFLOAD_ABOVE * 2;
+        assert!(!warm_up_done(1, costly), "a slow first call alone decides nothing");
+        assert!(warm_up_done(2, costly), "two slow calls make a costly model");
+        assert!(!warm_up_done(2, cheap));
+        assert!(warm_up_done(WARM_UP_CALLS, cheap));
     }
 }
