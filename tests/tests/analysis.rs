@@ -356,9 +356,11 @@ async fn prometheus_reaches_the_verdicts_of_direct_scraping() {
             assert!(message.contains("above maxLatencyP95Ratio 3"), "{name}: {message}");
             reasons.push(message);
         }
-        // Prometheus held the candidate's series under the labels the provider queries.
+        // Prometheus held the candidate's series under the labels the provider queries. Over a
+        // range, since the rolled-back pods may be gone by now, and an instant query skips the
+        // series Prometheus marked stale when their targets went away.
         let seen = format!(
-            r#"sum(ml_requests_total{{namespace="{ns}",modelship_name="prom",version="2",track="canary"}})"#
+            r#"sum(max_over_time(ml_requests_total{{namespace="{ns}",modelship_name="prom",version="2",track="canary"}}[10m]))"#
         );
         assert!(prometheus.query(&seen).await.unwrap_or(0.0) > 0.0, "{seen}: no series");
 
