@@ -24,6 +24,7 @@ tests/python-tools.sh >/dev/null
 phase "Formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
 phase "Fuzzing: each target of serving/fuzz for a bounded time"
 tests/fuzz.sh "${FUZZ_SECONDS:-20}"

@@ -1,5 +1,5 @@
 //! The controller: runs the watches and, for each ModelDeployment that changed, the
-//! reconcile pipeline, read top to bottom in [`reconcile`]:
+//! reconcile pipeline, read top to bottom in `reconcile`:
 //!
 //! observe (watch caches) -> plan (pure) -> build the children (pure) -> apply (server-side
 //! apply, skipped when unchanged) -> report (status when it changed, events).

@@ -81,7 +81,7 @@ pub struct Config {
     /// Feature statistics for drift (same schemes as the model URI).
     #[arg(long, env = env::REFERENCE_DATA)]
     pub reference_data: Option<String>,
-    /// Serve every <dir>/<name>/<version>/model.onnx (with an optional reference.json beside it).
+    /// Serve every `<dir>/<name>/<version>/model.onnx` (with an optional reference.json beside it).
     #[arg(long, env = env::MODEL_DIR)]
     pub model_dir: Option<PathBuf>,
     /// Most rows in one model call.

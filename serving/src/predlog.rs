@@ -6,7 +6,7 @@
 //! exactly every tenth request) and hashes the rows before they go to the model, so it need
 //! not keep a copy of them; once the model has answered it formats the request's records,
 //! as JSON lines, into a small buffer moved onto the log's pending bytes when full (see
-//! `Appended`); a thread of its own takes what is pending every [`POLL`] and writes it (to
+//! `Appended`); a thread of its own takes what is pending every `POLL` and writes it (to
 //! a standard output pipe widened to hold a poll's worth). When the pending bytes would pass
 //! [`PENDING_LIMIT_BYTES`] a request's records are dropped and counted
 //! (`ml_prediction_log_records_total{outcome="dropped"}`): a slow sink never slows inference.
@@ -46,7 +46,7 @@ const POLL: Duration = Duration::from_millis(20);
 /// How long a stopping server waits for the writer's last records (see
 /// [`PredictionLog::finish`]): inside the 5 s the operator gives a pod to stop after its
 /// drain, so a collector that is down still lets the pod exit cleanly.
-pub const FINISH_LIMIT: Duration = Duration::from_secs(3);
+const FINISH_LIMIT: Duration = Duration::from_secs(3);
 
 /// Where records go.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -253,7 +253,7 @@ impl PredictionLog {
     }
 
     /// Have the writer write (or send) every record made so far, then stop; wait for it up to
-    /// [`FINISH_LIMIT`]. A stopping server calls this once it has answered its last request,
+    /// `FINISH_LIMIT`. A stopping server calls this once it has answered its last request,
     /// so the records of its last moments are not lost with the process.
     pub async fn finish(&self) {
         self.0.shared.closed.store(true, Ordering::SeqCst);

@@ -39,7 +39,7 @@ pub struct Limits {
 
 /// Serve `app` on `listener` until `shutdown` completes. Then stop accepting, answer every
 /// request with `Connection: close` until the connections are gone or
-/// [`CLOSE_AFTER_RESPONSE_GRACE`] has passed, and let in-flight requests finish for at most
+/// `CLOSE_AFTER_RESPONSE_GRACE` has passed, and let in-flight requests finish for at most
 /// `limits.drain_cap`.
 pub async fn serve(
     listener: TcpListener,

@@ -27,7 +27,7 @@ pub struct FaultyLink {
 }
 
 impl FaultyLink {
-    /// Forward 127.0.0.1:<new port> to `upstream`.
+    /// Forward `127.0.0.1:<new port>` to `upstream`.
     pub async fn start(upstream: SocketAddr) -> FaultyLink {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
         let addr = listener.local_addr().expect("local address");

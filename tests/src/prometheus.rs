@@ -74,7 +74,7 @@ fn openssl(args: impl FnOnce(&mut Command)) {
 }
 
 /// The scrape configuration. Debian's Prometheus is built without Kubernetes service
-/// discovery, so the targets come from a file that [`follow_pods`] keeps current from the API
+/// discovery, so the targets come from a file that `follow_pods` keeps current from the API
 /// server, with the labels the chart's PodMonitor adds.
 pub fn scrape_config(targets: &Path) -> String {
     format!(

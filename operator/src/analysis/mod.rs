@@ -12,11 +12,11 @@
 //!   samples;
 //! - [`measure`]: pure: one window of a pod, and the pods' windows combined into one
 //!   [`Measurement`];
-//! - [`judge`]: pure: a measurement against the thresholds of `spec.strategy.analysis`;
+//! - [`judge()`]: pure: a measurement against the thresholds of `spec.strategy.analysis`;
 //! - [`prometheus`]: the other source: PromQL over the window, for clusters whose Prometheus
 //!   already scrapes the serving pods.
 //!
-//! The planner only ever sees a [`Measurement`] and calls [`judge`]; this module knows
+//! The planner only ever sees a [`Measurement`] and calls [`judge()`]; this module knows
 //! nothing of the planner.
 
 pub mod judge;

@@ -26,7 +26,7 @@ use crate::metrics::Metrics;
 pub const URL_KEY: &str = "url";
 /// The Secret key holding the HMAC key, when bodies are signed.
 pub const HMAC_KEY: &str = "hmacKey";
-/// Attempts per notification; between them the wait doubles from [`FIRST_RETRY`].
+/// Attempts per notification; between them the wait doubles from `FIRST_RETRY`.
 pub const ATTEMPTS: u32 = 6;
 const FIRST_RETRY: Duration = Duration::from_millis(500);
 const MAX_RETRY: Duration = Duration::from_secs(8);

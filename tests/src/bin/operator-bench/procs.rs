@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::summary::CpuShare;
 
-/// Clock ticks per second of /proc/<pid>/stat times (USER_HZ, 100 on Linux).
+/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
 const USER_HZ: f64 = 100.0;
 
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
