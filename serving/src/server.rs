@@ -20,6 +20,10 @@ use crate::error::{Error, Result};
 use crate::state::{AppState, Settings};
 use crate::{loader, routes};
 
+mod connection;
+
+use connection::{Activity, Watched};
+
 /// After shutdown begins, how long keep-alive connections get to carry one more request, whose
 /// response closes them. Closing an idle connection races with a client sending on it (the
 /// client sees "connection closed before message completed"); a connection closed after a
@@ -30,8 +34,9 @@ const CONNECTIONS_POLL: Duration = Duration::from_millis(10);
 /// How connections are served.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// A connection whose request headers take longer than this to arrive is closed
-    /// (slowloris guard).
+    /// A connection whose request head takes longer than this to arrive, from its first byte
+    /// (or from the connection's opening), is closed (slowloris guard). Idle keep-alive
+    /// connections are closed after `connection::IDLE_TIMEOUT`.
     pub header_read_timeout: Duration,
     /// After shutdown, in-flight requests get at most this long to finish.
     pub drain_cap: Duration,
@@ -50,7 +55,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let closing = Arc::new(AtomicBool::new(false));
     let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    // Without hyper's header-read timeout, which also closes idle keep-alive connections:
+    // `connection` keeps that clock.
+    http.timer(TokioTimer::new()).header_read_timeout(None).keep_alive(true);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -67,20 +74,31 @@ pub async fn serve(
                 let _ = stream.set_nodelay(true);
                 let app = app.clone();
                 let closing = closing.clone();
+                let activity = Activity::opened();
+                let serving = activity.clone();
                 let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                    let (app, closing) = (app.clone(), closing.clone());
+                    let (app, closing, activity) = (app.clone(), closing.clone(), serving.clone());
+                    activity.request_started();
                     async move {
                         let mut response = app.oneshot(req).await?;
                         if closing.load(Ordering::Relaxed) {
                             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
                         }
+                        activity.request_finished();
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });
-                let conn = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let io = TokioIo::new(Watched::new(stream, activity.clone()));
+                let conn = graceful.watch(http.serve_connection(io, service));
+                let header_read_timeout = limits.header_read_timeout;
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
+                    tokio::select! {
+                        ended = conn => if let Err(e) = ended {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        },
+                        () = activity.timed_out(header_read_timeout) => {
+                            tracing::debug!(phase = ?activity.phase(), "connection closed: too long waiting for a request");
+                        }
                     }
                 });
             }

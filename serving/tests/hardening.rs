@@ -1,5 +1,5 @@
 //! Hardening seen through real sockets: a slowloris client is disconnected once the header
-//! read timeout passes, a model slower than the request deadline is answered 503 within the
+//! read timeout passes while an idle keep-alive connection is not, a model slower than the request deadline is answered 503 within the
 //! deadline plus 100 ms, a client that sends an oversized body whole before reading (Python's
 //! urllib) reads the 413, and the process exits 0 on SIGTERM.
 
@@ -84,6 +84,82 @@ fn a_slowloris_client_is_disconnected_and_others_are_served() {
     println!("slowloris connection closed after {held:?} (header read timeout {timeout:?})");
     assert!(held >= timeout, "closed after {held:?}, before the timeout");
     assert!(held < timeout + Duration::from_millis(1500), "closed only after {held:?}");
+    assert_eq!(stop(&mut server.0, Duration::from_secs(10)), Some(0), "exit code after SIGTERM");
+}
+
+/// Reads one HTTP/1.1 response with a `content-length` from `stream`; its status, or `None` if
+/// the server closed the connection first.
+fn read_response(stream: &mut TcpStream) -> Option<u16> {
+    let mut received = Vec::new();
+    let mut buf = [0_u8; 4096];
+    loop {
+        if let Some(end) = received.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&received[..end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .unwrap_or(0);
+            if received.len() >= end + 4 + length {
+                return head.split(' ').nth(1).and_then(|s| s.parse().ok());
+            }
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// A keep-alive connection left idle for longer than the header read timeout stays open and
+/// answers its next request: closing it would race with a client sending on it, which then
+/// sees "connection closed before message completed", a lost request. A head trickling in after
+/// such a pause is still cut off once the timeout has passed since its first byte.
+#[test]
+fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
+    let _alone = one_at_a_time();
+    let addr = free_addr();
+    let timeout = Duration::from_millis(600);
+    let mut server = Guard(spawn(
+        addr,
+        &[
+            ("MODELSHIP_HEADER_READ_TIMEOUT_MS", timeout.as_millis().to_string()),
+            ("MODELSHIP_DRAIN_SECONDS", "0".into()),
+        ],
+    ));
+    wait_ready(addr, &mut server.0);
+    let body = predict_body();
+    let request = format!(
+        "POST /predict HTTP/1.1\r\nHost: idle\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for round in 0..3 {
+        stream.write_all(request.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut stream), Some(200), "request {round} on the connection");
+        std::thread::sleep(timeout * 3);
+    }
+
+    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+    let started = Instant::now();
+    stream.write_all(b"POST /predict HTTP/1.1\r\nHost: slow\r\nX-Slow: ").unwrap();
+    let mut buf = [0_u8; 512];
+    let held = loop {
+        assert!(started.elapsed() < Duration::from_secs(5), "a trickling head is never cut off");
+        if stream.write_all(b"a").is_err() {
+            break started.elapsed();
+        }
+        match stream.read(&mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break started.elapsed(),
+        }
+    };
+    println!("after the pauses, a trickling head was cut off after {held:?} (timeout {timeout:?})");
+    assert!(held >= timeout, "cut off after {held:?}, before the timeout");
+    assert!(held < timeout + Duration::from_millis(1500), "cut off only after {held:?}");
     assert_eq!(stop(&mut server.0, Duration::from_secs(10)), Some(0), "exit code after SIGTERM");
 }
 
