@@ -34,12 +34,25 @@ fn predict_body() -> String {
     serde_json::json!({"features": common::rows("inputs_binary.json", 1)[0]}).to_string()
 }
 
-/// Writes request headers one byte at a time, never finishing them; returns how long the
-/// server kept the connection open, or `None` if it still was after `give_up`.
+/// Writes request headers one byte at a time on a new connection, never finishing them;
+/// returns how long the server kept the connection open, or `None` if it still was after
+/// `give_up`.
 fn trickle_headers(addr: SocketAddr, every: Duration, give_up: Duration) -> Option<Duration> {
     // From before the connection exists, so the server's clock cannot start earlier.
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr).unwrap();
+    trickle_headers_on(&mut stream, started, every, give_up)
+}
+
+/// Writes request headers one byte at a time on `stream`, never finishing them; returns how
+/// long after `started` the server closed the connection, or `None` if it had not after
+/// `give_up`.
+fn trickle_headers_on(
+    stream: &mut TcpStream,
+    started: Instant,
+    every: Duration,
+    give_up: Duration,
+) -> Option<Duration> {
     stream.set_read_timeout(Some(every)).unwrap();
     stream.write_all(b"POST /predict HTTP/1.1\r\nHost: slow\r\nX-Slow: ").unwrap();
     let mut buf = [0_u8; 512];
@@ -58,11 +71,8 @@ fn trickle_headers(addr: SocketAddr, every: Duration, give_up: Duration) -> Opti
     None
 }
 
-#[test]
-fn a_slowloris_client_is_disconnected_and_others_are_served() {
-    let _alone = one_at_a_time();
-    let addr = free_addr();
-    let timeout = Duration::from_millis(600);
+/// The server on `addr` with a header read timeout of `timeout` and no drain, ready.
+fn server_with_header_timeout(addr: SocketAddr, timeout: Duration) -> Guard {
     let mut server = Guard(spawn(
         addr,
         &[
@@ -71,6 +81,15 @@ fn a_slowloris_client_is_disconnected_and_others_are_served() {
         ],
     ));
     wait_ready(addr, &mut server.0);
+    server
+}
+
+#[test]
+fn a_slowloris_client_is_disconnected_and_others_are_served() {
+    let _alone = one_at_a_time();
+    let addr = free_addr();
+    let timeout = Duration::from_millis(600);
+    let mut server = server_with_header_timeout(addr, timeout);
     let slow = std::thread::spawn(move || {
         trickle_headers(addr, Duration::from_millis(50), Duration::from_secs(5))
     });
@@ -120,14 +139,7 @@ fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
     let _alone = one_at_a_time();
     let addr = free_addr();
     let timeout = Duration::from_millis(600);
-    let mut server = Guard(spawn(
-        addr,
-        &[
-            ("MODELSHIP_HEADER_READ_TIMEOUT_MS", timeout.as_millis().to_string()),
-            ("MODELSHIP_DRAIN_SECONDS", "0".into()),
-        ],
-    ));
-    wait_ready(addr, &mut server.0);
+    let mut server = server_with_header_timeout(addr, timeout);
     let body = predict_body();
     let request = format!(
         "POST /predict HTTP/1.1\r\nHost: idle\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
@@ -141,22 +153,13 @@ fn an_idle_keep_alive_connection_outlives_the_header_timeout() {
         std::thread::sleep(timeout * 3);
     }
 
-    stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-    let started = Instant::now();
-    stream.write_all(b"POST /predict HTTP/1.1\r\nHost: slow\r\nX-Slow: ").unwrap();
-    let mut buf = [0_u8; 512];
-    let held = loop {
-        assert!(started.elapsed() < Duration::from_secs(5), "a trickling head is never cut off");
-        if stream.write_all(b"a").is_err() {
-            break started.elapsed();
-        }
-        match stream.read(&mut buf) {
-            Ok(0) => break started.elapsed(),
-            Ok(_) => continue,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-            Err(_) => break started.elapsed(),
-        }
-    };
+    let held = trickle_headers_on(
+        &mut stream,
+        Instant::now(),
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+    )
+    .expect("a head trickling after the pauses is still connected after 5 s");
     println!("after the pauses, a trickling head was cut off after {held:?} (timeout {timeout:?})");
     assert!(held >= timeout, "cut off after {held:?}, before the timeout");
     assert!(held < timeout + Duration::from_millis(1500), "cut off only after {held:?}");
