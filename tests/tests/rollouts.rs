@@ -528,6 +528,11 @@ async fn a_held_first_status_keeps_the_progress_clock() {
         let stored = stored_until(&world, Phase::Degraded).await;
         let log = operator.log_tail();
         assert_eq!(stored, [(Some(Phase::Degraded), 0)], "the first status stored; log:\n{log}");
+        // The warning is published after the status write: wait for it, then count it.
+        wait_until(T, "the ProgressDeadlineExceeded event", async || {
+            models::event_counts(&client, &ns, "m").await.contains_key("ProgressDeadlineExceeded")
+        })
+        .await;
         let counts = models::event_counts(&client, &ns, "m").await;
         assert_eq!(counts.get("ProgressDeadlineExceeded").copied(), Some(1), "{counts:?}");
     })
