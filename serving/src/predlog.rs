@@ -398,10 +398,11 @@ fn format_record(out: &mut Vec<u8>, record: &Record<'_>) {
 fn write_seconds(out: &mut Vec<u8>, at: SystemTime) {
     let since = at.duration_since(UNIX_EPOCH).unwrap_or_default();
     json(out, &since.as_secs());
-    let micros = since.subsec_micros();
+    let mut micros = since.subsec_micros();
     let mut digits = *b".000000";
-    for (i, digit) in digits[1..].iter_mut().rev().enumerate() {
-        *digit = b'0' + (micros / 10u32.pow(i as u32) % 10) as u8;
+    for digit in digits[1..].iter_mut().rev() {
+        *digit = b'0' + (micros % 10) as u8;
+        micros /= 10;
     }
     out.extend_from_slice(&digits);
 }
