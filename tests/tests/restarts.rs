@@ -72,12 +72,18 @@ async fn restart(component: &str) -> (Timestamp, Timestamp) {
     (stopped, ready)
 }
 
-/// `model` with the operator's default drain instead of the tests' short one: after the API
-/// server comes back, kube-proxy and the EndpointSlice controller relist on their own backoff,
-/// and a pod removed in the meantime must keep serving until they have caught up, as the
-/// default drain is there for.
-fn default_drain(mut model: serde_json::Value) -> serde_json::Value {
-    model["spec"]["serving"].as_object_mut().expect("a serving object").remove("drainSeconds");
+/// How long a removed pod keeps serving in this test. After the API server comes back,
+/// kube-proxy and the EndpointSlice controller list again on their reflectors' backoff (0.8 s
+/// doubling, with up to as much again of jitter), and a watch the restarted API server refuses
+/// (`403 Forbidden` before its authorizer has caught up, seen in kube-proxy's log) sends them
+/// further out: once, 24 s after the API server served again, a pod that had drained for the
+/// default 5 s was still in kube-proxy's rules. A pod removed in that time must keep serving
+/// until they have caught up, which is what a drain is for.
+const DRAIN_SECONDS: i32 = 30;
+
+/// `model` with the drain above instead of the tests' short one.
+fn drain_past_relist(mut model: serde_json::Value) -> serde_json::Value {
+    model["spec"]["serving"]["drainSeconds"] = json!(DRAIN_SECONDS);
     model
 }
 
@@ -95,9 +101,9 @@ async fn rollouts_survive_api_server_and_etcd_restarts() {
             &[("KUBECONFIG", account.kubeconfig.to_str().unwrap())],
         );
         let canary = json!({"type": "Canary", "canary": {"weight": 50}});
-        apply(&client, &ns, default_drain(served_model("churn", "1", "logreg.onnx", 2, canary))).await;
+        apply(&client, &ns, drain_past_relist(served_model("churn", "1", "logreg.onnx", 2, canary))).await;
         let blue_green = json!({"type": "BlueGreen", "blueGreen": {"scaleDownDelaySeconds": 2}});
-        apply(&client, &ns, default_drain(served_model("fraud", "1", "logreg.onnx", 2, blue_green))).await;
+        apply(&client, &ns, drain_past_relist(served_model("fraud", "1", "logreg.onnx", 2, blue_green))).await;
         wait_phase(&client, &ns, "churn", Phase::Healthy, T).await;
         wait_phase(&client, &ns, "fraud", Phase::Healthy, T).await;
         assert_eq!(operator.admin_get("/healthz").await.map(|r| r.0), Some(200));
