@@ -3,15 +3,28 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use super::fixture;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_modelship-serving");
 
+/// A free address on 127.0.0.1 for a server to listen on, with a port below the kernel's
+/// ephemeral range (32768 and up by default). A port from `bind(:0)` comes from that range,
+/// where the tests' own client connections, a new one per request, can take it as their local
+/// port before the server binds it (seen once: the server exited before becoming ready).
+/// Each test process takes its ports from its own block of 100.
 pub fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let block = 20_000 + (std::process::id() % 100) as u16 * 100;
+    for _ in 0..100 {
+        let port = block + NEXT.fetch_add(1, Ordering::Relaxed) % 100;
+        if let Ok(listener) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port in 127.0.0.1:{block}-{}", block + 99);
 }
 
 /// The random forest as `fraud` version 1 on `addr`, one worker thread, with `extra`
